@@ -1,0 +1,148 @@
+"""Registry of Cartesian undersampling patterns.
+
+A pattern is a function ``fn(n_frames, n_lines, acceleration, seed, **options) -> (T, W) bool``
+(True = phase-encoding line sampled in that frame). Register new patterns with
+:func:`register_pattern`; :func:`make_mask` builds the (S, T, W) mask of one subject with a
+per-slice seed derived from the subject seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from kspace_sim.seeding import derive_seed
+
+__all__ = [
+    "MaskPattern",
+    "register_pattern",
+    "available_patterns",
+    "get_pattern",
+    "make_mask",
+    "mask_name",
+    "parse_mask_name",
+    "achieved_acceleration",
+    "validate_mask_request",
+]
+
+
+class MaskPattern(Protocol):
+    def __call__(
+        self, n_frames: int, n_lines: int, acceleration: float, seed: int, **options: Any
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: MaskPattern
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_pattern(name: str, description: str = "") -> Callable[[MaskPattern], MaskPattern]:
+    """Decorator registering a pattern function under ``name``."""
+
+    def deco(fn: MaskPattern) -> MaskPattern:
+        _REGISTRY[name] = _Entry(fn, description or (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return deco
+
+
+def available_patterns() -> dict[str, str]:
+    """``{name: one-line description}`` of every registered pattern."""
+    _load_builtin()
+    return {k: v.description for k, v in sorted(_REGISTRY.items())}
+
+
+def get_pattern(name: str) -> MaskPattern:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown mask pattern {name!r}; available: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name].fn
+
+
+def _load_builtin() -> None:
+    # importing the modules registers their patterns
+    from kspace_sim.masks import cartesian  # noqa: F401
+
+    try:
+        from kspace_sim.masks import vista  # noqa: F401
+    except ImportError:  # pragma: no cover - vista module not present in this build
+        pass
+
+
+def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_lines: int) -> None:
+    """Raise ``ValueError`` before any work for an unknown pattern or an impossible R."""
+    get_pattern(pattern)
+    if n_lines < 2 or n_frames < 1:
+        raise ValueError(f"mask needs W >= 2 lines and T >= 1 frames, got W={n_lines}, T={n_frames}")
+    if not np.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration R must be >= 1, got {acceleration}")
+    if acceleration > n_lines:
+        raise ValueError(f"acceleration R={acceleration} exceeds the number of lines W={n_lines}")
+
+
+def mask_name(pattern: str, acceleration: float) -> str:
+    """Store key of a mask, e.g. ``vista_r4`` or ``gaussian_r2.5``."""
+    r = float(acceleration)
+    return f"{pattern}_r{int(r) if r.is_integer() else r:g}"
+
+
+def parse_mask_name(name: str) -> tuple[str, float]:
+    """Inverse of :func:`mask_name`: ``'vista_r4' -> ('vista', 4.0)``."""
+    pattern, _, r = name.rpartition("_r")
+    if not pattern or not r:
+        raise ValueError(f"not a mask name: {name!r} (expected PATTERN_rR, e.g. vista_r4)")
+    return pattern, float(r)
+
+
+def make_mask(
+    pattern: str,
+    n_slices: int,
+    n_frames: int,
+    n_lines: int,
+    acceleration: float,
+    seed: int,
+    **options: Any,
+) -> np.ndarray:
+    """Mask ``(S, T, W)`` bool for one subject; slice ``s`` uses ``derive_seed(seed, 'mask', s)``.
+
+    Args:
+        pattern: a registered pattern name (see :func:`available_patterns`).
+        n_slices, n_frames, n_lines: S, T and W (phase-encoding lines).
+        acceleration: target R = W / (lines per frame).
+        seed: the subject's mask seed.
+        options: pattern-specific keyword options.
+    """
+    validate_mask_request(pattern, acceleration, n_frames, n_lines)
+    fn = get_pattern(pattern)
+    out = np.empty((n_slices, n_frames, n_lines), dtype=bool)
+    for s in range(n_slices):
+        m = np.asarray(fn(n_frames, n_lines, acceleration, derive_seed(seed, "mask", s), **options))
+        if m.shape != (n_frames, n_lines) or m.dtype != bool:
+            raise RuntimeError(f"pattern {pattern!r} returned {m.shape} {m.dtype}, expected {(n_frames, n_lines)} bool")
+        out[s] = m
+    return out
+
+
+def achieved_acceleration(mask: np.ndarray, exclude_lines: np.ndarray | None = None) -> float:
+    """Exact achieved acceleration: total lines / sampled lines over all frames and slices.
+
+    Args:
+        mask: ``(..., W)`` bool.
+        exclude_lines: optional ``(W,)`` bool of lines (e.g. ACS) left out of the count, giving
+            the acceleration of the incoherent part alone.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if exclude_lines is not None:
+        keep = ~np.asarray(exclude_lines, dtype=bool)
+        m = m[..., keep]
+    n = int(m.sum())
+    return float("inf") if n == 0 else m.size / n
