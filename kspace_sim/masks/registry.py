@@ -24,6 +24,7 @@ __all__ = [
     "mask_name",
     "parse_mask_name",
     "achieved_acceleration",
+    "acs_lines_mask",
     "validate_mask_request",
 ]
 
@@ -87,6 +88,24 @@ def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_li
         raise ValueError(f"acceleration R must be >= 1, got {acceleration}")
     if acceleration > n_lines:
         raise ValueError(f"acceleration R={acceleration} exceeds the number of lines W={n_lines}")
+
+
+def acs_lines_mask(pattern: str, n_lines: int, acceleration: float, **options: Any) -> np.ndarray:
+    """``(W,)`` bool: the fully sampled central (ACS) lines a pattern adds in every frame.
+
+    Uses ``options['acs_lines']`` when given, else the pattern function's ``default_acs_lines``
+    attribute (``fn(W, R) -> int``), else none.
+    """
+    fn = get_pattern(pattern)
+    n_acs = options.get("acs_lines")
+    if n_acs is None:
+        default = getattr(fn, "default_acs_lines", None)
+        n_acs = default(n_lines, acceleration) if default is not None else 0
+    m = np.zeros(n_lines, dtype=bool)
+    if n_acs:
+        start = n_lines // 2 - int(n_acs) // 2
+        m[start : start + int(n_acs)] = True
+    return m
 
 
 def mask_name(pattern: str, acceleration: float) -> str:

@@ -1,0 +1,406 @@
+"""Build a k-space store from a cohort with Dask: one task per subject.
+
+Workers load a subject, simulate it and write its rows of ``kspace``, ``seg`` and ``masks/*``
+(whole shards: never two writers in one shard), then return a small :class:`SubjectRecord`.
+The client alone writes the subject table and the labels, marks subjects done after their
+task returned, and consolidates the metadata at the end. Re-running the same build resumes:
+subjects already done are skipped, failed ones are retried.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import zarr
+
+import kspace_sim
+from kspace_sim.fft import FFT_CONVENTION
+from kspace_sim.masks import acs_lines_mask
+from kspace_sim.seeding import derive_seed
+from kspace_sim.simulate import MaskSpec, SimulationParams, simulate_subject, subject_checksum, validate_masks
+from kspace_sim.sources.discover import SubjectSource, discover_subjects
+from kspace_sim.sources.subject import SubjectError
+from kspace_sim.store.layout import (
+    StoreError,
+    consolidate,
+    create_store,
+    open_store,
+)
+from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
+from kspace_sim.views import LABEL_MAP
+
+__all__ = ["BuildConfig", "BuildReport", "build_store", "process_subject", "default_split", "git_commit"]
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build needs. ``params`` and ``masks`` change the data; the rest does not."""
+
+    input_dir: str
+    out: str
+    masks: list[MaskSpec]
+    params: SimulationParams = field(default_factory=SimulationParams)
+    seed: int = 0
+    workers: int = 2
+    scheduler: str | None = None
+    compression: str = "none"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    storage_options: dict[str, Any] | None = None
+    seg_dir: str | None = None
+    progress: bool = True
+    flush_seconds: float = 2.0
+
+    def data_parameters(self) -> dict[str, Any]:
+        """The parameters recorded in the store and compared on resume."""
+        return {
+            "simulation": self.params.to_dict(),
+            "masks": [m.to_dict() for m in self.masks],
+            "kspace_compression": self.compression,
+            "split_fractions": list(self.split_fractions),
+        }
+
+
+@dataclass
+class BuildReport:
+    """Summary of one build run."""
+
+    store: str
+    n_subjects: int
+    processed: int
+    skipped: int
+    done: int
+    failed: list[tuple[str, str]]
+    seconds: float
+    achieved_acceleration: dict[str, dict[str, float]]
+    store_bytes: int | None
+
+    @property
+    def subjects_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def git_commit() -> str:
+    """The simulator's git commit, or 'unknown' outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except Exception:  # noqa: BLE001 - provenance only
+        return "unknown"
+
+
+def default_split(subject_ids: list[str], seed: int, fractions: tuple[float, float, float]) -> np.ndarray:
+    """Seeded per-subject split codes (0 train, 1 validation, 2 test), independent of order."""
+    u = np.array([derive_seed(seed, sid, "split") / 2.0**63 for sid in subject_ids])
+    f_train, f_val, _ = fractions
+    return np.where(u < f_train, 0, np.where(u < f_train + f_val, 1, 2)).astype(np.int8)
+
+
+def _open_rows(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
+    kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
+    return zarr.open_group(url, mode="r+", use_consolidated=False, **kwargs)
+
+
+def process_subject(
+    source: SubjectSource,
+    row: int,
+    url: str,
+    params: SimulationParams,
+    masks: list[MaskSpec],
+    seed: int,
+    storage_options: dict[str, Any] | None = None,
+    phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None = None,
+) -> SubjectRecord:
+    """Load, simulate and write one subject (runs on a worker); returns its small record.
+
+    Input problems (:class:`SubjectError`) and unexpected errors both give a failed record with
+    a reason; nothing is marked done here.
+    """
+    t0 = time.perf_counter()
+    try:
+        vol = source.load()
+        sim = simulate_subject(vol, params, masks, seed)
+        group = _open_rows(url, storage_options)
+        group["kspace"][row] = sim.kspace
+        if "seg" in group:
+            group["seg"][row] = sim.views.seg
+        counts: dict[str, tuple[int, int, int, int]] = {}
+        for name, m in sim.masks.items():
+            group[f"masks/{name}"][row] = m
+            spec = next(s for s in masks if s.name == name)
+            acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
+            counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
+        pheno = phenotypes(vol) if phenotypes is not None else (None, [])
+        v = sim.views
+        return SubjectRecord(
+            row=row,
+            ok=True,
+            checksum=subject_checksum(sim.kspace, v.seg),
+            seg_present=v.seg_present,
+            pixel_spacing=v.pixel_spacing,
+            crop_box=v.crop_box,
+            sax_slices=v.sax_slices,
+            intensity_range=v.intensity_range,
+            dt=float(vol.dt),
+            source_frames=int(v.source_frames),
+            mask_counts=counts,
+            phenotypes=pheno[0],
+            phenotype_reasons=list(pheno[1]),
+            seconds=time.perf_counter() - t0,
+        )
+    except SubjectError as exc:
+        return SubjectRecord(row=row, ok=False, reason=str(exc), seconds=time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - one bad subject must not stop the build
+        return SubjectRecord(
+            row=row, ok=False, reason=f"unexpected {type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0
+        )
+
+
+@contextmanager
+def _dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="2GiB",
+        dashboard_address=None,
+        silence_logs=40,
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
+    return {
+        "simulator_version": kspace_sim.__version__,
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "global_seed": cfg.seed,
+        "parameters": cfg.data_parameters(),
+        "fft_convention": FFT_CONVENTION,
+        "label_map": {str(k): v for k, v in LABEL_MAP.items()},
+        "masks": {},
+        "builds": [],
+        "pseudonymised": False,
+        "input": {"kind": "demo" if (Path(cfg.input_dir) / "DEMO_COHORT.txt").exists() else "cohort"},
+        "subject_seed_rule": "derive_seed(global_seed, subject_id, purpose, ...): SHA-256 of the seed and keys",
+    }
+
+
+def _normalise(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group:
+    ids = [s.subject_id for s in sources]
+    try:
+        group = open_store(cfg.out, mode="r+", storage_options=cfg.storage_options)
+    except StoreError as exc:
+        if "no store" not in str(exc):
+            raise
+        group = None
+    if group is None:
+        return create_store(
+            cfg.out,
+            ids,
+            frames=cfg.params.frames,
+            size=cfg.params.crop,
+            mask_names=[m.name for m in cfg.masks],
+            attrs=_store_attrs(cfg),
+            compression=cfg.compression,
+            storage_options=cfg.storage_options,
+        )
+    stored = group.attrs.get("parameters")
+    wanted = _normalise(cfg.data_parameters())
+    if stored != wanted:
+        diff = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
+        raise StoreError(
+            f"{cfg.out} was built with different parameters ({', '.join(diff)}); "
+            "resume needs identical parameters: use another --out"
+        )
+    if int(group.attrs.get("global_seed", -1)) != cfg.seed:
+        raise StoreError(f"{cfg.out} was built with seed {group.attrs.get('global_seed')}, not {cfg.seed}")
+    stored_ids = [str(x) for x in group["subjects/id"][:]]
+    if stored_ids != ids:
+        missing = len(set(stored_ids) - set(ids))
+        extra = len(set(ids) - set(stored_ids))
+        raise StoreError(
+            f"{cfg.out} holds a different subject list ({missing} stored subjects not in the input, "
+            f"{extra} input subjects not in the store): use another --out"
+        )
+    return group
+
+
+def _labels_hook() -> Callable[[Any], tuple[np.ndarray, list[str]]] | None:
+    try:
+        from kspace_sim.labels.phenotypes import subject_phenotypes
+    except ImportError:
+        return None
+
+    def hook(vol: Any) -> tuple[np.ndarray, list[str]]:
+        res = subject_phenotypes(vol)
+        return res.values, list(res.reasons)
+
+    return hook
+
+
+def _mask_summary(counts: dict[str, list[int]], cfg: BuildConfig) -> dict[str, dict[str, Any]]:
+    out = {}
+    for spec in cfg.masks:
+        total, sampled, total_na, sampled_na = counts.get(spec.name, [0, 0, 0, 0])
+        out[spec.name] = {
+            **spec.to_dict(),
+            "achieved_acceleration": total / sampled if sampled else float("nan"),
+            "achieved_acceleration_without_acs": total_na / sampled_na if sampled_na else float("nan"),
+        }
+    return out
+
+
+def _store_size(url: str) -> int | None:
+    p = Path(url)
+    if "://" in url or not p.exists():
+        return None
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None = None) -> BuildReport:
+    """Build (or resume) the store ``cfg.out`` from ``cfg.input_dir``.
+
+    Args:
+        cfg: the build configuration.
+        on_failure: called with (subject id, reason) for each failed subject as it happens.
+
+    Raises:
+        InputError, ValueError, StoreError: before any work, for a missing input, a bad mask
+            request or an incompatible existing store.
+    """
+    cfg.params.validate()
+    validate_masks(cfg.masks, cfg.params)
+    if not cfg.masks:
+        raise ValueError("at least one mask (pattern, R) is needed")
+    sources = discover_subjects(cfg.input_dir, cfg.seg_dir)
+    t0 = time.perf_counter()
+    group = _prepare_store(cfg, sources)
+    table = SubjectTable(group)
+    if "labels/phenotypes" not in group and _labels_hook() is not None:
+        from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
+
+        ph = group.create_array("labels/phenotypes", shape=(len(sources), 18), chunks=(max(len(sources), 1), 18), dtype="float32", fill_value=float("nan"))
+        ph.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
+        table = SubjectTable(group)
+    table.set_split(default_split(table.ids, cfg.seed, cfg.split_fractions))
+    pending = table.pending_rows()
+    skipped = len(sources) - len(pending)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    counts: dict[str, list[int]] = {k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in group.attrs.get("masks", {}).items()}
+    failures: list[tuple[str, str]] = []
+    hook = _labels_hook()
+
+    def handle(rec: SubjectRecord) -> None:
+        table.record(rec)
+        if rec.ok:
+            for name, c in rec.mask_counts.items():
+                acc = counts.setdefault(name, [0, 0, 0, 0])
+                for i in range(4):
+                    acc[i] += c[i]
+        else:
+            sid = table.ids[rec.row]
+            failures.append((sid, rec.reason))
+            if on_failure:
+                on_failure(sid, rec.reason)
+
+    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook)
+    last_flush = time.monotonic()
+    bar = _progress(len(pending), cfg.progress)
+    if cfg.workers <= 0:  # in-process, serial: debugging and tests
+        for row in pending:
+            handle(process_subject(sources[row], row, cfg.out, *args))
+            bar.update(1)
+            if time.monotonic() - last_flush > cfg.flush_seconds:
+                table.flush()
+                last_flush = time.monotonic()
+    elif pending:
+        from dask.distributed import as_completed
+
+        with _dask_client(cfg.workers, cfg.scheduler) as client:
+            futures = [
+                client.submit(process_subject, sources[row], row, cfg.out, *args, key=f"subject-row-{row}", pure=False)
+                for row in pending
+            ]
+            for fut in as_completed(futures):
+                handle(fut.result())
+                fut.release()
+                bar.update(1)
+                if time.monotonic() - last_flush > cfg.flush_seconds:
+                    table.flush()
+                    last_flush = time.monotonic()
+    bar.close()
+    table.flush()
+    seconds = time.perf_counter() - t0
+    mask_attrs = _mask_summary(counts, cfg)
+    for name, c in counts.items():
+        if name in mask_attrs:
+            mask_attrs[name]["_counts"] = c
+    builds = list(group.attrs.get("builds", []))
+    builds.append(
+        {
+            "started": started,
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "processed": len(pending),
+            "skipped_done": skipped,
+            "failed": [{"id": sid, "reason": r} for sid, r in failures],
+            "simulator_version": kspace_sim.__version__,
+            "git_commit": git_commit(),
+            "workers": cfg.workers,
+        }
+    )
+    group.attrs.update(_normalise({"masks": mask_attrs, "builds": builds}))
+    consolidate(cfg.out, cfg.storage_options)
+    c = table.counts()
+    return BuildReport(
+        store=cfg.out,
+        n_subjects=len(sources),
+        processed=len(pending),
+        skipped=skipped,
+        done=c["done"],
+        failed=[(table.ids[i], str(table.reason[i])) for i in np.flatnonzero(table.status == 2)],
+        seconds=seconds,
+        achieved_acceleration={k: {kk: v[kk] for kk in ("achieved_acceleration", "achieved_acceleration_without_acs")} for k, v in mask_attrs.items()},
+        store_bytes=_store_size(cfg.out),
+    )
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="subjects", unit="subj")
+

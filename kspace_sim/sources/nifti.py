@@ -1,0 +1,153 @@
+"""Read and write one subject in the UK Biobank NIfTI layout.
+
+A subject folder holds ``sa.nii.gz`` (X, Y, Z, T), ``la_2ch.nii.gz``, ``la_3ch.nii.gz``,
+``la_4ch.nii.gz`` (X, Y, 1, T) and optionally ``seg_sa.nii.gz``, ``seg_la_2ch.nii.gz``,
+``seg_la_4ch.nii.gz`` with the same geometry as their image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from kspace_sim.sources.subject import IMAGE_FILES, LAX_VIEWS, SEG_FILES, SubjectError, SubjectVolumes
+
+__all__ = ["load_subject_nifti", "save_subject_nifti", "is_nifti_subject_dir", "seg_image_name"]
+
+
+def seg_image_name(seg_name: str) -> str:
+    """``'seg_la_2ch' -> 'la_2ch'``: the image a segmentation belongs to."""
+    return seg_name[len("seg_") :]
+
+
+def is_nifti_subject_dir(path: Path) -> bool:
+    """True when ``path`` contains ``sa.nii.gz`` (or ``sa.nii``)."""
+    return (path / "sa.nii.gz").exists() or (path / "sa.nii").exists()
+
+
+def _find(subject_dir: Path, name: str) -> Path | None:
+    for suffix in (".nii.gz", ".nii"):
+        p = subject_dir / f"{name}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def _load(path: Path, name: str) -> nib.Nifti1Image:
+    try:
+        img = nib.load(str(path))
+        img.get_fdata  # noqa: B018 - header parsed
+        return img
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _data(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except Exception as exc:  # truncated gzip, short data, ...
+        raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    if not np.all(np.isfinite(arr)):
+        raise SubjectError(f"{name} contains NaN or Inf")
+    rounded = np.rint(arr)
+    if np.any(np.abs(arr - rounded) > 1e-3) or rounded.min() < 0 or rounded.max() > 255:
+        raise SubjectError(f"{name} is not an integer label map in [0, 255]")
+    return rounded.astype(np.uint8)
+
+
+def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -> SubjectVolumes:
+    """Load one subject folder.
+
+    Args:
+        subject_dir: the folder (its name is the default subject id).
+        subject_id: id to report (e.g. a pseudonym).
+
+    Returns:
+        :class:`SubjectVolumes` with float32 images, uint8 segmentations (those present),
+        affines, spacing (mm) and ``dt`` (s, from ``pixdim[4]`` of ``sa``).
+
+    Raises:
+        SubjectError: a missing view, an unreadable or truncated file, NaN/Inf intensities,
+            a segmentation whose shape differs from its image, or non-integer labels.
+    """
+    subject_dir = Path(subject_dir)
+    sid = subject_id or subject_dir.name
+    images: dict[str, np.ndarray] = {}
+    affines: dict[str, np.ndarray] = {}
+    spacing: dict[str, tuple[float, float, float]] = {}
+    segs: dict[str, np.ndarray] = {}
+    dt = float("nan")
+    for name in IMAGE_FILES:
+        path = _find(subject_dir, name)
+        if path is None:
+            raise SubjectError(f"missing view {name}.nii.gz")
+        img = _load(path, name)
+        data = _data(img, path, np.float32)
+        if name != "sa":
+            if data.ndim != 4 or data.shape[2] != 1:
+                raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, 1, T)")
+            data = data[:, :, 0, :]
+        elif data.ndim != 4:
+            raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, Z, T)")
+        if not np.all(np.isfinite(data)):
+            raise SubjectError(f"{path.name} contains NaN or Inf")
+        images[name] = data
+        affines[name] = np.asarray(img.affine, dtype=np.float64)
+        zooms = img.header.get_zooms()
+        spacing[name] = tuple(float(z) for z in zooms[:3])  # type: ignore[assignment]
+        if name == "sa":
+            dt = float(zooms[3]) if len(zooms) > 3 else float("nan")
+            if (img.header.get_xyzt_units()[1] or "sec") == "msec":
+                dt /= 1000.0
+    t = images["sa"].shape[-1]
+    for view in LAX_VIEWS:
+        if images[view].shape[-1] != t:
+            raise SubjectError(f"{view} has {images[view].shape[-1]} frames but sa has {t}")
+    for name in SEG_FILES:
+        path = _find(subject_dir, name)
+        if path is None:
+            continue
+        img = _load(path, name)
+        data = _data(img, path, np.float64)
+        image_name = seg_image_name(name)
+        if name != "seg_sa" and data.ndim == 4 and data.shape[2] == 1:
+            data = data[:, :, 0, :]
+        if data.shape != images[image_name].shape:
+            raise SubjectError(
+                f"{path.name} shape {data.shape} differs from {image_name} shape {images[image_name].shape}"
+            )
+        segs[name] = _as_labels(data, path.name)
+        affines[name] = np.asarray(img.affine, dtype=np.float64)
+    return SubjectVolumes(sid, images, affines, segs, spacing, dt)
+
+
+def _save(data: np.ndarray, affine: np.ndarray, path: Path, zooms: tuple[float, ...]) -> None:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_zooms(zooms)
+    img.header.set_xyzt_units("mm", "sec")
+    tmp = path.with_name(path.name + ".part.nii.gz" if path.name.endswith(".gz") else path.name + ".part.nii")
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+
+
+def save_subject_nifti(vol: SubjectVolumes, subject_dir: str | Path, image_dtype: type = np.int16) -> None:
+    """Write ``vol`` in the UK Biobank NIfTI layout (atomic per file: temp name, then rename).
+
+    Images are cast to ``image_dtype`` (rounded), segmentations to uint8; long-axis arrays get
+    their singleton Z axis back; ``pixdim[4] = vol.dt`` seconds.
+    """
+    subject_dir = Path(subject_dir)
+    subject_dir.mkdir(parents=True, exist_ok=True)
+    for name, arr in list(vol.images.items()) + list(vol.segs.items()):
+        is_seg = name.startswith("seg_")
+        a = arr.astype(np.uint8) if is_seg else np.rint(arr).astype(image_dtype)
+        if a.ndim == 3:
+            a = a[:, :, None, :]
+        sp = vol.spacing.get(name) or vol.spacing[seg_image_name(name)]
+        _save(a, vol.affines[name], subject_dir / f"{name}.nii.gz", (*sp, vol.dt))

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from kspace_sim.fft import fft2c, ifft2c
+
+
+def _shifted(x: np.ndarray) -> np.ndarray:
+    ax = (-2, -1)
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
+
+
+@pytest.mark.parametrize("shape", [(3, 128, 128), (2, 5, 32, 48), (16, 12), (2, 18, 18), (15, 17), (6, 10)])
+def test_equals_shifted_definition(shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    np.testing.assert_allclose(fft2c(x), _shifted(x), atol=1e-10)
+    ax = (-2, -1)
+    inv = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
+    np.testing.assert_allclose(ifft2c(x), inv, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(4, 128, 128), (7, 9)])
+def test_round_trip_and_energy(shape):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    k = fft2c(x)
+    assert k.dtype == np.complex64
+    np.testing.assert_allclose(ifft2c(k), x, atol=1e-5)
+    np.testing.assert_allclose(np.sum(np.abs(k) ** 2), np.sum(np.abs(x) ** 2), rtol=1e-5)
+
+
+def test_dc_at_centre_and_real_input():
+    x = np.ones((128, 128), dtype=np.float32)
+    k = fft2c(x)
+    assert k.dtype == np.complex64
+    assert np.argmax(np.abs(k)) == 64 * 128 + 64
+    assert abs(k[64, 64] - 128.0) < 1e-3  # orthonormal: DC = sum / sqrt(H W)
+    assert np.abs(k).sum() - abs(k[64, 64]) < 1e-2
+
+
+def test_input_not_modified():
+    x = np.random.default_rng(2).standard_normal((8, 8)).astype(np.complex64)
+    y = x.copy()
+    fft2c(x)
+    ifft2c(x)
+    np.testing.assert_array_equal(x, y)
