@@ -59,6 +59,8 @@ def open_store(url: str, mode: str = "r", storage_options: dict[str, Any] | None
         StoreError: not a store of this format, or a different format version.
     """
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
+    if mode != "r":  # writers must see arrays added after the last consolidation
+        kwargs["use_consolidated"] = False
     try:
         group = zarr.open_group(url, mode=mode, **kwargs)
     except FileNotFoundError as exc:
