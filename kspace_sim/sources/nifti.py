@@ -45,14 +45,19 @@ def _load(path: Path, name: str) -> nib.Nifti1Image:
         raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
-def _data(img: nib.Nifti1Image, path: Path, dtype: type) -> np.ndarray:
+def _data(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """The voxel array in its stored dtype (scaled to float only when the header asks for it)."""
     try:
-        return np.asarray(img.dataobj, dtype=dtype)
+        return np.asanyarray(img.dataobj)
     except Exception as exc:  # truncated gzip, short data, ...
         raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
 def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype.kind in "iub":
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise SubjectError(f"{name} is not an integer label map in [0, 255]")
+        return arr.astype(np.uint8, copy=False)
     if not np.all(np.isfinite(arr)):
         raise SubjectError(f"{name} contains NaN or Inf")
     rounded = np.rint(arr)
@@ -88,16 +93,16 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
         if path is None:
             raise SubjectError(f"missing view {name}.nii.gz")
         img = _load(path, name)
-        data = _data(img, path, np.float32)
+        data = _data(img, path)
         if name != "sa":
             if data.ndim != 4 or data.shape[2] != 1:
                 raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, 1, T)")
             data = data[:, :, 0, :]
         elif data.ndim != 4:
             raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, Z, T)")
-        if not np.all(np.isfinite(data)):
+        if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
             raise SubjectError(f"{path.name} contains NaN or Inf")
-        images[name] = data
+        images[name] = data.astype(np.float32, copy=False)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
         zooms = img.header.get_zooms()
         spacing[name] = tuple(float(z) for z in zooms[:3])  # type: ignore[assignment]
@@ -114,7 +119,7 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
         if path is None:
             continue
         img = _load(path, name)
-        data = _data(img, path, np.float64)
+        data = _data(img, path)
         image_name = seg_image_name(name)
         if name != "seg_sa" and data.ndim == 4 and data.shape[2] == 1:
             data = data[:, :, 0, :]
