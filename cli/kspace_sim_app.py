@@ -70,6 +70,8 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
         t.add_row(f"mask {name}", f"achieved R = {acc['achieved_acceleration']:.4f} (without ACS lines {acc['achieved_acceleration_without_acs']:.4f})")
     if report.store_bytes is not None:
         t.add_row("store size", f"{report.store_bytes / 2**20:.1f} MiB")
+    if report.float16_image_nrmse is not None:
+        t.add_row("float16 storage error", f"image NRMSE max {report.float16_image_nrmse:.2e}")
     console.print(t)
     if report.failed:
         ft = Table(title="failed subjects")
@@ -91,6 +93,9 @@ def build(
     scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
     seg: Optional[Path] = typer.Option(None, "--seg", help="segmentation folder (<id>/seg_*.nii.gz) for DICOM zip input"),
     compression: str = typer.Option("none", help="k-space compression: none or zstd"),
+    storage: str = typer.Option("complex64", help="k-space storage: complex64, or float16 (real/imag pairs, per-subject scale)"),
+    pseudonymise: bool = typer.Option(False, "--pseudonymise", help="store keyed-hash pseudonyms instead of ids (key: $KSPACE_SIM_PSEUDONYM_KEY or --key-file)"),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="file holding the pseudonymisation key"),
     demo_subjects: int = typer.Option(DEFAULT_DEMO_SUBJECTS, help="demo cohort size when --input is not given"),
     frames: int = typer.Option(50, help="frames T"),
     crop: int = typer.Option(128, help="crop H = W"),
@@ -112,6 +117,16 @@ def build(
         _fail(str(exc))
     if input is not None and not input.exists():
         _fail(f"input path {input} does not exist")
+    if storage not in ("complex64", "float16"):
+        _fail(f"--storage must be complex64 or float16, not {storage!r}")
+    key = None
+    if pseudonymise or key_file:
+        from kspace_sim.privacy import load_pseudonym_key
+
+        try:
+            key = load_pseudonym_key(key_file)
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
     is_demo = input is None
     if is_demo:
         from kspace_sim.demo import write_demo_cohort
@@ -123,6 +138,7 @@ def build(
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
+        storage=storage, pseudonym_key=key,
     )
     try:
         report = build_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {sid} failed:[/] {reason}"))

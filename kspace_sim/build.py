@@ -34,6 +34,7 @@ from kspace_sim.store.layout import (
     create_store,
     open_store,
 )
+from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
 from kspace_sim.views import LABEL_MAP
 
@@ -52,6 +53,8 @@ class BuildConfig:
     workers: int = 2
     scheduler: str | None = None
     compression: str = "none"
+    storage: str = "complex64"
+    pseudonym_key: bytes | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     storage_options: dict[str, Any] | None = None
     seg_dir: str | None = None
@@ -64,6 +67,8 @@ class BuildConfig:
             "simulation": self.params.to_dict(),
             "masks": [m.to_dict() for m in self.masks],
             "kspace_compression": self.compression,
+            "kspace_storage": self.storage,
+            "pseudonymised": self.pseudonym_key is not None,
             "split_fractions": list(self.split_fractions),
         }
 
@@ -81,6 +86,7 @@ class BuildReport:
     seconds: float
     achieved_acceleration: dict[str, dict[str, float]]
     store_bytes: int | None
+    float16_image_nrmse: float | None = None
 
     @property
     def subjects_per_second(self) -> float:
@@ -123,50 +129,72 @@ def process_subject(
     seed: int,
     storage_options: dict[str, Any] | None = None,
     phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None = None,
+    storage: str = "complex64",
 ) -> SubjectRecord:
     """Load, simulate and write one subject (runs on a worker); returns its small record.
 
     Input problems (:class:`SubjectError`) and unexpected errors both give a failed record with
-    a reason; nothing is marked done here.
+    a reason; nothing is marked done here. With pseudonymised ids, the raw id (the source folder
+    or zip name) is scrubbed from every reason.
     """
     t0 = time.perf_counter()
     try:
-        vol = source.load()
-        sim = simulate_subject(vol, params, masks, seed)
-        group = _open_rows(url, storage_options)
-        group["kspace"][row] = sim.kspace
-        if "seg" in group:
-            group["seg"][row] = sim.views.seg
-        counts: dict[str, tuple[int, int, int, int]] = {}
-        for name, m in sim.masks.items():
-            group[f"masks/{name}"][row] = m
-            spec = next(s for s in masks if s.name == name)
-            acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
-            counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
-        pheno = phenotypes(vol) if phenotypes is not None else (None, [])
-        v = sim.views
-        return SubjectRecord(
-            row=row,
-            ok=True,
-            checksum=subject_checksum(sim.kspace, v.seg),
-            seg_present=v.seg_present,
-            pixel_spacing=v.pixel_spacing,
-            crop_box=v.crop_box,
-            sax_slices=v.sax_slices,
-            intensity_range=v.intensity_range,
-            dt=float(vol.dt),
-            source_frames=int(v.source_frames),
-            mask_counts=counts,
-            phenotypes=pheno[0],
-            phenotype_reasons=list(pheno[1]),
-            seconds=time.perf_counter() - t0,
-        )
+        return _process(source, row, url, params, masks, seed, storage_options, phenotypes, storage, t0)
     except SubjectError as exc:
-        return SubjectRecord(row=row, ok=False, reason=str(exc), seconds=time.perf_counter() - t0)
+        reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad subject must not stop the build
-        return SubjectRecord(
-            row=row, ok=False, reason=f"unexpected {type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0
-        )
+        reason = f"unexpected {type(exc).__name__}: {exc}"
+    return SubjectRecord(row=row, ok=False, reason=source.scrub(reason), seconds=time.perf_counter() - t0)
+
+
+def _process(
+    source: SubjectSource,
+    row: int,
+    url: str,
+    params: SimulationParams,
+    masks: list[MaskSpec],
+    seed: int,
+    storage_options: dict[str, Any] | None,
+    phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None,
+    storage: str,
+    t0: float,
+) -> SubjectRecord:
+    vol = source.load()
+    sim = simulate_subject(vol, params, masks, seed)
+    group = _open_rows(url, storage_options)
+    scale, nrmse, stored = 1.0, 0.0, sim.kspace
+    if storage == "float16":
+        stored, scale = encode_float16(sim.kspace)
+        nrmse = image_nrmse(sim.kspace, decode_float16(stored, scale))
+    group["kspace"][row] = stored
+    if "seg" in group:
+        group["seg"][row] = sim.views.seg
+    counts: dict[str, tuple[int, int, int, int]] = {}
+    for name, m in sim.masks.items():
+        group[f"masks/{name}"][row] = m
+        spec = next(s for s in masks if s.name == name)
+        acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
+        counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
+    pheno = phenotypes(vol) if phenotypes is not None else (None, [])
+    v = sim.views
+    return SubjectRecord(
+        row=row,
+        ok=True,
+        checksum=subject_checksum(stored, v.seg),
+        seg_present=v.seg_present,
+        pixel_spacing=v.pixel_spacing,
+        crop_box=v.crop_box,
+        sax_slices=v.sax_slices,
+        intensity_range=v.intensity_range,
+        dt=float(vol.dt),
+        source_frames=int(v.source_frames),
+        kspace_scale=scale,
+        storage_nrmse=nrmse,
+        mask_counts=counts,
+        phenotypes=pheno[0],
+        phenotype_reasons=list(pheno[1]),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 @contextmanager
@@ -202,7 +230,7 @@ def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
         "label_map": {str(k): v for k, v in LABEL_MAP.items()},
         "masks": {},
         "builds": [],
-        "pseudonymised": False,
+        "pseudonymised": cfg.pseudonym_key is not None,
         "input": {"kind": "demo" if (Path(cfg.input_dir) / "DEMO_COHORT.txt").exists() else "cohort"},
         "subject_seed_rule": "derive_seed(global_seed, subject_id, purpose, ...): SHA-256 of the seed and keys",
     }
@@ -229,6 +257,7 @@ def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group
             mask_names=[m.name for m in cfg.masks],
             attrs=_store_attrs(cfg),
             compression=cfg.compression,
+            storage=cfg.storage,
             storage_options=cfg.storage_options,
         )
     stored = group.attrs.get("parameters")
@@ -300,6 +329,8 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     if not cfg.masks:
         raise ValueError("at least one mask (pattern, R) is needed")
     sources = discover_subjects(cfg.input_dir, cfg.seg_dir)
+    if cfg.pseudonym_key is not None:
+        sources = sorted((s.pseudonymised(cfg.pseudonym_key) for s in sources), key=lambda s: s.subject_id)
     t0 = time.perf_counter()
     group = _prepare_store(cfg, sources)
     table = SubjectTable(group)
@@ -317,9 +348,12 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     failures: list[tuple[str, str]] = []
     hook = _labels_hook()
 
+    storage_errors: list[float] = []
+
     def handle(rec: SubjectRecord) -> None:
         table.record(rec)
         if rec.ok:
+            storage_errors.append(rec.storage_nrmse)
             for name, c in rec.mask_counts.items():
                 acc = counts.setdefault(name, [0, 0, 0, 0])
                 for i in range(4):
@@ -330,7 +364,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             if on_failure:
                 on_failure(sid, rec.reason)
 
-    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook)
+    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage)
     last_flush = time.monotonic()
     bar = _progress(len(pending), cfg.progress)
     if cfg.workers <= 0:  # in-process, serial: debugging and tests
@@ -375,7 +409,14 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             "workers": cfg.workers,
         }
     )
-    group.attrs.update(_normalise({"masks": mask_attrs, "builds": builds}))
+    update: dict[str, Any] = {"masks": mask_attrs, "builds": builds}
+    if cfg.storage == "float16" and storage_errors:
+        prev = group.attrs.get("float16_image_nrmse", {})
+        update["float16_image_nrmse"] = {
+            "max": max([float(prev.get("max", 0.0)), *storage_errors]),
+            "mean_this_run": float(np.mean(storage_errors)),
+        }
+    group.attrs.update(_normalise(update))
     consolidate(cfg.out, cfg.storage_options)
     c = table.counts()
     return BuildReport(
@@ -388,6 +429,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         seconds=seconds,
         achieved_acceleration={k: {kk: v[kk] for kk in ("achieved_acceleration", "achieved_acceleration_without_acs")} for k, v in mask_attrs.items()},
         store_bytes=_store_size(cfg.out),
+        float16_image_nrmse=max(storage_errors) if cfg.storage == "float16" and storage_errors else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kspace_sim.sources.nifti import is_nifti_subject_dir, load_subject_nifti
@@ -25,6 +25,7 @@ class SubjectSource:
         path: the subject folder (nifti) or the short-axis zip (dicom).
         la_zip: the long-axis zip (dicom only).
         seg_dir: folder with ``<id>/seg_*.nii.gz`` for zips (dicom only).
+        source_id: the id in the input (raw eid) when ``subject_id`` is a pseudonym.
     """
 
     subject_id: str
@@ -32,6 +33,17 @@ class SubjectSource:
     path: str
     la_zip: str | None = None
     seg_dir: str | None = None
+    source_id: str | None = None
+
+    def pseudonymised(self, key: bytes) -> "SubjectSource":
+        """The same source under its keyed-hash pseudonym (the raw id is kept only in memory)."""
+        from kspace_sim.privacy import pseudonymise
+
+        return replace(self, subject_id=pseudonymise(self.subject_id, key), source_id=self.subject_id)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the raw id replaced by the pseudonym (no-op without pseudonymisation)."""
+        return text.replace(self.source_id, self.subject_id) if self.source_id else text
 
     def load(self) -> SubjectVolumes:
         if self.kind == "nifti":

@@ -21,6 +21,7 @@ __all__ = [
     "STATUS_DONE",
     "STATUS_FAILED",
     "SPLIT_CODES",
+    "STORAGES",
     "StoreError",
     "open_store",
     "create_store",
@@ -33,6 +34,7 @@ FORMAT_VERSION = 1
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 COMPRESSIONS = ("none", "zstd")
+STORAGES = ("complex64", "float16")
 
 
 class StoreError(Exception):
@@ -99,6 +101,7 @@ def create_store(
     mask_names: list[str],
     attrs: dict[str, Any],
     compression: str = "none",
+    storage: str = "complex64",
     with_seg: bool = True,
     storage_options: dict[str, Any] | None = None,
 ) -> zarr.Group:
@@ -111,19 +114,25 @@ def create_store(
         mask_names: ``masks/*`` arrays to create.
         attrs: group attributes (format keys are added here).
         compression: ``'none'`` or ``'zstd'`` for ``kspace`` (``seg`` and masks always zstd).
+        storage: ``'complex64'``, or ``'float16'``: ``kspace`` (N, S, T, H, W, 2) float16
+            (real, imaginary) divided by the per-subject ``subjects/kspace_scale``.
     """
+    if storage not in STORAGES:
+        raise ValueError(f"unknown storage {storage!r}; choose from {STORAGES}")
     n, s, t, h, w = len(subject_ids), len(VIEW_ORDER), frames, size, size
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     group = zarr.open_group(url, mode="w-", **kwargs)
+    pair = (2,) if storage == "float16" else ()
     group.create_array(
         "kspace",
-        shape=(n, s, t, h, w),
-        chunks=(1, 1, t, h, w),
-        shards=(1, s, t, h, w),
-        dtype="complex64",
-        fill_value=0j,
+        shape=(n, s, t, h, w, *pair),
+        chunks=(1, 1, t, h, w, *pair),
+        shards=(1, s, t, h, w, *pair),
+        dtype="complex64" if storage == "complex64" else "float16",
+        fill_value=0j if storage == "complex64" else 0.0,
         compressors=_kspace_compressors(compression),
     )
+    group["kspace"].attrs["storage"] = storage
     if with_seg:
         group.create_array(
             "seg", shape=(n, s, t, h, w), chunks=(1, 1, t, h, w), shards=(1, s, t, h, w), dtype="uint8", fill_value=0
@@ -143,6 +152,7 @@ def create_store(
         "intensity_range": ((n, s, 2), "float32", float("nan")),
         "dt": ((n,), "float32", float("nan")),
         "source_frames": ((n,), "int16", 0),
+        "kspace_scale": ((n,), "float32", 1.0),
     }
     for key, (shape, dtype, fill) in small.items():
         group.create_array(f"subjects/{key}", shape=shape, chunks=tuple(max(d, 1) for d in shape), dtype=dtype, fill_value=fill)

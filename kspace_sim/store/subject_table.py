@@ -17,7 +17,10 @@ from kspace_sim.store.layout import STATUS_DONE, STATUS_FAILED
 
 __all__ = ["SubjectTable", "SubjectRecord"]
 
-_ARRAYS = ("checksum", "seg_present", "pixel_spacing", "crop_box", "sax_slices", "intensity_range", "dt", "source_frames", "split")
+_ARRAYS = (
+    "checksum", "seg_present", "pixel_spacing", "crop_box", "sax_slices", "intensity_range", "dt", "source_frames",
+    "split", "kspace_scale",
+)
 
 
 @dataclass
@@ -35,6 +38,8 @@ class SubjectRecord:
     intensity_range: np.ndarray | None = None
     dt: float = float("nan")
     source_frames: int = 0
+    kspace_scale: float = 1.0
+    storage_nrmse: float = 0.0
     mask_counts: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     phenotypes: np.ndarray | None = None
     phenotype_reasons: list[str] = field(default_factory=list)
@@ -70,6 +75,7 @@ class SubjectTable:
                 self.arrays[key][i] = getattr(rec, key)
             self.arrays["dt"][i] = rec.dt
             self.arrays["source_frames"][i] = rec.source_frames
+            self.arrays["kspace_scale"][i] = rec.kspace_scale
             if self.phenotypes is not None and rec.phenotypes is not None:
                 self.phenotypes[i] = rec.phenotypes
             self.status[i] = STATUS_DONE
