@@ -46,13 +46,18 @@ class SubjectSource:
         return text.replace(self.source_id, self.subject_id) if self.source_id else text
 
     def load(self) -> SubjectVolumes:
+        """Load the subject; the returned volumes carry ``subject_id`` (the pseudonym if any)."""
+        raw_id = self.source_id or self.subject_id
         if self.kind == "nifti":
-            return load_subject_nifti(self.path, self.subject_id)
-        if self.kind == "dicom":
+            vol = load_subject_nifti(self.path, raw_id)
+        elif self.kind == "dicom":
             from kspace_sim.sources.dicom_zip import load_subject_zips
 
-            return load_subject_zips(self.path, self.la_zip, self.subject_id, seg_dir=self.seg_dir)
-        raise ValueError(f"unknown source kind {self.kind!r}")
+            vol = load_subject_zips(self.path or None, self.la_zip, raw_id, seg_dir=self.seg_dir)
+        else:
+            raise ValueError(f"unknown source kind {self.kind!r}")
+        vol.subject_id = self.subject_id
+        return vol
 
 
 def discover_subjects(input_dir: str | Path, seg_dir: str | Path | None = None) -> list[SubjectSource]:
