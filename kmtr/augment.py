@@ -1,0 +1,107 @@
+"""Augmentations that stay valid in k-space.
+
+The store holds fully sampled k-space ``k = fft2c(x)`` of a complex image ``x``. An augmentation
+must produce the k-space of the *transformed image*, so:
+
+* **Flips** are done exactly in k-space. With the centred orthonormal DFT and an even length
+  ``N``, flipping the image ``y[n] = x[N-1-n]`` gives
+  ``Y[k] = exp(2πi (k - N/2) / N) · X[(N - k) mod N]``: a flip of k-space about ``N/2`` (a flip
+  followed by a roll of one sample) times a linear phase ramp. (Odd ``N``: a plain flip.)
+* **Rotations** by an arbitrary angle are done in image space (``ifft2c`` → bilinear rotation of
+  the real and imaginary parts → ``fft2c``); segmentations rotate with nearest-neighbour.
+
+The acquisition mask is left unchanged: it describes the scanner's sampling pattern, not the
+anatomy, so the augmented k-space is what that pattern would have measured on the augmented
+object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kmtr.fft import fft2c, ifft2c
+
+__all__ = ["AugmentParams", "flip_kspace", "rotate_image", "sample_params", "augment_sample"]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One sample's augmentation: flips along H / W and a rotation angle in degrees."""
+
+    flip_h: bool = False
+    flip_w: bool = False
+    angle: float = 0.0
+
+
+def flip_kspace(k: torch.Tensor, dim: int) -> torch.Tensor:
+    """k-space ``(..., H, W)`` of the image flipped along ``dim`` (-2 = H, -1 = W); exact."""
+    n = k.shape[dim]
+    if n % 2 == 1:
+        return torch.flip(k, dims=(dim,))
+    rolled = torch.roll(torch.flip(k, dims=(dim,)), shifts=1, dims=dim)  # X[(N - k) mod N]
+    idx = torch.arange(n, device=k.device, dtype=torch.float64)
+    ramp = torch.polar(torch.ones_like(idx), 2 * math.pi * (idx - n // 2) / n).to(k.dtype)
+    shape = [1] * k.ndim
+    shape[dim] = n
+    return rolled * ramp.view(shape)
+
+
+def rotate_image(x: torch.Tensor, angle_deg: float, nearest: bool = False) -> torch.Tensor:
+    """Rotate ``(..., H, W)`` images (real or complex) by ``angle_deg`` about the centre, zero fill."""
+    if angle_deg == 0.0:
+        return x
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    if torch.is_complex(x):
+        planes = torch.view_as_real(x).movedim(-1, -3).reshape(-1, 2, h, w)
+    else:
+        planes = x.reshape(-1, 1, h, w)
+    orig_dtype = planes.dtype
+    planes = planes.float()
+    a = math.radians(angle_deg)
+    theta = torch.tensor([[math.cos(a), -math.sin(a) * h / w, 0.0], [math.sin(a) * w / h, math.cos(a), 0.0]])
+    grid = F.affine_grid(theta[None].expand(planes.shape[0], 2, 3), list(planes.shape), align_corners=False)
+    mode = "nearest" if nearest else "bilinear"
+    out = F.grid_sample(planes, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    out = out.to(orig_dtype)
+    if torch.is_complex(x):
+        return torch.view_as_complex(out.reshape(*lead, 2, h, w).movedim(-3, -1).contiguous())
+    return out.reshape(*lead, h, w)
+
+
+def sample_params(rng: np.random.Generator, flip_p: float, max_angle: float) -> AugmentParams:
+    """Draw one sample's parameters (flips with probability ``flip_p``, angle ~ U(-max, max))."""
+    return AugmentParams(
+        flip_h=bool(rng.random() < flip_p),
+        flip_w=bool(rng.random() < flip_p),
+        angle=float(rng.uniform(-max_angle, max_angle)) if max_angle > 0 else 0.0,
+    )
+
+
+def augment_sample(
+    kspace: torch.Tensor, seg: torch.Tensor | None, params: AugmentParams
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply ``params`` to one subject.
+
+    Args:
+        kspace: (S, T, H, W) complex fully sampled k-space.
+        seg: (S, T, H, W) uint8 label map or None.
+
+    Returns:
+        The augmented ``(kspace, seg)`` with the same shapes.
+    """
+    if params.angle != 0.0:
+        kspace = fft2c(rotate_image(ifft2c(kspace), params.angle))
+        if seg is not None:
+            seg = rotate_image(seg.float(), params.angle, nearest=True).round().to(torch.uint8)
+    if params.flip_h:
+        kspace = flip_kspace(kspace, -2)
+        seg = torch.flip(seg, dims=(-2,)) if seg is not None else None
+    if params.flip_w:
+        kspace = flip_kspace(kspace, -1)
+        seg = torch.flip(seg, dims=(-1,)) if seg is not None else None
+    return kspace, seg

@@ -1,0 +1,204 @@
+"""Typed training configuration (dataclasses), presets ``paper`` and ``tiny``, dotted overrides.
+
+A config is a :class:`TrainConfig` made of four sections. Override any field with a dotted
+key, e.g. ``apply_overrides(cfg, {"optim.epochs": "5", "arch.patch": "5,16,16"})``. The
+resolved config is written beside each run as ``runs/<name>/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DataConfig", "ArchConfig", "OptimConfig", "RunConfig", "TrainConfig",
+    "PRESETS", "preset", "apply_overrides", "config_to_dict", "config_from_dict", "save_config",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is sampled."""
+
+    data: str = ""  # store path, fsspec URL or Croissant manifest
+    train_split: str = "train"
+    val_split: str | None = "validation"  # None: no validation pass
+    mask: str = "vista_r4"
+    frames: int | None = None  # None: all T frames
+    augment: bool = True
+    flip_p: float = 0.5
+    max_angle: float = 0.0  # degrees, image-space rotation
+    batch_size: int = 2
+    num_workers: int = 2
+
+
+@dataclass
+class ArchConfig:
+    """Model sizes (shared by both MAEs) and stage-I objective settings."""
+
+    patch: tuple[int, int, int] = (5, 8, 8)
+    width: int = 1024
+    depth: int = 6
+    heads: int = 16
+    dec_width: int = 512
+    dec_depth: int = 2
+    dec_heads: int = 16
+    mlp_ratio: float = 4.0
+    grad_checkpoint: bool = False
+    mask_ratio: float = 0.7  # image MAE
+    kspace_rel_weight: float = 1.0
+    kspace_rel_eps: float = 1.0  # in units of the per-subject RMS (see kmtr.normalise)
+    kspace_rel_to: str = "target"
+    signed_log_c: float | None = None  # k-space MAE: signed-log transform constant, None = off
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + linear warm-up + cosine decay, per-step."""
+
+    epochs: int = 100
+    lr_image: float = 3e-4
+    lr_kspace: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float = 1.0  # 0 = off; applied to each model separately
+
+
+@dataclass
+class RunConfig:
+    """Bookkeeping: names, seeds, logging and checkpoint cadence."""
+
+    name: str = "stage1"
+    out_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    log_every: int = 10  # steps
+    ckpt_every_steps: int = 0  # 0: only at the end of each epoch
+    png_every_epochs: int = 1
+    tensorboard: bool = True
+    progress: bool = True
+    max_steps: int | None = None  # stop early (tests, benchmarks)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs."""
+
+    stage: int = 1
+    models: str = "both"  # image | kspace | both
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _paper() -> TrainConfig:
+    """The paper's stage-I sizes (REFERENCES.md); epoch count and decoder width are our choice."""
+    return TrainConfig(
+        data=DataConfig(frames=None, batch_size=2, num_workers=4, mask="vista_r4"),
+        arch=ArchConfig(patch=(5, 8, 8), width=1024, depth=6, heads=16, dec_width=512, dec_depth=2, dec_heads=16),
+        optim=OptimConfig(epochs=100, lr_image=3e-4, lr_kspace=1e-5, weight_decay=1e-4, warmup_epochs=10),
+    )
+
+
+def _tiny() -> TrainConfig:
+    """Minutes on 2 CPU cores on the 64-subject demo store (9 × 50 × 128 × 128)."""
+    return TrainConfig(
+        data=DataConfig(frames=5, batch_size=2, num_workers=1, augment=True, max_angle=0.0),
+        arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4),
+        optim=OptimConfig(epochs=5, lr_image=1e-3, lr_kspace=1e-3, weight_decay=1e-4, warmup_epochs=1),
+        run=RunConfig(log_every=5),
+    )
+
+
+PRESETS = {"paper": _paper, "tiny": _tiny}
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh copy of preset ``name`` ('paper' or 'tiny')."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _coerce(current: Any, raw: Any, key: str) -> Any:
+    if not isinstance(raw, str):
+        value = raw
+    else:
+        text = raw.strip()
+        if isinstance(current, tuple) and not text.startswith("["):
+            text = "[" + text + "]"
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            low = text.lower()
+            value = {"true": True, "false": False, "none": None, "null": None}.get(low, text)
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise ValueError(f"{key} expects {len(current)} comma-separated values, got {raw!r}")
+        return tuple(type(c)(v) for c, v in zip(current, value))
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ValueError(f"{key} expects true/false, got {raw!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Set dotted keys (``section.field`` or a top-level field) in place and return ``cfg``.
+
+    Raises:
+        ValueError: unknown key or a value of the wrong shape.
+    """
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        obj: Any = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not hasattr(obj, part):
+                raise ValueError(f"unknown config section {part!r} in {key!r}")
+            obj = getattr(obj, part)
+        name = parts[-1]
+        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+            raise ValueError(f"unknown config key {key!r}")
+        setattr(obj, name, _coerce(getattr(obj, name), raw, key))
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of :func:`config_to_dict`."""
+    cfg = TrainConfig()
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    for key, value in flat.items():
+        obj: Any = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            obj = getattr(obj, part)
+        cur = getattr(obj, parts[-1])
+        setattr(obj, parts[-1], tuple(value) if isinstance(cur, tuple) else value)
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as indented JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""Tokeniser, ViT encoder and masked autoencoders."""

@@ -1,0 +1,41 @@
+"""Invertible k-space normalisation.
+
+1. **Per-subject scale** (always): ``k_n = k / s`` with ``s = sqrt(mean |k|²)`` over the
+   subject's (S, T, H, W) k-space (after frame selection and augmentation). By Parseval this is
+   also the RMS of the complex image, so normalised images have unit RMS. ``s`` travels with each
+   sample (``batch["scale"]``); ``k = k_n · s`` undoes it.
+2. **Signed log** (optional, model-side): applied to the real and imaginary channels separately,
+   ``f(x) = sign(x) · log1p(|x| / c)``, inverse ``x = sign(y) · c · expm1(|y|)``. It compresses
+   k-space's dynamic range (DC ≫ periphery) for the k-space MAE's input and target.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["subject_scale", "normalise", "denormalise", "signed_log", "signed_log_inverse"]
+
+
+def subject_scale(k: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """RMS magnitude of a subject's k-space ``(S, T, H, W)`` complex → 0-d float32 tensor (> 0)."""
+    return torch.sqrt(torch.mean(k.abs().float() ** 2)).clamp_min(eps)
+
+
+def normalise(k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``k / scale``; ``scale`` is 0-d (one subject) or (B,) for a batch ``(B, ...)``."""
+    return k / scale.reshape(scale.shape + (1,) * (k.ndim - scale.ndim)).to(k.device)
+
+
+def denormalise(k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalise`."""
+    return k * scale.reshape(scale.shape + (1,) * (k.ndim - scale.ndim)).to(k.device)
+
+
+def signed_log(x: torch.Tensor, c: float) -> torch.Tensor:
+    """``sign(x) · log1p(|x| / c)`` elementwise on a real tensor."""
+    return torch.sign(x) * torch.log1p(x.abs() / c)
+
+
+def signed_log_inverse(y: torch.Tensor, c: float) -> torch.Tensor:
+    """Inverse of :func:`signed_log`: ``sign(y) · c · expm1(|y|)``."""
+    return torch.sign(y) * c * torch.expm1(y.abs())

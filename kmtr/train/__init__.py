@@ -1,0 +1,1 @@
+"""Training: generic loop, checkpoints, distributed helpers and the stage-I entry point."""
