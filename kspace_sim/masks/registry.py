@@ -73,10 +73,7 @@ def _load_builtin() -> None:
     # importing the modules registers their patterns
     from kspace_sim.masks import cartesian  # noqa: F401
 
-    try:
-        from kspace_sim.masks import vista  # noqa: F401
-    except ImportError:  # pragma: no cover - vista module not present in this build
-        pass
+    from kspace_sim.masks import poisson, vista  # noqa: F401
 
 
 def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_lines: int) -> None:

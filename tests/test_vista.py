@@ -1,0 +1,178 @@
+"""VISTA masks: counts, determinism, fill-in, density, interleaving, cache, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kspace_sim.masks import make_mask
+from kspace_sim.masks.cache import MaskCache, cache_key
+from kspace_sim.masks.quality import mask_quality, sampling_density
+from kspace_sim.masks.vista import _forces, _initial_positions, vista_effective_acceleration, vista_mask
+
+T, W = 24, 64
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("KSPACE_SIM_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def masks():
+    return {r: vista_mask(T, W, r, 3, iterations=60, cache=False) for r in (4, 8)}
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_exact_lines_per_frame_and_achieved_r(masks, r):
+    m = masks[r]
+    assert m.shape == (T, W) and m.dtype == bool
+    assert (m.sum(axis=1) == round(W / r)).all()
+    assert mask_quality(m).acceleration == pytest.approx(W / round(W / r))
+
+
+def test_odd_sizes_and_fractional_r():
+    m = vista_mask(7, 37, 3.3, 1, iterations=30, cache=False)
+    assert (m.sum(axis=1) == round(37 / 3.3)).all()
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_fill_in_covers_every_line(masks, r):
+    assert m_all(masks[r])
+
+
+def m_all(m):
+    return bool(m.any(axis=0).all())
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_denser_near_centre(masks, r):
+    d = sampling_density(masks[r])
+    k = np.abs(np.arange(W) - W // 2)
+    assert d[k < W // 8].mean() > 1.3 * d[k >= 3 * W // 8].mean()
+
+
+def test_time_interleaving(masks):
+    m = masks[4]
+    assert all((m[t] != m[t + 1]).any() for t in range(T - 1))
+    assert len({m[t].tobytes() for t in range(T)}) > T // 2
+
+
+def test_determinism_by_seed():
+    a = vista_mask(T, W, 4, 5, iterations=30, cache=False)
+    b = vista_mask(T, W, 4, 5, iterations=30, cache=False)
+    c = vista_mask(T, W, 4, 6, iterations=30, cache=False)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_registry_per_slice_seeds():
+    m = make_mask("vista", 2, 8, 32, 4, seed=0, iterations=20, cache=False)
+    assert m.shape == (2, 8, 32) and not np.array_equal(m[0], m[1])
+    assert np.array_equal(m, make_mask("vista", 2, 8, 32, 4, seed=0, iterations=20, cache=False))
+
+
+def test_cycling_is_periodic():
+    m = vista_mask(20, 32, 4, 0, iterations=20, cycle_frames=8, cache=False)
+    assert np.array_equal(m[:8], m[8:16]) and np.array_equal(m[:4], m[16:])
+    assert np.array_equal(m[:8], vista_mask(8, 32, 4, 0, iterations=20, cache=False))
+
+
+def test_acs_lines():
+    m = vista_mask(T, W, 4, 0, iterations=30, acs_lines=6, cache=False)
+    centre = np.arange(W // 2 - 3, W // 2 + 3)
+    assert m[:, centre].all() and (m.sum(axis=1) == 16).all()
+    r_with, r_without = vista_effective_acceleration(W, 4, 6)
+    assert r_with == 4 and r_without == pytest.approx(58 / 10)
+    q = mask_quality(m)
+    assert q.acceleration == pytest.approx(r_with) and q.acceleration_without_full == pytest.approx(r_without)
+
+
+def test_forces_match_direct_minimum_image_sum():
+    rng = np.random.default_rng(0)
+    for t_frames in (2, 3, 6):
+        K = _initial_positions(t_frames, 40, 8, 0.28, 8.0, rng) + rng.random((t_frames, 8)) * 0.4
+        p, a, s, alpha, sig = 40, 0.7, 1.4, 0.28, 8.0
+        k = K.ravel()
+        t = np.repeat(np.arange(t_frames), 8).astype(float)
+        dk = k[:, None] - k[None, :]
+        dk -= p * np.rint(dk / p)
+        dt = t[:, None] - t[None, :]
+        dt -= t_frames * np.rint(dt / t_frames)
+        d2 = dk**2 + (a * dt) ** 2
+        np.fill_diagonal(d2, np.inf)
+        e = alpha * np.exp(-(k**2) / (2 * sig**2))
+        q, qp = 1 - e, e * k / sig**2
+        ref = s * q * ((dk * d2 ** (-(s + 2) / 2)) @ q) - qp * (d2 ** (-s / 2) @ q)
+        got = _forces(K, p, a, s, alpha, sig).ravel()
+        assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_cache_hit_and_miss(tmp_path):
+    d = tmp_path / "c"
+    a = vista_mask(8, 32, 4, 0, iterations=20, cache_dir=d)
+    files = list(d.glob("*.npz"))
+    assert len(files) == 1
+    # a hit returns the stored mask: tamper with the file's mask to prove it is read back
+    with np.load(files[0]) as z:
+        params = str(z["params"])
+    np.savez(files[0], mask=~a, params=np.array(params))
+    assert np.array_equal(vista_mask(8, 32, 4, 0, iterations=20, cache_dir=d), ~a)
+    # different parameters (seed, alpha) miss and add files
+    vista_mask(8, 32, 4, 1, iterations=20, cache_dir=d)
+    vista_mask(8, 32, 4, 0, iterations=20, alpha=0.3, cache_dir=d)
+    assert len(list(d.glob("*.npz"))) == 3
+    # disabled cache writes nothing
+    vista_mask(8, 32, 4, 2, iterations=20, cache=False, cache_dir=d)
+    assert len(list(d.glob("*.npz"))) == 3
+
+
+def test_cache_default_dir_env_and_corrupt_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KSPACE_SIM_CACHE", str(tmp_path / "env"))
+    c = MaskCache()
+    assert c.directory == tmp_path / "env"
+    params = {"a": 1, "b": 2.0, "c": None}
+    assert cache_key(params) == cache_key({"c": None, "b": 2.0, "a": 1})
+    assert cache_key(params) != cache_key({**params, "b": 2.5})
+    c.directory.mkdir(parents=True)
+    c.path(params).write_bytes(b"not an npz")
+    assert c.load(params) is None
+    m = np.eye(3, dtype=bool)
+    assert np.array_equal(c.get_or_compute(params, lambda: m), m)
+    assert np.array_equal(c.load(params, shape=(3, 3)), m)
+    assert not list(c.directory.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((T, W, 1.0, 0), {}),
+        ((T, W, 0.5, 0), {}),
+        ((T, W, W + 1, 0), {}),
+        ((T, W, float("nan"), 0), {}),
+        ((1, W, 4, 0), {}),
+        ((T, 1, 4, 0), {}),
+        ((T, W, 4, -1), {}),
+        ((T, W, 4, 0), {"alpha": 1.0}),
+        ((T, W, 4, 0), {"alpha": -0.1}),
+        ((T, W, 4, 0), {"s": 0}),
+        ((T, W, 4, 0), {"iterations": 0}),
+        ((T, W, 4, 0), {"sigma": 0}),
+        ((T, W, 4, 0), {"time_scale": -1}),
+        ((T, W, 4, 0), {"step_size": 0}),
+        ((T, W, 4, 0), {"snap_every": 0}),
+        ((T, W, 4, 0), {"fill_fraction": 0}),
+        ((T, W, 4, 0), {"interleave_at": 500}),
+        ((T, W, 4, 0), {"acs_lines": 16}),
+        ((T, W, 4, 0), {"acs_lines": -1}),
+        ((T, W, 4, 0), {"cycle_frames": 1}),
+    ],
+)
+def test_bad_input(args, kwargs, monkeypatch):
+    import kspace_sim.masks.vista as v
+
+    def boom(*a, **k):  # the error must come before any work
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(v, "_compute", boom)
+    with pytest.raises(ValueError):
+        vista_mask(*args, **kwargs)
