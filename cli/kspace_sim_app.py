@@ -18,10 +18,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_DEMO_SUBJECTS = 64
 DEFAULT_PATTERN = "vista"
+DEFAULT_VISTA_BANK = 32
+
+
+def default_bank_size(pattern: str, bank: int | None) -> int:
+    """``--mask-bank`` default: 32 precomputed patterns for VISTA (seconds per pattern), else 0."""
+    if bank is not None:
+        return bank
+    return DEFAULT_VISTA_BANK if pattern == "vista" else 0
 
 
 def _fail(message: str) -> None:
@@ -73,6 +81,10 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
     if report.float16_image_nrmse is not None:
         t.add_row("float16 storage error", f"image NRMSE max {report.float16_image_nrmse:.2e}")
     console.print(t)
+    if report.label_summary:
+        from kspace_sim.labels.summary import render_summary
+
+        console.print(render_summary(report.label_summary, title="labels of the done subjects"))
     if report.failed:
         ft = Table(title="failed subjects")
         ft.add_column("subject")
@@ -88,10 +100,15 @@ def build(
     input: Optional[Path] = typer.Option(None, "--input", help="cohort folder (UKB NIfTI subjects or DICOM zips); default: the demo cohort"),
     out: Optional[str] = typer.Option(None, "--out", help="store path or fsspec URL; default stores/<demo|cohort>-<mask>.zarr"),
     mask: Optional[str] = typer.Option(None, "--mask", help="undersampling pattern (default vista); see `kspace-sim masks list`"),
+    mask_bank: Optional[int] = typer.Option(None, "--mask-bank", help="K patterns computed once per build, each slice takes one (seeded) with a random time shift; 0 = a fresh pattern per slice (default 32 for vista, else 0)"),
     seed: int = typer.Option(0, help="global seed: per-subject seeds derive from it and the subject id"),
     workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
     scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
     seg: Optional[Path] = typer.Option(None, "--seg", help="segmentation folder (<id>/seg_*.nii.gz) for DICOM zip input"),
+    table: Optional[Path] = typer.Option(None, "--table", help="UKB participant table (CSV/TSV) for disease labels; default: the cohort's participants.csv if present"),
+    policy: str = typer.Option("any", help="disease date policy: any, or prevalent (diagnosed on or before the imaging visit)"),
+    codes: Optional[Path] = typer.Option(None, help="TOML file of disease code lists (default: the shipped lists)"),
+    labels_parquet: Optional[Path] = typer.Option(None, "--labels-parquet", help="label table path (default <store>.labels.parquet beside a local store)"),
     compression: str = typer.Option("none", help="k-space compression: none or zstd"),
     storage: str = typer.Option("complex64", help="k-space storage: complex64, or float16 (real/imag pairs, per-subject scale)"),
     pseudonymise: bool = typer.Option(False, "--pseudonymise", help="store keyed-hash pseudonyms instead of ids (key: $KSPACE_SIM_PSEUDONYM_KEY or --key-file)"),
@@ -105,10 +122,11 @@ def build(
     from kspace_sim.paths import default_store_path, demo_cohort_dir
     from kspace_sim.simulate import MaskSpec, SimulationParams, validate_masks
     from kspace_sim.sources.discover import InputError
+    from kspace_sim.labels.diseases import TableError
     from kspace_sim.store.layout import StoreError
 
     pattern = mask or _default_pattern()
-    specs = [MaskSpec(pattern, r) for r in acc]
+    specs = [MaskSpec(pattern, r, bank_size=default_bank_size(pattern, mask_bank)) for r in acc]
     params = SimulationParams(crop=crop, frames=frames)
     try:
         params.validate()
@@ -138,11 +156,12 @@ def build(
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
-        storage=storage, pseudonym_key=key,
+        storage=storage, pseudonym_key=key, table=str(table) if table else None, policy=policy,
+        codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
     )
     try:
         report = build_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {sid} failed:[/] {reason}"))
-    except (InputError, StoreError, ValueError) as exc:
+    except (InputError, StoreError, ValueError, TableError) as exc:
         _fail(str(exc))
     _print_build_report(report)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from kspace_sim.build import _dask_client, _progress, git_commit
 from kspace_sim.masks import acs_lines_mask
-from kspace_sim.simulate import MaskSpec, subject_masks
+from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
 from kspace_sim.masks.registry import validate_mask_request
 
@@ -35,11 +35,20 @@ class AddMaskReport:
     achieved_acceleration_without_acs: float
 
 
-def _mask_row(url: str, row: int, subject_id: str, spec: MaskSpec, seed: int, shape: tuple[int, int, int], storage_options: dict[str, Any] | None) -> tuple[int, int, int, int]:
+def _mask_row(
+    url: str,
+    row: int,
+    subject_id: str,
+    spec: MaskSpec,
+    seed: int,
+    shape: tuple[int, int, int],
+    storage_options: dict[str, Any] | None,
+    banks: dict[str, np.ndarray],
+) -> tuple[int, int, int, int]:
     import zarr
 
     s, t, w = shape
-    m = subject_masks(subject_id, [spec], seed, s, t, w)[spec.name]
+    m = subject_masks(subject_id, [spec], seed, s, t, w, banks)[spec.name]
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     zarr.open_group(url, mode="r+", use_consolidated=False, **kwargs)[f"masks/{spec.name}"][row] = m
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
@@ -76,7 +85,7 @@ def add_mask_to_store(
     ids = [str(x) for x in group["subjects/id"][:]]
     rows = [i for i in range(n) if status[i] == STATUS_DONE and not finished[i]]
     skipped = int(((status == STATUS_DONE) & finished).sum())
-    args = (spec, seed, (s, t, w), storage_options)
+    args = (spec, seed, (s, t, w), storage_options, mask_banks([spec], seed, t, w) if rows else {})
     bar = _progress(len(rows), progress)
     if workers <= 0:
         for row in rows:

@@ -25,7 +25,7 @@ import kspace_sim
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.seeding import derive_seed
-from kspace_sim.simulate import MaskSpec, SimulationParams, simulate_subject, subject_checksum, validate_masks
+from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, subject_checksum, validate_masks
 from kspace_sim.sources.discover import SubjectSource, discover_subjects
 from kspace_sim.sources.subject import SubjectError
 from kspace_sim.store.layout import (
@@ -58,6 +58,10 @@ class BuildConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     storage_options: dict[str, Any] | None = None
     seg_dir: str | None = None
+    table: str | None = None
+    policy: str = "any"
+    codes: str | None = None
+    labels_parquet: str | None = None
     progress: bool = True
     flush_seconds: float = 2.0
 
@@ -87,6 +91,9 @@ class BuildReport:
     achieved_acceleration: dict[str, dict[str, float]]
     store_bytes: int | None
     float16_image_nrmse: float | None = None
+    labels: Any = None  # pandas DataFrame of phenotypes + diseases indexed by subject id
+    label_summary: list[Any] = field(default_factory=list)
+    disease_report: Any = None
 
     @property
     def subjects_per_second(self) -> float:
@@ -130,6 +137,7 @@ def process_subject(
     storage_options: dict[str, Any] | None = None,
     phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None = None,
     storage: str = "complex64",
+    banks: dict[str, np.ndarray] | None = None,
 ) -> SubjectRecord:
     """Load, simulate and write one subject (runs on a worker); returns its small record.
 
@@ -139,7 +147,7 @@ def process_subject(
     """
     t0 = time.perf_counter()
     try:
-        return _process(source, row, url, params, masks, seed, storage_options, phenotypes, storage, t0)
+        return _process(source, row, url, params, masks, seed, storage_options, phenotypes, storage, banks, t0)
     except SubjectError as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad subject must not stop the build
@@ -157,10 +165,11 @@ def _process(
     storage_options: dict[str, Any] | None,
     phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None,
     storage: str,
+    banks: dict[str, np.ndarray] | None,
     t0: float,
 ) -> SubjectRecord:
     vol = source.load()
-    sim = simulate_subject(vol, params, masks, seed)
+    sim = simulate_subject(vol, params, masks, seed, banks)
     group = _open_rows(url, storage_options)
     scale, nrmse, stored = 1.0, 0.0, sim.kspace
     if storage == "float16":
@@ -329,6 +338,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     if not cfg.masks:
         raise ValueError("at least one mask (pattern, R) is needed")
     sources = discover_subjects(cfg.input_dir, cfg.seg_dir)
+    table_path, diseases = _resolve_table(cfg)
     if cfg.pseudonym_key is not None:
         sources = sorted((s.pseudonymised(cfg.pseudonym_key) for s in sources), key=lambda s: s.subject_id)
     t0 = time.perf_counter()
@@ -339,6 +349,8 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
 
         ph = group.create_array("labels/phenotypes", shape=(len(sources), 18), chunks=(max(len(sources), 1), 18), dtype="float32", fill_value=float("nan"))
         ph.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
+        reasons = group.create_array("labels/phenotype_qc", shape=(len(sources),), chunks=(max(len(sources), 1),), dtype=str)
+        reasons[:] = np.full(len(sources), "", dtype=object).astype(str)
         table = SubjectTable(group)
     table.set_split(default_split(table.ids, cfg.seed, cfg.split_fractions))
     pending = table.pending_rows()
@@ -349,9 +361,12 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     hook = _labels_hook()
 
     storage_errors: list[float] = []
+    qc = np.asarray(group["labels/phenotype_qc"][:], dtype=object) if "labels/phenotype_qc" in group else None
 
     def handle(rec: SubjectRecord) -> None:
         table.record(rec)
+        if rec.ok and "labels/phenotype_qc" in group:
+            qc[rec.row] = "; ".join(rec.phenotype_reasons)
         if rec.ok:
             storage_errors.append(rec.storage_nrmse)
             for name, c in rec.mask_counts.items():
@@ -364,7 +379,9 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             if on_failure:
                 on_failure(sid, rec.reason)
 
-    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage)
+    disease_job = _start_disease_labels(table_path, sources, cfg, diseases)
+    banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop) if pending else {}
+    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
     last_flush = time.monotonic()
     bar = _progress(len(pending), cfg.progress)
     if cfg.workers <= 0:  # in-process, serial: debugging and tests
@@ -391,6 +408,9 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
                     last_flush = time.monotonic()
     bar.close()
     table.flush()
+    if qc is not None:
+        group["labels/phenotype_qc"][...] = qc.astype(str)
+    disease_report = _write_disease_labels(group, disease_job, sources)
     seconds = time.perf_counter() - t0
     mask_attrs = _mask_summary(counts, cfg)
     for name, c in counts.items():
@@ -419,6 +439,9 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     group.attrs.update(_normalise(update))
     consolidate(cfg.out, cfg.storage_options)
     c = table.counts()
+    labels_df, summary = _label_table(group, table)
+    if labels_df is not None and (cfg.labels_parquet or "://" not in cfg.out):
+        _write_parquet(labels_df, cfg.labels_parquet or _default_parquet(cfg.out), diseases, disease_report, cfg.policy)
     return BuildReport(
         store=cfg.out,
         n_subjects=len(sources),
@@ -430,7 +453,104 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         achieved_acceleration={k: {kk: v[kk] for kk in ("achieved_acceleration", "achieved_acceleration_without_acs")} for k, v in mask_attrs.items()},
         store_bytes=_store_size(cfg.out),
         float16_image_nrmse=max(storage_errors) if cfg.storage == "float16" and storage_errors else None,
+        labels=labels_df,
+        label_summary=summary,
+        disease_report=disease_report,
     )
+
+
+def _resolve_table(cfg: BuildConfig) -> tuple[str | None, list[Any]]:
+    """The participant table (``--table``, else the cohort's ``participants.csv``) and the disease
+    definitions, checked before any work (a bad table is a clear error, not a failed build)."""
+    table = cfg.table
+    if table is None and (Path(cfg.input_dir) / "participants.csv").exists():
+        table = str(Path(cfg.input_dir) / "participants.csv")
+    if table is None:
+        return None, []
+    from kspace_sim.labels.codes import load_disease_codes
+    from kspace_sim.labels.diseases import check_table
+
+    diseases = load_disease_codes(cfg.codes)
+    check_table(table, cfg.policy, diseases)
+    return table, diseases
+
+
+def _start_disease_labels(table: str | None, sources: list[SubjectSource], cfg: BuildConfig, diseases: list[Any]) -> Any:
+    """Read the participant table in a background thread while the subject tasks run."""
+    if table is None:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kspace_sim.labels.diseases import disease_labels
+
+    raw_ids = [s.source_id or s.subject_id for s in sources]
+    pool = ThreadPoolExecutor(1, thread_name_prefix="disease-labels")
+    fut = pool.submit(disease_labels, table, raw_ids, cfg.policy, diseases, "64MB", 1)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def _write_disease_labels(group: zarr.Group, job: Any, sources: list[SubjectSource]) -> Any:
+    """``labels/diseases`` (N, D) int8 in row order (raw ids mapped to the stored ids)."""
+    if job is None:
+        return None
+    result = job.result()
+    lab = result.labels
+    raw_ids = [s.source_id or s.subject_id for s in sources]
+    values = lab.loc[raw_ids].to_numpy(dtype=np.int8)
+    arr = group.create_array(
+        "labels/diseases", shape=values.shape, chunks=tuple(max(d, 1) for d in values.shape), dtype="int8",
+        fill_value=-1, overwrite=True,
+    )
+    arr[...] = values
+    rep = result.report
+    arr.attrs.update(
+        _normalise(
+            {
+                "columns": list(lab.columns),
+                "policy": rep.policy,
+                "unknown": -1,
+                "report": {k: v for k, v in vars(rep).items() if k not in ("path", "malformed_examples")},
+                "paper_prevalence_percent": {d.name: d.paper_prevalence for d in result.diseases},
+            }
+        )
+    )
+    return rep
+
+
+def _label_table(group: zarr.Group, table: SubjectTable) -> tuple[Any, list[Any]]:
+    """Phenotypes + diseases of the done subjects as a DataFrame, and its summary rows."""
+    if "labels/phenotypes" not in group and "labels/diseases" not in group:
+        return None, []
+    import pandas as pd
+
+    from kspace_sim.labels.codes import load_disease_codes
+    from kspace_sim.labels.summary import summary_table
+
+    done = table.status == 1
+    ids = [sid for sid, ok in zip(table.ids, done) if ok]
+    df = pd.DataFrame(index=pd.Index(ids, name="subject_id"))
+    if "labels/phenotypes" in group:
+        ph = group["labels/phenotypes"]
+        df = df.join(pd.DataFrame(ph[:][done], index=df.index, columns=ph.attrs["columns"]))
+        df["qc_reasons"] = np.asarray(group["labels/phenotype_qc"][:], dtype=object)[done].astype(str)
+    diseases = []
+    if "labels/diseases" in group:
+        dz = group["labels/diseases"]
+        df = df.join(pd.DataFrame(dz[:][done], index=df.index, columns=dz.attrs["columns"]))
+        diseases = [d for d in load_disease_codes() if d.name in dz.attrs["columns"]]
+    return df, summary_table(df, diseases)
+
+
+def _default_parquet(url: str) -> str:
+    p = Path(url)
+    return str(p.with_name(p.name.removesuffix(".zarr") + ".labels.parquet"))
+
+
+def _write_parquet(df: Any, path: str, diseases: list[Any], report: Any, policy: str) -> None:
+    from kspace_sim.labels.label_table import label_table_metadata, write_label_table
+
+    write_label_table(df, path, label_table_metadata(diseases or None, report, policy))
 
 
 class _NoBar:

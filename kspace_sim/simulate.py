@@ -13,29 +13,56 @@ from typing import Any
 import numpy as np
 
 from kspace_sim.fft import fft2c
-from kspace_sim.masks import acs_lines_mask, make_mask, mask_name, validate_mask_request
+from kspace_sim.masks import acs_lines_mask, make_mask, mask_bank, mask_name, validate_mask_request
 from kspace_sim.phase import apply_phase, smooth_phase_map
 from kspace_sim.seeding import derive_rng, derive_seed
 from kspace_sim.sources.subject import SubjectVolumes
 from kspace_sim.views import ViewStack, extract_views
 
-__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "subject_checksum", "validate_masks"]
+__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "subject_checksum", "validate_masks"]
 
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """One undersampling mask to store: pattern name, acceleration R and pattern options."""
+    """One undersampling mask to store.
+
+    Attributes:
+        pattern: registered pattern name.
+        acceleration: R.
+        options: pattern options.
+        bank_size: 0 = an independent pattern per slice; K > 0 = each slice takes one of K
+            patterns computed once per build (seeded from the global seed and the mask name) with
+            a per-slice cyclic time shift (see :func:`kspace_sim.masks.make_mask`).
+    """
 
     pattern: str
     acceleration: float
     options: dict[str, Any] = field(default_factory=dict)
+    bank_size: int = 0
 
     @property
     def name(self) -> str:
         return mask_name(self.pattern, self.acceleration)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pattern": self.pattern, "acceleration": float(self.acceleration), "options": dict(self.options)}
+        return {
+            "pattern": self.pattern,
+            "acceleration": float(self.acceleration),
+            "options": dict(self.options),
+            "bank_size": int(self.bank_size),
+        }
+
+
+def mask_banks(specs: list[MaskSpec], global_seed: int, n_frames: int, n_lines: int) -> dict[str, np.ndarray]:
+    """The ``(K, T, W)`` pattern bank of every spec with ``bank_size > 0`` (computed once per build)."""
+    return {
+        spec.name: mask_bank(
+            spec.pattern, spec.bank_size, n_frames, n_lines, spec.acceleration,
+            derive_seed(global_seed, "mask-bank", spec.name), **spec.options,
+        )
+        for spec in specs
+        if spec.bank_size > 0
+    }
 
 
 @dataclass(frozen=True)
@@ -76,9 +103,20 @@ class SimulatedSubject:
 
 
 def subject_masks(
-    subject_id: str, specs: list[MaskSpec], global_seed: int, n_slices: int, n_frames: int, n_lines: int
+    subject_id: str,
+    specs: list[MaskSpec],
+    global_seed: int,
+    n_slices: int,
+    n_frames: int,
+    n_lines: int,
+    banks: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Masks ``{name: (S, T, W) bool}`` of one subject, seeded by (global seed, subject, mask name)."""
+    """Masks ``{name: (S, T, W) bool}`` of one subject, seeded by (global seed, subject, mask name).
+
+    ``banks`` are the precomputed :func:`mask_banks` (computed here when missing).
+    """
+    missing = [s for s in specs if s.bank_size > 0 and (banks is None or s.name not in banks)]
+    banks = {**(banks or {}), **mask_banks(missing, global_seed, n_frames, n_lines)}
     return {
         spec.name: make_mask(
             spec.pattern,
@@ -87,6 +125,7 @@ def subject_masks(
             n_lines,
             spec.acceleration,
             derive_seed(global_seed, subject_id, "mask", spec.name),
+            bank=banks.get(spec.name),
             **spec.options,
         )
         for spec in specs
@@ -94,7 +133,11 @@ def subject_masks(
 
 
 def simulate_subject(
-    vol: SubjectVolumes, params: SimulationParams, masks: list[MaskSpec], global_seed: int
+    vol: SubjectVolumes,
+    params: SimulationParams,
+    masks: list[MaskSpec],
+    global_seed: int,
+    banks: dict[str, np.ndarray] | None = None,
 ) -> SimulatedSubject:
     """Simulate the fully sampled k-space and the undersampling masks of one subject.
 
@@ -116,7 +159,7 @@ def simulate_subject(
         ]
     )
     kspace = fft2c(apply_phase(views.images, phase))
-    return SimulatedSubject(kspace, views, subject_masks(vol.subject_id, masks, global_seed, s, params.frames, w))
+    return SimulatedSubject(kspace, views, subject_masks(vol.subject_id, masks, global_seed, s, params.frames, w, banks))
 
 
 def subject_checksum(kspace: np.ndarray, seg: np.ndarray) -> bytes:
@@ -133,6 +176,8 @@ def subject_checksum(kspace: np.ndarray, seg: np.ndarray) -> bytes:
 def validate_masks(specs: list[MaskSpec], params: SimulationParams) -> None:
     """Fail before any work on an unknown pattern or an impossible R."""
     for spec in specs:
+        if spec.bank_size < 0:
+            raise ValueError(f"mask bank size must be >= 0, got {spec.bank_size}")
         validate_mask_request(spec.pattern, spec.acceleration, params.frames, params.crop)
         acs_lines_mask(spec.pattern, params.crop, spec.acceleration, **spec.options)
 

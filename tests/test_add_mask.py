@@ -40,3 +40,16 @@ def test_add_mask_cli_bad_input(tmp_path):
     assert r.exit_code == 2 and "exceeds" in r.output
     r = CliRunner().invoke(app, ["add-mask", str(out), "--mask", "gaussian", "--acc", "2", "--workers", "0"])
     assert r.exit_code == 0 and "2.0000" in r.output and "without ACS" in r.output
+
+
+def test_vista_bank_build_and_add_mask_agree(tmp_path):
+    cohort = write_cohort(tmp_path / "in", ["1", "2"])
+    spec = MaskSpec("vista", 4, options={"iterations": 20}, bank_size=2)
+    a = tmp_path / "a.zarr"
+    build_store(BuildConfig(str(cohort), str(a), [spec], PARAMS, seed=1, workers=0, progress=False))
+    b = tmp_path / "b.zarr"
+    build_store(BuildConfig(str(cohort), str(b), [MaskSpec("gaussian", 4)], PARAMS, seed=1, workers=0, progress=False))
+    add_mask_to_store(str(b), spec, workers=0, progress=False)
+    ma = zarr.open_group(str(a), mode="r")["masks/vista_r4"][:]
+    np.testing.assert_array_equal(ma, zarr.open_group(str(b), mode="r")["masks/vista_r4"][:])
+    assert (ma.sum(-1) == 8).all()

@@ -59,3 +59,17 @@ def test_names_and_registry():
     assert mask_name("vista", 4) == "vista_r4" and mask_name("gaussian", 2.5) == "gaussian_r2.5"
     assert parse_mask_name("vista_r4") == ("vista", 4.0)
     assert {"gaussian", "equispaced", "uniform"} <= set(available_patterns())
+
+
+def test_mask_bank_draws_shifted_bank_members():
+    from kspace_sim.masks import mask_bank
+
+    bank = mask_bank("gaussian", 4, 20, 64, 4, seed=9)
+    assert bank.shape == (4, 20, 64)
+    m = make_mask("gaussian", 6, 20, 64, 4, seed=1, bank=bank)
+    for s in range(6):
+        assert any(np.array_equal(m[s], np.roll(bank[j], k, axis=0)) for j in range(4) for k in range(20))
+    np.testing.assert_array_equal(m, make_mask("gaussian", 6, 20, 64, 4, seed=1, bank=bank))
+    assert not np.array_equal(m, make_mask("gaussian", 6, 20, 64, 4, seed=2, bank=bank))
+    with pytest.raises(ValueError, match="bank has shape"):
+        make_mask("gaussian", 1, 10, 64, 4, seed=0, bank=bank)

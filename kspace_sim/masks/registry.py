@@ -21,6 +21,7 @@ __all__ = [
     "available_patterns",
     "get_pattern",
     "make_mask",
+    "mask_bank",
     "mask_name",
     "parse_mask_name",
     "achieved_acceleration",
@@ -126,26 +127,52 @@ def make_mask(
     n_lines: int,
     acceleration: float,
     seed: int,
+    bank: np.ndarray | None = None,
     **options: Any,
 ) -> np.ndarray:
-    """Mask ``(S, T, W)`` bool for one subject; slice ``s`` uses ``derive_seed(seed, 'mask', s)``.
+    """Mask ``(S, T, W)`` bool for one subject, one independent draw per slice.
+
+    Without a bank, slice ``s`` runs the pattern with seed ``derive_seed(seed, 'mask', s)``. With a
+    bank (``(K, T, W)`` from :func:`mask_bank`), the same per-slice seed picks one of the K
+    patterns and a cyclic shift in time (k–t patterns such as VISTA are periodic in t), so
+    expensive patterns are computed K times per build instead of S times per subject.
 
     Args:
         pattern: a registered pattern name (see :func:`available_patterns`).
         n_slices, n_frames, n_lines: S, T and W (phase-encoding lines).
         acceleration: target R = W / (lines per frame).
         seed: the subject's mask seed.
+        bank: optional precomputed patterns ``(K, T, W)``.
         options: pattern-specific keyword options.
     """
     validate_mask_request(pattern, acceleration, n_frames, n_lines)
-    fn = get_pattern(pattern)
     out = np.empty((n_slices, n_frames, n_lines), dtype=bool)
+    if bank is not None:
+        if bank.ndim != 3 or bank.shape[1:] != (n_frames, n_lines):
+            raise ValueError(f"mask bank has shape {bank.shape}, expected (K, {n_frames}, {n_lines})")
+        for s in range(n_slices):
+            rng = np.random.default_rng(derive_seed(seed, "mask", s))
+            j, shift = int(rng.integers(bank.shape[0])), int(rng.integers(n_frames))
+            out[s] = np.roll(bank[j], shift, axis=0)
+        return out
+    fn = get_pattern(pattern)
     for s in range(n_slices):
         m = np.asarray(fn(n_frames, n_lines, acceleration, derive_seed(seed, "mask", s), **options))
         if m.shape != (n_frames, n_lines) or m.dtype != bool:
             raise RuntimeError(f"pattern {pattern!r} returned {m.shape} {m.dtype}, expected {(n_frames, n_lines)} bool")
         out[s] = m
     return out
+
+
+def mask_bank(
+    pattern: str, size: int, n_frames: int, n_lines: int, acceleration: float, seed: int, **options: Any
+) -> np.ndarray:
+    """``(size, T, W)`` patterns with seeds ``derive_seed(seed, 'bank', j)``, for :func:`make_mask`."""
+    if size < 1:
+        raise ValueError(f"mask bank size must be >= 1, got {size}")
+    validate_mask_request(pattern, acceleration, n_frames, n_lines)
+    fn = get_pattern(pattern)
+    return np.stack([np.asarray(fn(n_frames, n_lines, acceleration, derive_seed(seed, "bank", j), **options)) for j in range(size)])
 
 
 def achieved_acceleration(mask: np.ndarray, exclude_lines: np.ndarray | None = None) -> float:

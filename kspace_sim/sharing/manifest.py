@@ -1,0 +1,506 @@
+"""Croissant (MLCommons, JSON-LD) manifests for k-space stores.
+
+A manifest ``data_manifests/<name>.json`` describes one published version of a store. Beside it:
+
+* ``<name>.subjects.csv``: the subject table (row, subject_id, split, status, checksum, reason);
+* ``<name>.SHA256SUMS``: ``sha256sum`` lines for every file of the store, paths relative to the store
+  root (``cd STORE && sha256sum -c``).
+
+The manifest's ``distribution`` lists the store (``contentUrl`` relative to the manifest, or a URL;
+its ``sha256`` is the digest of the ``SHA256SUMS`` listing) and both side files with their own
+digests. Record sets: ``subjects`` (from the CSV), ``splits``, ``access`` (license, UK Biobank
+application) and ``provenance`` (simulator version and commit, every parameter, seed, input, library
+versions, the synthetic-data flag), the latter three inline. :func:`publish` refuses to overwrite a
+version with different content.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata as _im
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kspace_sim.sharing.remote import check_remote, filesystem, is_url
+from kspace_sim.sharing.splits import default_test_size, store_strata, stratified_split
+from kspace_sim.store.layout import STATUS_DONE, open_store
+
+__all__ = [
+    "ManifestError",
+    "PublishOptions",
+    "SplitOptions",
+    "STATUS_NAMES",
+    "SPLIT_NAMES",
+    "sidecar_paths",
+    "store_file_hashes",
+    "build_manifest",
+    "validate_manifest",
+    "load_manifest",
+    "manifest_store_url",
+    "publish",
+    "resplit_store",
+]
+
+STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
+SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}
+ZARR_FORMAT = "application/vnd.zarr+v3"
+VOLATILE_KEYS = ("datePublished", "dateModified")
+LIBRARIES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "fsspec", "nibabel", "pydicom", "mlcroissant")
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be written, read or published as asked."""
+
+
+@dataclass
+class SplitOptions:
+    """How :func:`resplit_store` assigns splits (see :func:`~kspace_sim.sharing.splits.stratified_split`)."""
+
+    seed: int = 0
+    test_size: float | None = None  # None: the paper's 1000 for stores >= 10,000 subjects, else 10 %
+    val_fraction: float = 0.1
+    stratify: bool = True
+
+
+@dataclass
+class PublishOptions:
+    """What a manifest says about the dataset besides the store's own contents."""
+
+    name: str
+    version: str = "1.0.0"
+    description: str = ""
+    license: str = "https://www.ukbiobank.ac.uk/enable-your-research/about-our-data/terms-of-access"
+    access_terms: str = (
+        "Derived from UK Biobank data: available to approved researchers under a UK Biobank application "
+        "and Material Transfer Agreement; no attempt may be made to re-identify participants."
+    )
+    ukb_application: str | None = None
+    creator: str = "kspace-mtr team"
+    url: str = "https://www.ukbiobank.ac.uk/"
+    store_url: str | None = None  # what the manifest records as the store location (default: relative path)
+
+
+def sidecar_paths(manifest_path: str | Path) -> tuple[Path, Path]:
+    """``(<stem>.subjects.csv, <stem>.SHA256SUMS)`` beside the manifest."""
+    p = Path(manifest_path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(f"{stem}.subjects.csv"), p.with_name(f"{stem}.SHA256SUMS")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def store_file_hashes(
+    store: str, storage_options: dict[str, Any] | None = None, workers: int = 4, progress: bool = False
+) -> dict[str, str]:
+    """``{relative path: sha256 hex}`` of every file of the store (local or URL), hashed in threads."""
+    fs, root = filesystem(store, storage_options)
+    root = root.rstrip("/")
+    files = sorted(f for f in fs.find(root) if not f.rstrip("/").endswith("/"))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="hashing store files", unit="file")
+
+    def one(path: str) -> tuple[str, str]:
+        h = hashlib.sha256()
+        with fs.open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        if bar is not None:
+            bar.update(1)
+        return path[len(root) + 1 :], h.hexdigest()
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            return dict(pool.map(one, files))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def format_sha256sums(hashes: dict[str, str]) -> str:
+    """``sha256sum``-style text, sorted by path."""
+    return "".join(f"{h}  {p}\n" for p, h in sorted(hashes.items()))
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """Inverse of :func:`format_sha256sums`."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            h, p = line.split(None, 1)
+            out[p.strip().lstrip("*")] = h
+    return out
+
+
+def subjects_csv(group: Any) -> str:
+    """The subject table of an opened store as CSV text."""
+    ids = [str(x) for x in group["subjects/id"][:]]
+    status = np.asarray(group["subjects/status"][:])
+    split = np.asarray(group["subjects/split"][:])
+    checksum = np.asarray(group["subjects/checksum"][:], dtype=np.uint8)
+    reason = [str(x) for x in group["subjects/reason"][:]]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "subject_id", "split", "status", "checksum", "reason"])
+    for i, sid in enumerate(ids):
+        cs = bytes(checksum[i]).hex() if status[i] == STATUS_DONE else ""
+        w.writerow([i, sid, SPLIT_NAMES.get(int(split[i]), str(split[i])), STATUS_NAMES.get(int(status[i]), str(status[i])), cs, reason[i]])
+    return buf.getvalue()
+
+
+def read_subjects_csv(text: str) -> list[dict[str, str]]:
+    """Rows of a ``subjects.csv`` as dicts."""
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = _im.version(lib)
+        except _im.PackageNotFoundError:
+            continue
+    return out
+
+
+def _store_location(store: str, manifest_path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if is_url(store):
+        return store
+    return Path(os.path.relpath(Path(store).resolve(), manifest_path.resolve().parent)).as_posix()
+
+
+def _field(rs: str, name: str, dtype: str, desc: str, column: str | None = None) -> dict[str, Any]:
+    f: dict[str, Any] = {"@type": "cr:Field", "@id": f"{rs}/{name}", "name": name, "description": desc, "dataType": dtype}
+    if column:
+        f["source"] = {"fileObject": {"@id": "subjects-csv"}, "extract": {"column": column}}
+    return f
+
+
+def _inline_set(rs: str, desc: str, rows: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@type": "cr:RecordSet",
+        "@id": rs,
+        "name": rs,
+        "description": desc,
+        "key": {"@id": f"{rs}/key"},
+        "field": [_field(rs, "key", "sc:Text", "property name"), _field(rs, "value", "sc:Text", "value (JSON)")],
+        "data": [{f"{rs}/key": k, f"{rs}/value": json.dumps(v, sort_keys=True)} for k, v in rows.items()],
+    }
+
+
+def _provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+    synthetic = (attrs.get("input") or {}).get("kind") == "demo"
+    return {
+        "synthetic": synthetic,
+        "input": attrs.get("input", {}),
+        "format": attrs.get("format"),
+        "format_version": attrs.get("format_version"),
+        "simulator_version": attrs.get("simulator_version"),
+        "git_commit": attrs.get("git_commit"),
+        "store_created": attrs.get("created"),
+        "global_seed": attrs.get("global_seed"),
+        "parameters": attrs.get("parameters", {}),
+        "fft_convention": attrs.get("fft_convention"),
+        "view_order": attrs.get("view_order"),
+        "masks": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in (attrs.get("masks") or {}).items()},
+        "pseudonymised": bool(attrs.get("pseudonymised", False)),
+        "float16_image_nrmse": attrs.get("float16_image_nrmse"),
+        "build_runs": len(attrs.get("builds") or []),
+        "subject_seed_rule": attrs.get("subject_seed_rule"),
+        "split": attrs.get("split"),
+        "library_versions": _library_versions(),
+    }
+
+
+def build_manifest(
+    store: str,
+    manifest_path: str | Path,
+    opts: PublishOptions,
+    storage_options: dict[str, Any] | None = None,
+    workers: int = 4,
+    progress: bool = False,
+) -> tuple[dict[str, Any], str, str]:
+    """Describe ``store`` as a Croissant JSON-LD document (nothing is written).
+
+    Returns:
+        ``(manifest, subjects_csv_text, sha256sums_text)``.
+    """
+    check_remote(store, storage_options)
+    group = open_store(store, mode="r", storage_options=storage_options)
+    attrs = group.attrs.asdict()
+    csv_text = subjects_csv(group)
+    hashes = store_file_hashes(store, storage_options, workers, progress)
+    sums = format_sha256sums(hashes)
+    mpath = Path(manifest_path)
+    csv_path, sums_path = sidecar_paths(mpath)
+    prov = _provenance(attrs)
+    synthetic = prov["synthetic"]
+    status = np.asarray(group["subjects/status"][:])
+    split = np.asarray(group["subjects/split"][:])
+    done = status == STATUS_DONE
+    counts = {name: int((done & (split == code)).sum()) for code, name in SPLIT_NAMES.items()}
+    kshape = list(group["kspace"].shape)
+    description = opts.description or (
+        f"{'SYNTHETIC demo data (phantoms, no participant data). ' if synthetic else ''}"
+        f"Fully sampled multi-view cine cardiac MRI k-space (kspace {kshape}, storage "
+        f"{group['kspace'].attrs.get('storage', 'complex64')}) with undersampling masks "
+        f"{sorted((attrs.get('masks') or {}).keys())}, simulated by kspace_sim {attrs.get('simulator_version')} "
+        f"from {'a demo cohort' if synthetic else 'UK Biobank cine CMR'}; Zarr v3 store, format "
+        f"{attrs.get('format')} v{attrs.get('format_version')}."
+    )
+    created = str(attrs.get("created") or "")[:10] or None
+    today = _dt.date.today().isoformat()
+    store_desc = "Zarr v3 store (docs/store-format.md); sha256 = SHA-256 of the SHA256SUMS listing of its files"
+    doc: dict[str, Any] = {
+        "@context": _context(),
+        "@type": "sc:Dataset",
+        "name": opts.name,
+        "description": description,
+        "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "version": opts.version,
+        "license": opts.license,
+        "url": opts.url,
+        "creator": {"@type": "sc:Organization", "name": opts.creator},
+        "keywords": ["cardiac MRI", "k-space", "UK Biobank", "cine", "undersampling", *(["synthetic"] if synthetic else [])],
+        "isLiveDataset": False,
+        "citeAs": f"{opts.name} {opts.version}, k-space store simulated by kspace_sim {attrs.get('simulator_version')}",
+        "dateCreated": created or today,
+        "datePublished": today,
+        "dateModified": today,
+        "distribution": [
+            {
+                "@type": "cr:FileObject",
+                "@id": "store",
+                "name": "store",
+                "description": store_desc,
+                "contentUrl": _store_location(store, mpath, opts.store_url),
+                "encodingFormat": ZARR_FORMAT,
+                "sha256": _sha256(sums.encode()),
+            },
+            {
+                "@type": "cr:FileObject",
+                "@id": "sha256sums",
+                "name": "sha256sums",
+                "description": f"sha256sum listing of the {len(hashes)} files of the store (paths relative to its root)",
+                "contentUrl": sums_path.name,
+                "encodingFormat": "text/plain",
+                "sha256": _sha256(sums.encode()),
+            },
+            {
+                "@type": "cr:FileObject",
+                "@id": "subjects-csv",
+                "name": "subjects-csv",
+                "description": "the store's subject table (row i of every array belongs to subject_id)",
+                "contentUrl": csv_path.name,
+                "encodingFormat": "text/csv",
+                "sha256": _sha256(csv_text.encode()),
+            },
+        ],
+        "recordSet": [
+            {
+                "@type": "cr:RecordSet",
+                "@id": "subjects",
+                "name": "subjects",
+                "description": "one record per store row",
+                "key": {"@id": "subjects/row"},
+                "field": [
+                    _field("subjects", "row", "sc:Integer", "row index in every array of the store", "row"),
+                    _field("subjects", "subject_id", "sc:Text", "subject id (a pseudonym when pseudonymised)", "subject_id"),
+                    _field("subjects", "split", "sc:Text", "train, validation or test", "split"),
+                    _field("subjects", "status", "sc:Text", "pending, done or failed (only done rows hold data)", "status"),
+                    _field("subjects", "checksum", "sc:Text", "SHA-256 (hex) of the kspace row bytes then the seg row bytes", "checksum"),
+                    _field("subjects", "reason", "sc:Text", "failure reason", "reason"),
+                ],
+            },
+            _inline_set("splits", "split sizes (done subjects) and how they were drawn", {**counts, "method": attrs.get("split")}),
+            _inline_set(
+                "access",
+                "license and access terms",
+                {
+                    "license": opts.license,
+                    "access_terms": opts.access_terms,
+                    "ukb_application": opts.ukb_application,
+                    "pseudonymised": prov["pseudonymised"],
+                },
+            ),
+            _inline_set("provenance", "how the store was made", prov),
+        ],
+    }
+    return doc, csv_text, sums
+
+
+def _context() -> dict[str, Any]:
+    import mlcroissant as mlc
+
+    return mlc.Metadata(ctx=mlc.Context(), name="x").to_json()["@context"]
+
+
+def validate_manifest(doc: dict[str, Any]) -> list[str]:
+    """Errors that ``mlcroissant`` reports for ``doc`` (empty when valid)."""
+    import mlcroissant as mlc
+
+    try:
+        ds = mlc.Dataset(jsonld=json.loads(json.dumps(doc)))
+    except mlc.ValidationError as exc:
+        return [str(exc)]
+    return list(ds.metadata.issues.errors)
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a manifest JSON-LD document.
+
+    Raises:
+        ManifestError: missing or not JSON.
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"no manifest at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not JSON: {exc}") from None
+
+
+def inline_values(doc: dict[str, Any], record_set: str) -> dict[str, Any]:
+    """``{key: value}`` of an inline key/value record set (``provenance``, ``access``, ``splits``)."""
+    for rs in doc.get("recordSet", []):
+        if rs.get("@id") == record_set:
+            return {row[f"{record_set}/key"]: json.loads(row[f"{record_set}/value"]) for row in rs.get("data", [])}
+    return {}
+
+
+def distribution(doc: dict[str, Any], file_id: str) -> dict[str, Any]:
+    """The distribution entry ``file_id`` (``store``, ``sha256sums``, ``subjects-csv``)."""
+    for d in doc.get("distribution", []):
+        if d.get("@id") == file_id:
+            return d
+    raise ManifestError(f"manifest has no distribution entry {file_id!r}")
+
+
+def manifest_store_url(doc: dict[str, Any], manifest_path: str | Path) -> str:
+    """The store location a manifest names, relative paths resolved against the manifest's folder."""
+    url = str(distribution(doc, "store")["contentUrl"])
+    if is_url(url) or os.path.isabs(url):
+        return url
+    return str((Path(manifest_path).resolve().parent / url).resolve())
+
+
+def _semver(v: str) -> tuple[int, int, int]:
+    m = _SEMVER.match(v)
+    if not m:
+        raise ManifestError(f"version {v!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def _content(doc: dict[str, Any]) -> dict[str, Any]:
+    d = {k: v for k, v in doc.items() if k not in VOLATILE_KEYS}
+    d["recordSet"] = [
+        {**rs, "data": [r for r in rs.get("data", []) if not str(r.get(f"{rs['@id']}/key")) == "library_versions"]}
+        if "data" in rs
+        else rs
+        for rs in doc.get("recordSet", [])
+    ]
+    return json.loads(json.dumps(d, sort_keys=True))
+
+
+def content_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which parts of two manifests differ (dates and library versions ignored)."""
+    a, b = _content(old), _content(new)
+    diffs = [k for k in sorted(set(a) | set(b)) if k not in ("distribution", "recordSet") and a.get(k) != b.get(k)]
+    for key in ("distribution", "recordSet"):
+        ea = {e.get("@id"): e for e in a.get(key, [])}
+        eb = {e.get("@id"): e for e in b.get(key, [])}
+        diffs += [f"{key}[{i}]" for i in sorted(set(ea) | set(eb), key=str) if ea.get(i) != eb.get(i)]
+    return diffs
+
+
+def resplit_store(store: str, opts: SplitOptions, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Rewrite ``subjects/split`` with :func:`stratified_split` (stratified by disease when the store has
+    ``labels/diseases``), record the method in the ``split`` attribute and re-consolidate.
+
+    Returns:
+        Subjects per split name.
+    """
+    from kspace_sim.sharing.remote import consolidate_any
+
+    group = open_store(store, mode="r+", storage_options=storage_options)
+    ids = [str(x) for x in group["subjects/id"][:]]
+    strata = store_strata(group) if opts.stratify else None
+    test_size = default_test_size(len(ids)) if opts.test_size is None else opts.test_size
+    codes = stratified_split(ids, opts.seed, test_size, opts.val_fraction, strata)
+    group["subjects/split"][...] = codes
+    group.attrs["split"] = {
+        "method": "stratified_split",
+        "seed": opts.seed,
+        "test_size": test_size,
+        "val_fraction": opts.val_fraction,
+        "stratified_by": "labels/diseases (rarest positive disease)" if strata is not None else None,
+    }
+    consolidate_any(store, storage_options)
+    return {name: int((codes == code).sum()) for code, name in SPLIT_NAMES.items()}
+
+
+def publish(
+    store: str,
+    manifest_path: str | Path,
+    opts: PublishOptions,
+    storage_options: dict[str, Any] | None = None,
+    workers: int = 4,
+    progress: bool = False,
+) -> tuple[dict[str, Any], str]:
+    """Write (or update) the manifest of ``store`` and its two side files.
+
+    An existing manifest with the same version must describe the same content (dates and library
+    versions aside): then nothing changes. A different content needs a higher version.
+
+    Returns:
+        ``(manifest, outcome)`` with outcome ``'written'``, ``'unchanged'`` or ``'new version'``.
+
+    Raises:
+        ManifestError: invalid version, a same-version different-content overwrite, a lower version,
+            or a document that mlcroissant rejects.
+    """
+    _semver(opts.version)
+    mpath = Path(manifest_path)
+    doc, csv_text, sums = build_manifest(store, mpath, opts, storage_options, workers, progress)
+    errors = validate_manifest(doc)
+    if errors:
+        raise ManifestError("mlcroissant rejects the manifest: " + "; ".join(errors))
+    outcome = "written"
+    if mpath.exists():
+        old = load_manifest(mpath)
+        old_version = str(old.get("version", "0.0.0"))
+        diffs = content_differences(old, doc)
+        if old_version == opts.version:
+            if diffs:
+                raise ManifestError(
+                    f"{mpath} already publishes version {opts.version} with different content "
+                    f"({', '.join(diffs)}); bump --version to publish a new version"
+                )
+            return old, "unchanged"
+        if _semver(opts.version) < _semver(old_version):
+            raise ManifestError(f"{mpath} publishes version {old_version}; {opts.version} is not newer")
+        doc["dateCreated"] = old.get("dateCreated", doc["dateCreated"])
+        outcome = "new version"
+    csv_path, sums_path = sidecar_paths(mpath)
+    mpath.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.write_text(csv_text)
+    sums_path.write_text(sums)
+    mpath.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc, outcome
