@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=16)
     ap.add_argument("--input", type=Path, default=None, help="cohort folder (default: a demo cohort written here)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the four stores (default: a temp dir, removed)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_storage_"))

@@ -22,11 +22,11 @@ err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_DEMO_SUBJECTS = 64
 DEFAULT_PATTERN = "vista"
-DEFAULT_VISTA_BANK = 32
+DEFAULT_VISTA_BANK = 16
 
 
 def default_bank_size(pattern: str, bank: int | None) -> int:
-    """``--mask-bank`` default: 32 precomputed patterns for VISTA (seconds per pattern), else 0."""
+    """``--mask-bank`` default: 16 precomputed patterns for VISTA (seconds per pattern), else 0."""
     if bank is not None:
         return bank
     return DEFAULT_VISTA_BANK if pattern == "vista" else 0
@@ -73,6 +73,7 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
     t = Table(title="kspace-sim build", show_header=False)
     t.add_row("store", report.store)
     t.add_row("subjects", f"{report.n_subjects} ({report.done} done, {len(report.failed)} failed, {report.skipped} already done before this run)")
+    t.add_row("splits", ", ".join(f"{k} {v}" for k, v in report.splits.items()))
     t.add_row("processed this run", f"{report.processed} in {report.seconds:.1f} s ({report.subjects_per_second:.2f} subjects/s)")
     for name, acc in report.achieved_acceleration.items():
         t.add_row(f"mask {name}", f"achieved R = {acc['achieved_acceleration']:.4f} (without ACS lines {acc['achieved_acceleration_without_acs']:.4f})")
@@ -100,7 +101,7 @@ def build(
     input: Optional[Path] = typer.Option(None, "--input", help="cohort folder (UKB NIfTI subjects or DICOM zips); default: the demo cohort"),
     out: Optional[str] = typer.Option(None, "--out", help="store path or fsspec URL; default stores/<demo|cohort>-<mask>.zarr"),
     mask: Optional[str] = typer.Option(None, "--mask", help="undersampling pattern (default vista); see `kspace-sim masks list`"),
-    mask_bank: Optional[int] = typer.Option(None, "--mask-bank", help="K patterns computed once per build, each slice takes one (seeded) with a random time shift; 0 = a fresh pattern per slice (default 32 for vista, else 0)"),
+    mask_bank: Optional[int] = typer.Option(None, "--mask-bank", help="K patterns computed once per build, each slice takes one (seeded) with a random time shift; 0 = a fresh pattern per slice (default 16 for vista, else 0)"),
     seed: int = typer.Option(0, help="global seed: per-subject seeds derive from it and the subject id"),
     workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
     scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
@@ -109,6 +110,9 @@ def build(
     policy: str = typer.Option("any", help="disease date policy: any, or prevalent (diagnosed on or before the imaging visit)"),
     codes: Optional[Path] = typer.Option(None, help="TOML file of disease code lists (default: the shipped lists)"),
     labels_parquet: Optional[Path] = typer.Option(None, "--labels-parquet", help="label table path (default <store>.labels.parquet beside a local store)"),
+    test_size: Optional[float] = typer.Option(None, "--test-size", help="held-out test subjects (count, or fraction < 1); default 1000 for >= 10,000 subjects, else 10 %"),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="also publish a Croissant manifest (e.g. data_manifests/NAME.json)"),
+    ukb_application: Optional[str] = typer.Option(None, "--ukb-application", help="UK Biobank application number recorded in the manifest"),
     compression: str = typer.Option("none", help="k-space compression: none or zstd"),
     storage: str = typer.Option("complex64", help="k-space storage: complex64, or float16 (real/imag pairs, per-subject scale)"),
     pseudonymise: bool = typer.Option(False, "--pseudonymise", help="store keyed-hash pseudonyms instead of ids (key: $KSPACE_SIM_PSEUDONYM_KEY or --key-file)"),
@@ -123,6 +127,7 @@ def build(
     from kspace_sim.simulate import MaskSpec, SimulationParams, validate_masks
     from kspace_sim.sources.discover import InputError
     from kspace_sim.labels.diseases import TableError
+    from kspace_sim.sharing.manifest import ManifestError
     from kspace_sim.store.layout import StoreError
 
     pattern = mask or _default_pattern()
@@ -158,10 +163,11 @@ def build(
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
         storage=storage, pseudonym_key=key, table=str(table) if table else None, policy=policy,
         codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
+        test_size=test_size, manifest=str(manifest) if manifest else None, ukb_application=ukb_application,
     )
     try:
         report = build_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {sid} failed:[/] {reason}"))
-    except (InputError, StoreError, ValueError, TableError) as exc:
+    except (InputError, StoreError, ValueError, TableError, ManifestError) as exc:
         _fail(str(exc))
     _print_build_report(report)
 
@@ -213,7 +219,7 @@ def preview(
     console.print(f"wrote {path}")
 
 
-for _module in ("cli.masks_cmd", "cli.labels_cmd", "cli.convert_cmd", "cli.store_cmds"):
+for _module in ("cli.masks_cmd", "cli.labels_cmd", "cli.convert_cmd", "cli.store_cmds", "cli.sharing_cmds"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:  # a command module not shipped in this build

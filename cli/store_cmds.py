@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Argument(..., help="store path or URL"),
         mask: str = typer.Option(..., "--mask", help="pattern name (see `kspace-sim masks list`)"),
         acc: float = typer.Option(..., "--acc", help="acceleration R"),
-        mask_bank: Optional[int] = typer.Option(None, "--mask-bank", help="pattern bank size (default 32 for vista, else 0; see `build --help`)"),
+        mask_bank: Optional[int] = typer.Option(None, "--mask-bank", help="pattern bank size (default 16 for vista, else 0; see `build --help`)"),
         workers: int = typer.Option(2, help="Dask workers (0 = serial)"),
         scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
     ) -> None:

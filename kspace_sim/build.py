@@ -24,7 +24,7 @@ import zarr
 import kspace_sim
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
-from kspace_sim.seeding import derive_seed
+from kspace_sim.sharing.splits import SplitOptions, assign_splits
 from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, subject_checksum, validate_masks
 from kspace_sim.sources.discover import SubjectSource, discover_subjects
 from kspace_sim.sources.subject import SubjectError
@@ -38,7 +38,7 @@ from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
 from kspace_sim.views import LABEL_MAP
 
-__all__ = ["BuildConfig", "BuildReport", "build_store", "process_subject", "default_split", "git_commit"]
+__all__ = ["BuildConfig", "BuildReport", "build_store", "process_subject", "git_commit"]
 
 
 @dataclass
@@ -55,13 +55,17 @@ class BuildConfig:
     compression: str = "none"
     storage: str = "complex64"
     pseudonym_key: bytes | None = None
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    test_size: float | None = None
+    val_fraction: float = 0.1
     storage_options: dict[str, Any] | None = None
     seg_dir: str | None = None
     table: str | None = None
     policy: str = "any"
     codes: str | None = None
     labels_parquet: str | None = None
+    manifest: str | None = None
+    manifest_version: str = "1.0.0"
+    ukb_application: str | None = None
     progress: bool = True
     flush_seconds: float = 2.0
 
@@ -73,7 +77,7 @@ class BuildConfig:
             "kspace_compression": self.compression,
             "kspace_storage": self.storage,
             "pseudonymised": self.pseudonym_key is not None,
-            "split_fractions": list(self.split_fractions),
+            "split": {"test_size": self.test_size, "val_fraction": self.val_fraction},
         }
 
 
@@ -91,6 +95,7 @@ class BuildReport:
     achieved_acceleration: dict[str, dict[str, float]]
     store_bytes: int | None
     float16_image_nrmse: float | None = None
+    splits: dict[str, int] = field(default_factory=dict)
     labels: Any = None  # pandas DataFrame of phenotypes + diseases indexed by subject id
     label_summary: list[Any] = field(default_factory=list)
     disease_report: Any = None
@@ -113,13 +118,6 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except Exception:  # noqa: BLE001 - provenance only
         return "unknown"
-
-
-def default_split(subject_ids: list[str], seed: int, fractions: tuple[float, float, float]) -> np.ndarray:
-    """Seeded per-subject split codes (0 train, 1 validation, 2 test), independent of order."""
-    u = np.array([derive_seed(seed, sid, "split") / 2.0**63 for sid in subject_ids])
-    f_train, f_val, _ = fractions
-    return np.where(u < f_train, 0, np.where(u < f_train + f_val, 1, 2)).astype(np.int8)
 
 
 def _open_rows(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
@@ -228,6 +226,27 @@ def _dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
         yield client
 
 
+def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
+    """Compute every bank member as its own Dask task; returns the banks scattered to the workers."""
+    from kspace_sim.masks.registry import bank_member
+    from kspace_sim.simulate import bank_seed
+
+    t, w = cfg.params.frames, cfg.params.crop
+    futures = {
+        spec.name: client.map(
+            lambda j, spec=spec: bank_member(spec.pattern, j, t, w, spec.acceleration, bank_seed(spec, cfg.seed), **spec.options),
+            range(spec.bank_size),
+            key=[f"mask-bank-{spec.name}-{j}" for j in range(spec.bank_size)],
+        )
+        for spec in cfg.masks
+        if spec.bank_size > 0
+    }
+    if not futures:
+        return {}
+    banks = {name: np.stack(client.gather(futs)) for name, futs in futures.items()}
+    return client.scatter(banks, broadcast=True)
+
+
 def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
     return {
         "simulator_version": kspace_sim.__version__,
@@ -240,9 +259,19 @@ def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
         "masks": {},
         "builds": [],
         "pseudonymised": cfg.pseudonym_key is not None,
-        "input": {"kind": "demo" if (Path(cfg.input_dir) / "DEMO_COHORT.txt").exists() else "cohort"},
+        "input": _input_description(cfg.input_dir),
         "subject_seed_rule": "derive_seed(global_seed, subject_id, purpose, ...): SHA-256 of the seed and keys",
     }
+
+
+def _input_description(input_dir: str) -> dict[str, Any]:
+    """What the input was (no paths, no subject ids): demo cohort note or cohort kind."""
+    root = Path(input_dir)
+    note = root / "DEMO_COHORT.txt"
+    if note.exists():
+        return {"kind": "demo", "synthetic": True, "note": note.read_text()[:2000]}
+    zips = any(root.glob("*_2020[89]_*.zip"))
+    return {"kind": "cohort", "synthetic": False, "format": "UKB DICOM zips (20208/20209)" if zips else "UKB NIfTI layout"}
 
 
 def _normalise(obj: Any) -> Any:
@@ -352,7 +381,6 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         reasons = group.create_array("labels/phenotype_qc", shape=(len(sources),), chunks=(max(len(sources), 1),), dtype=str)
         reasons[:] = np.full(len(sources), "", dtype=object).astype(str)
         table = SubjectTable(group)
-    table.set_split(default_split(table.ids, cfg.seed, cfg.split_fractions))
     pending = table.pending_rows()
     skipped = len(sources) - len(pending)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -380,37 +408,41 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
                 on_failure(sid, rec.reason)
 
     disease_job = _start_disease_labels(table_path, sources, cfg, diseases)
-    banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop) if pending else {}
-    args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
-    last_flush = time.monotonic()
     bar = _progress(len(pending), cfg.progress)
+    last_flush = time.monotonic()
+
+    def finished(rec: SubjectRecord) -> None:
+        nonlocal last_flush
+        handle(rec)
+        bar.update(1)
+        if time.monotonic() - last_flush > cfg.flush_seconds:
+            table.flush()
+            last_flush = time.monotonic()
+
     if cfg.workers <= 0:  # in-process, serial: debugging and tests
+        banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop) if pending else {}
+        args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
         for row in pending:
-            handle(process_subject(sources[row], row, cfg.out, *args))
-            bar.update(1)
-            if time.monotonic() - last_flush > cfg.flush_seconds:
-                table.flush()
-                last_flush = time.monotonic()
+            finished(process_subject(sources[row], row, cfg.out, *args))
     elif pending:
         from dask.distributed import as_completed
 
         with _dask_client(cfg.workers, cfg.scheduler) as client:
+            banks = _cluster_mask_banks(client, cfg)
+            args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
             futures = [
                 client.submit(process_subject, sources[row], row, cfg.out, *args, key=f"subject-row-{row}", pure=False)
                 for row in pending
             ]
             for fut in as_completed(futures):
-                handle(fut.result())
+                finished(fut.result())
                 fut.release()
-                bar.update(1)
-                if time.monotonic() - last_flush > cfg.flush_seconds:
-                    table.flush()
-                    last_flush = time.monotonic()
     bar.close()
     table.flush()
     if qc is not None:
         group["labels/phenotype_qc"][...] = qc.astype(str)
     disease_report = _write_disease_labels(group, disease_job, sources)
+    splits = assign_splits(group, SplitOptions(cfg.seed, cfg.test_size, cfg.val_fraction))
     seconds = time.perf_counter() - t0
     mask_attrs = _mask_summary(counts, cfg)
     for name, c in counts.items():
@@ -438,6 +470,14 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         }
     group.attrs.update(_normalise(update))
     consolidate(cfg.out, cfg.storage_options)
+    if cfg.manifest:
+        from kspace_sim.sharing.manifest import PublishOptions, publish
+
+        publish(
+            cfg.out, cfg.manifest,
+            PublishOptions(name=Path(cfg.manifest).stem, version=cfg.manifest_version, ukb_application=cfg.ukb_application),
+            cfg.storage_options, progress=cfg.progress,
+        )
     c = table.counts()
     labels_df, summary = _label_table(group, table)
     if labels_df is not None and (cfg.labels_parquet or "://" not in cfg.out):
@@ -453,6 +493,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         achieved_acceleration={k: {kk: v[kk] for kk in ("achieved_acceleration", "achieved_acceleration_without_acs")} for k, v in mask_attrs.items()},
         store_bytes=_store_size(cfg.out),
         float16_image_nrmse=max(storage_errors) if cfg.storage == "float16" and storage_errors else None,
+        splits=splits,
         labels=labels_df,
         label_summary=summary,
         disease_report=disease_report,

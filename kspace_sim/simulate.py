@@ -19,7 +19,7 @@ from kspace_sim.seeding import derive_rng, derive_seed
 from kspace_sim.sources.subject import SubjectVolumes
 from kspace_sim.views import ViewStack, extract_views
 
-__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "subject_checksum", "validate_masks"]
+__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "bank_seed", "subject_checksum", "validate_masks"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,16 @@ class MaskSpec:
         }
 
 
+def bank_seed(spec: MaskSpec, global_seed: int) -> int:
+    """Seed of a spec's pattern bank: derived from the global seed and the mask name."""
+    return derive_seed(global_seed, "mask-bank", spec.name)
+
+
 def mask_banks(specs: list[MaskSpec], global_seed: int, n_frames: int, n_lines: int) -> dict[str, np.ndarray]:
     """The ``(K, T, W)`` pattern bank of every spec with ``bank_size > 0`` (computed once per build)."""
     return {
         spec.name: mask_bank(
-            spec.pattern, spec.bank_size, n_frames, n_lines, spec.acceleration,
-            derive_seed(global_seed, "mask-bank", spec.name), **spec.options,
+            spec.pattern, spec.bank_size, n_frames, n_lines, spec.acceleration, bank_seed(spec, global_seed), **spec.options
         )
         for spec in specs
         if spec.bank_size > 0

@@ -222,3 +222,14 @@ def test_cli_build_inspect_preview(tmp_path, cohort):
     assert r.exit_code == 2
 
 
+
+
+@pytest.mark.slow
+def test_mask_bank_on_cluster_equals_serial(cohort, tmp_path):
+    spec = [MaskSpec("vista", 4, options={"iterations": 20, "cache": False}, bank_size=3)]
+    stores = []
+    for workers in (0, 2):
+        out = tmp_path / f"v{workers}.zarr"
+        build_store(BuildConfig(str(cohort), str(out), spec, PARAMS, seed=3, workers=workers, progress=False))
+        stores.append(zarr.open_group(str(out), mode="r")["masks/vista_r4"][:])
+    np.testing.assert_array_equal(*stores)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
-from kspace_sim.sharing import remote  # noqa: E402
+from kspace_sim.store import remote  # noqa: E402
 from kspace_sim.sharing.manifest import PublishOptions, publish  # noqa: E402
 from kspace_sim.sharing.verify import verify  # noqa: E402
 from kspace_sim.simulate import MaskSpec, SimulationParams  # noqa: E402
@@ -36,7 +35,7 @@ class _RequestLog(logging.Handler):
         self.lines.append(record.getMessage())
 
     def requests(self) -> list[str]:
-        return [m.group(1) for line in self.lines if (m := re.search(r'"([A-Z]+ \S+) HTTP', line))]
+        return [m.group(1) for line in self.lines if (m := re.search(r'"(?:\x1b\[[0-9;]*m)?([A-Z]+ \S+) HTTP', line))]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ __all__ = [
     "get_pattern",
     "make_mask",
     "mask_bank",
+    "bank_member",
     "mask_name",
     "parse_mask_name",
     "achieved_acceleration",
@@ -171,8 +172,14 @@ def mask_bank(
     if size < 1:
         raise ValueError(f"mask bank size must be >= 1, got {size}")
     validate_mask_request(pattern, acceleration, n_frames, n_lines)
-    fn = get_pattern(pattern)
-    return np.stack([np.asarray(fn(n_frames, n_lines, acceleration, derive_seed(seed, "bank", j), **options)) for j in range(size)])
+    return np.stack([bank_member(pattern, j, n_frames, n_lines, acceleration, seed, **options) for j in range(size)])
+
+
+def bank_member(
+    pattern: str, index: int, n_frames: int, n_lines: int, acceleration: float, seed: int, **options: Any
+) -> np.ndarray:
+    """Pattern ``index`` of a :func:`mask_bank` (``(T, W)`` bool), computable on its own (in parallel)."""
+    return np.asarray(get_pattern(pattern)(n_frames, n_lines, acceleration, derive_seed(seed, "bank", index), **options))
 
 
 def achieved_acceleration(mask: np.ndarray, exclude_lines: np.ndarray | None = None) -> float:

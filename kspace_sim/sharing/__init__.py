@@ -2,6 +2,6 @@
 
 Modules: ``splits`` (seeded, stratified train/validation/test codes), ``manifest`` (Croissant
 JSON-LD, ``subjects.csv`` and ``SHA256SUMS`` beside it, publishing with version checks), ``verify``
-(recompute checksums and compare a store with its manifest), ``remote`` (fsspec URLs with clear
-errors, metadata consolidation on any URL, request counting).
+(recompute checksums and compare a store with its manifest). Remote (fsspec) access lives in
+:mod:`kspace_sim.store.remote`.
 """

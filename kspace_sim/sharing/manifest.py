@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from kspace_sim.sharing.remote import check_remote, filesystem, is_url
-from kspace_sim.sharing.splits import default_test_size, store_strata, stratified_split
+from kspace_sim.store.remote import check_remote, filesystem, is_url
+from kspace_sim.sharing.splits import SPLIT_NAMES, SplitOptions, assign_splits
 from kspace_sim.store.layout import STATUS_DONE, open_store
 
 __all__ = [
@@ -52,25 +52,23 @@ __all__ = [
 ]
 
 STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
-SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}
 ZARR_FORMAT = "application/vnd.zarr+v3"
 VOLATILE_KEYS = ("datePublished", "dateModified")
 LIBRARIES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "fsspec", "nibabel", "pydicom", "mlcroissant")
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
 
+UKB_LICENSE = "https://www.ukbiobank.ac.uk/enable-your-research/about-our-data/terms-of-access"
+UKB_ACCESS_TERMS = (
+    "Derived from UK Biobank data: available to approved researchers under a UK Biobank application "
+    "and Material Transfer Agreement; no attempt may be made to re-identify participants."
+)
+SYNTHETIC_LICENSE = "https://www.apache.org/licenses/LICENSE-2.0"
+SYNTHETIC_ACCESS_TERMS = "Synthetic phantom data (no participant data): no access restrictions."
+
+
 class ManifestError(Exception):
     """A manifest that cannot be written, read or published as asked."""
-
-
-@dataclass
-class SplitOptions:
-    """How :func:`resplit_store` assigns splits (see :func:`~kspace_sim.sharing.splits.stratified_split`)."""
-
-    seed: int = 0
-    test_size: float | None = None  # None: the paper's 1000 for stores >= 10,000 subjects, else 10 %
-    val_fraction: float = 0.1
-    stratify: bool = True
 
 
 @dataclass
@@ -80,11 +78,8 @@ class PublishOptions:
     name: str
     version: str = "1.0.0"
     description: str = ""
-    license: str = "https://www.ukbiobank.ac.uk/enable-your-research/about-our-data/terms-of-access"
-    access_terms: str = (
-        "Derived from UK Biobank data: available to approved researchers under a UK Biobank application "
-        "and Material Transfer Agreement; no attempt may be made to re-identify participants."
-    )
+    license: str | None = None  # None: UKB_LICENSE for cohort stores, SYNTHETIC_LICENSE for demo stores
+    access_terms: str | None = None  # None: UKB_ACCESS_TERMS or SYNTHETIC_ACCESS_TERMS likewise
     ukb_application: str | None = None
     creator: str = "kspace-mtr team"
     url: str = "https://www.ukbiobank.ac.uk/"
@@ -252,6 +247,8 @@ def build_manifest(
     csv_path, sums_path = sidecar_paths(mpath)
     prov = _provenance(attrs)
     synthetic = prov["synthetic"]
+    license_ = opts.license or (SYNTHETIC_LICENSE if synthetic else UKB_LICENSE)
+    terms = opts.access_terms or (SYNTHETIC_ACCESS_TERMS if synthetic else UKB_ACCESS_TERMS)
     status = np.asarray(group["subjects/status"][:])
     split = np.asarray(group["subjects/split"][:])
     done = status == STATUS_DONE
@@ -275,7 +272,7 @@ def build_manifest(
         "description": description,
         "conformsTo": "http://mlcommons.org/croissant/1.0",
         "version": opts.version,
-        "license": opts.license,
+        "license": license_,
         "url": opts.url,
         "creator": {"@type": "sc:Organization", "name": opts.creator},
         "keywords": ["cardiac MRI", "k-space", "UK Biobank", "cine", "undersampling", *(["synthetic"] if synthetic else [])],
@@ -334,8 +331,8 @@ def build_manifest(
                 "access",
                 "license and access terms",
                 {
-                    "license": opts.license,
-                    "access_terms": opts.access_terms,
+                    "license": license_,
+                    "access_terms": terms,
                     "ukb_application": opts.ukb_application,
                     "pseudonymised": prov["pseudonymised"],
                 },
@@ -431,29 +428,17 @@ def content_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def resplit_store(store: str, opts: SplitOptions, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
-    """Rewrite ``subjects/split`` with :func:`stratified_split` (stratified by disease when the store has
-    ``labels/diseases``), record the method in the ``split`` attribute and re-consolidate.
+    """Rewrite ``subjects/split`` of ``store`` with :func:`~kspace_sim.sharing.splits.assign_splits`
+    and re-consolidate.
 
     Returns:
         Subjects per split name.
     """
-    from kspace_sim.sharing.remote import consolidate_any
+    from kspace_sim.store.remote import consolidate_any
 
-    group = open_store(store, mode="r+", storage_options=storage_options)
-    ids = [str(x) for x in group["subjects/id"][:]]
-    strata = store_strata(group) if opts.stratify else None
-    test_size = default_test_size(len(ids)) if opts.test_size is None else opts.test_size
-    codes = stratified_split(ids, opts.seed, test_size, opts.val_fraction, strata)
-    group["subjects/split"][...] = codes
-    group.attrs["split"] = {
-        "method": "stratified_split",
-        "seed": opts.seed,
-        "test_size": test_size,
-        "val_fraction": opts.val_fraction,
-        "stratified_by": "labels/diseases (rarest positive disease)" if strata is not None else None,
-    }
+    counts = assign_splits(open_store(store, mode="r+", storage_options=storage_options), opts)
     consolidate_any(store, storage_options)
-    return {name: int((codes == code).sum()) for code, name in SPLIT_NAMES.items()}
+    return counts
 
 
 def publish(

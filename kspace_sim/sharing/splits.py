@@ -9,11 +9,13 @@ validation set are shared out between strata by the largest-remainder method.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kspace_sim.seeding import derive_seed
+from kspace_sim.store.layout import SPLIT_CODES
 
 __all__ = ["TRAIN", "VALIDATION", "TEST", "stratified_split", "disease_strata", "store_strata", "default_test_size"]
 
@@ -134,3 +136,38 @@ def store_strata(group: Any) -> list[str] | None:
         return None
     arr = group["labels/diseases"]
     return disease_strata(np.asarray(arr[:]), arr.attrs.get("columns"))
+
+
+SPLIT_NAMES = {code: name for name, code in SPLIT_CODES.items()}
+
+
+@dataclass
+class SplitOptions:
+    """How :func:`assign_splits` splits a store (see :func:`stratified_split`)."""
+
+    seed: int = 0
+    test_size: float | None = None  # None: the paper's 1000 for stores >= 10,000 subjects, else 10 %
+    val_fraction: float = 0.1
+    stratify: bool = True
+
+
+def assign_splits(group: Any, opts: SplitOptions) -> dict[str, int]:
+    """Write ``subjects/split`` of an open store group with :func:`stratified_split` (stratified by
+    disease when the store has ``labels/diseases``) and record the method in the ``split`` attribute.
+
+    Returns:
+        Subjects per split name.
+    """
+    ids = [str(x) for x in group["subjects/id"][:]]
+    strata = store_strata(group) if opts.stratify else None
+    test_size = default_test_size(len(ids)) if opts.test_size is None else opts.test_size
+    codes = stratified_split(ids, opts.seed, test_size, opts.val_fraction, strata)
+    group["subjects/split"][...] = codes
+    group.attrs["split"] = {
+        "method": "stratified_split",
+        "seed": opts.seed,
+        "test_size": test_size,
+        "val_fraction": opts.val_fraction,
+        "stratified_by": "labels/diseases (rarest positive disease)" if strata is not None else None,
+    }
+    return {name: int((codes == code).sum()) for code, name in SPLIT_NAMES.items()}

@@ -30,7 +30,7 @@ from kspace_sim.sharing.manifest import (
     read_subjects_csv,
     sidecar_paths,
 )
-from kspace_sim.sharing.remote import check_remote, filesystem
+from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.simulate import subject_checksum
 from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, open_store
 

@@ -60,11 +60,15 @@ def open_store(url: str, mode: str = "r", storage_options: dict[str, Any] | None
     Raises:
         StoreError: not a store of this format, or a different format version.
     """
+    if "://" in url:
+        from kspace_sim.store.remote import check_remote
+
+        check_remote(url, storage_options)
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     if mode != "r":  # writers must see arrays added after the last consolidation
         kwargs["use_consolidated"] = False
     try:
-        group = zarr.open_group(url, mode=mode, **kwargs)
+        group = zarr.open_group(url, mode=mode, zarr_format=3, **kwargs)
     except FileNotFoundError as exc:
         raise StoreError(f"no store at {url}") from exc
     attrs = group.attrs.asdict()
@@ -174,5 +178,6 @@ def create_store(
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Consolidate the metadata of every array into the root ``zarr.json`` (one read to open)."""
-    kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
-    zarr.consolidate_metadata(url, **kwargs)
+    from kspace_sim.store.remote import consolidate_any
+
+    consolidate_any(url, storage_options)

@@ -162,10 +162,6 @@ class CountingStore(WrapperStore[Store]):
         self.keys: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    @classmethod
-    async def open(cls, store_cls: type[Store], *args: Any, **kwargs: Any) -> "CountingStore":  # pragma: no cover
-        return cls(await store_cls.open(*args, **kwargs))
-
     def _with_store(self, store: Store) -> "CountingStore":
         return type(self)(store)
 
