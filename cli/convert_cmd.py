@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.tables import failures_table
+
 console = Console()
 err = Console(stderr=True)
 
@@ -39,12 +41,7 @@ def convert(
     t.add_row("summary", str(out / SUMMARY_FILE))
     console.print(t)
     if summary.failed:
-        ft = Table(title="failed subjects")
-        ft.add_column("eid")
-        ft.add_column("reason")
-        for eid, reason in summary.failed:
-            ft.add_row(eid, reason)
-        console.print(ft)
+        console.print(failures_table(summary.failed, "eid"))
     if summary.n_subjects == 0:
         err.print(f"[bold red]error:[/] no <eid>_20209_2_0.zip / <eid>_20208_2_0.zip in {input}")
         raise typer.Exit(2)

@@ -11,6 +11,9 @@ app = typer.Typer(help="k-MTR: masked autoencoders and friends on cardiac MRI k-
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+DEFAULT_DEMO_STORE = "stores/demo-vista_r4.zarr"  # what `kspace-sim build --acc 4` writes
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -20,7 +23,7 @@ def _fail(message: str) -> None:
 def train(
     stage: int = typer.Option(1, "--stage", help="training stage (1 = MAEs)"),
     preset: str = typer.Option("tiny", "--preset", help="paper | tiny"),
-    data: Optional[str] = typer.Option(None, "--data", help="store path, fsspec URL or Croissant manifest"),
+    data: Optional[str] = typer.Option(None, "--data", help=f"store path, fsspec URL or Croissant manifest (default {DEFAULT_DEMO_STORE} when present)"),
     model: Optional[str] = typer.Option(None, "--model", help="image | kspace | both"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every model trained"),
@@ -46,6 +49,12 @@ def train(
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.stage1 import ConfigError, train_stage1
 
+    if data is None:
+        from pathlib import Path
+
+        if not Path(DEFAULT_DEMO_STORE).exists():
+            _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
+        data = DEFAULT_DEMO_STORE
     try:
         cfg = make_preset(preset)
         overrides = {

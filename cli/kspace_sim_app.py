@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.tables import failures_table
+
 app = typer.Typer(
     help="UK Biobank cine MRI → complex k-space Zarr stores with undersampling masks and labels.",
     no_args_is_help=True,
@@ -87,12 +89,7 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
 
         console.print(render_summary(report.label_summary, title="labels of the done subjects"))
     if report.failed:
-        ft = Table(title="failed subjects")
-        ft.add_column("subject")
-        ft.add_column("reason")
-        for sid, reason in report.failed:
-            ft.add_row(sid, reason)
-        console.print(ft)
+        console.print(failures_table(report.failed))
 
 
 @app.command()
@@ -106,6 +103,7 @@ def build(
     workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
     scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
     seg: Optional[Path] = typer.Option(None, "--seg", help="segmentation folder (<id>/seg_*.nii.gz) for DICOM zip input"),
+    labels: bool = typer.Option(True, "--labels/--no-labels", help="derive phenotypes and disease labels in the same pass"),
     table: Optional[Path] = typer.Option(None, "--table", help="UKB participant table (CSV/TSV) for disease labels; default: the cohort's participants.csv if present"),
     policy: str = typer.Option("any", help="disease date policy: any, or prevalent (diagnosed on or before the imaging visit)"),
     codes: Optional[Path] = typer.Option(None, help="TOML file of disease code lists (default: the shipped lists)"),
@@ -161,7 +159,7 @@ def build(
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
-        storage=storage, pseudonym_key=key, table=str(table) if table else None, policy=policy,
+        storage=storage, pseudonym_key=key, labels=labels, table=str(table) if table else None, policy=policy,
         codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
         test_size=test_size, manifest=str(manifest) if manifest else None, ukb_application=ukb_application,
     )

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from kspace_sim.build import _dask_client, _progress, git_commit
+from kspace_sim.build import _progress, git_commit
+from kspace_sim.cluster import dask_client
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
@@ -94,7 +95,7 @@ def add_mask_to_store(
     elif rows:
         from dask.distributed import as_completed
 
-        with _dask_client(workers, scheduler) as client:
+        with dask_client(workers, scheduler) as client:
             futures = [client.submit(_mask_row, url, row, ids[row], *args, key=f"mask-row-{row}", pure=False) for row in rows]
             for _ in as_completed(futures):
                 bar.update(1)

@@ -13,15 +13,15 @@ import datetime as _dt
 import json
 import subprocess
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import zarr
 
 import kspace_sim
+from kspace_sim.cluster import dask_client
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.sharing.splits import SplitOptions, assign_splits
@@ -59,6 +59,7 @@ class BuildConfig:
     val_fraction: float = 0.1
     storage_options: dict[str, Any] | None = None
     seg_dir: str | None = None
+    labels: bool = True
     table: str | None = None
     policy: str = "any"
     codes: str | None = None
@@ -204,28 +205,6 @@ def _process(
     )
 
 
-@contextmanager
-def _dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        client = Client(scheduler)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        memory_limit="2GiB",
-        dashboard_address=None,
-        silence_logs=40,
-    ) as cluster, Client(cluster) as client:
-        yield client
-
-
 def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
     """Compute every bank member as its own Dask task; returns the banks scattered to the workers."""
     from kspace_sim.masks.registry import bank_member
@@ -319,17 +298,12 @@ def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group
     return group
 
 
-def _labels_hook() -> Callable[[Any], tuple[np.ndarray, list[str]]] | None:
-    try:
-        from kspace_sim.labels.phenotypes import subject_phenotypes
-    except ImportError:
-        return None
+def phenotype_hook(vol: Any) -> tuple[np.ndarray, list[str]]:
+    """The 18 phenotypes of a loaded subject, run inside its k-space task (one pass over the files)."""
+    from kspace_sim.labels.phenotypes import subject_phenotypes
 
-    def hook(vol: Any) -> tuple[np.ndarray, list[str]]:
-        res = subject_phenotypes(vol)
-        return res.values, list(res.reasons)
-
-    return hook
+    res = subject_phenotypes(vol)
+    return res.values, list(res.reasons)
 
 
 def _mask_summary(counts: dict[str, list[int]], cfg: BuildConfig) -> dict[str, dict[str, Any]]:
@@ -373,7 +347,8 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     t0 = time.perf_counter()
     group = _prepare_store(cfg, sources)
     table = SubjectTable(group)
-    if "labels/phenotypes" not in group and _labels_hook() is not None:
+    hook = phenotype_hook if cfg.labels else None
+    if "labels/phenotypes" not in group and hook is not None:
         from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
 
         ph = group.create_array("labels/phenotypes", shape=(len(sources), 18), chunks=(max(len(sources), 1), 18), dtype="float32", fill_value=float("nan"))
@@ -386,7 +361,6 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     counts: dict[str, list[int]] = {k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in group.attrs.get("masks", {}).items()}
     failures: list[tuple[str, str]] = []
-    hook = _labels_hook()
 
     storage_errors: list[float] = []
     qc = np.asarray(group["labels/phenotype_qc"][:], dtype=object) if "labels/phenotype_qc" in group else None
@@ -427,7 +401,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     elif pending:
         from dask.distributed import as_completed
 
-        with _dask_client(cfg.workers, cfg.scheduler) as client:
+        with dask_client(cfg.workers, cfg.scheduler) as client:
             banks = _cluster_mask_banks(client, cfg)
             args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
             futures = [
@@ -504,6 +478,8 @@ def _resolve_table(cfg: BuildConfig) -> tuple[str | None, list[Any]]:
     """The participant table (``--table``, else the cohort's ``participants.csv``) and the disease
     definitions, checked before any work (a bad table is a clear error, not a failed build)."""
     table = cfg.table
+    if not cfg.labels:
+        return None, []
     if table is None and (Path(cfg.input_dir) / "participants.csv").exists():
         table = str(Path(cfg.input_dir) / "participants.csv")
     if table is None:

@@ -55,6 +55,18 @@ def _resolve_acs(n_lines: int, acceleration: float, acs_lines: int | None) -> tu
     return n, acs
 
 
+def _frames_with_acs(
+    n_frames: int, n_lines: int, acceleration: float, acs_lines: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(T, W)`` mask with the ACS block set, the non-ACS line indices, and the number of
+    non-ACS lines each frame still needs (``n - acs``)."""
+    n, acs = _resolve_acs(n_lines, acceleration, acs_lines)
+    centre = acs_line_mask(n_lines, acs)
+    out = np.zeros((n_frames, n_lines), dtype=bool)
+    out[:, centre] = True
+    return out, np.flatnonzero(~centre), n - acs
+
+
 def _draw_weighted(rng: np.random.Generator, weights: np.ndarray, k: int) -> np.ndarray:
     """``k`` distinct indices drawn without replacement with probability ∝ ``weights``."""
     if k <= 0:
@@ -89,16 +101,12 @@ def gaussian_mask(
     """
     if sigma_fraction <= 0:
         raise ValueError("sigma_fraction must be > 0")
-    n, acs = _resolve_acs(n_lines, acceleration, acs_lines)
+    out, free, m = _frames_with_acs(n_frames, n_lines, acceleration, acs_lines)
     rng = np.random.default_rng(seed)
-    centre = acs_line_mask(n_lines, acs)
     k = np.arange(n_lines) - n_lines // 2
     weights = np.exp(-0.5 * (k / (sigma_fraction * n_lines)) ** 2)
-    free = np.flatnonzero(~centre)
-    out = np.zeros((n_frames, n_lines), dtype=bool)
-    out[:, centre] = True
     for t in range(n_frames):
-        out[t, free[_draw_weighted(rng, weights[free], n - acs)]] = True
+        out[t, free[_draw_weighted(rng, weights[free], m)]] = True
     return out
 
 
@@ -121,13 +129,8 @@ def equispaced_mask(
     Returns:
         ``(T, W)`` bool.
     """
-    n, acs = _resolve_acs(n_lines, acceleration, acs_lines)
+    out, free, m = _frames_with_acs(n_frames, n_lines, acceleration, acs_lines)
     rng = np.random.default_rng(seed)
-    centre = acs_line_mask(n_lines, acs)
-    free = np.flatnonzero(~centre)
-    out = np.zeros((n_frames, n_lines), dtype=bool)
-    out[:, centre] = True
-    m = n - acs
     if m > 0:
         spacing = free.size / m
         period = max(1, int(np.floor(spacing)))
@@ -153,12 +156,8 @@ def uniform_mask(
     Returns:
         ``(T, W)`` bool.
     """
-    n, acs = _resolve_acs(n_lines, acceleration, acs_lines)
+    out, free, m = _frames_with_acs(n_frames, n_lines, acceleration, acs_lines)
     rng = np.random.default_rng(seed)
-    centre = acs_line_mask(n_lines, acs)
-    free = np.flatnonzero(~centre)
-    out = np.zeros((n_frames, n_lines), dtype=bool)
-    out[:, centre] = True
     for t in range(n_frames):
-        out[t, rng.choice(free, size=n - acs, replace=False)] = True
+        out[t, rng.choice(free, size=m, replace=False)] = True
     return out

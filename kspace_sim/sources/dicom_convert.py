@@ -18,13 +18,13 @@ import shutil
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
+from kspace_sim.cluster import dask_client
 from kspace_sim.sources.dicom_zip import discover_zip_subjects, load_subject_zips
 from kspace_sim.sources.subject import IMAGE_FILES, SubjectError, SubjectVolumes
 
@@ -151,24 +151,6 @@ def _remove_stale_temp(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-@contextmanager
-def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler:
-        client = Client(scheduler)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, memory_limit="2GiB",
-        dashboard_address=None, silence_logs=40,
-    ) as cluster, Client(cluster) as client:
-        yield client
-
-
 def _write_summary(out: Path, summary: ConvertSummary) -> None:
     tmp = out / f"{SUMMARY_FILE}.part"
     tmp.write_text(json.dumps(summary.to_dict(), indent=2))
@@ -244,7 +226,7 @@ def convert_cohort(
     else:
         from dask.distributed import as_completed
 
-        with _client(workers, scheduler) as client:
+        with dask_client(workers, scheduler) as client:
             futures = [
                 client.submit(convert_subject, eid, sa, la, str(out), seg, overwrite, key=f"convert-{eid}", pure=False)
                 for eid, sa, la in todo
