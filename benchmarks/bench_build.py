@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mask", default="gaussian")
     ap.add_argument("--mask-bank", type=int, default=0, help="pattern bank size (16 is the build's default for vista)")
-    ap.add_argument("--cohort", type=Path, default=None, help="existing demo cohort (else generated)")
+    ap.add_argument("--cohort", type=Path, default=None, help="existing demo cohort, all of it (else --subjects are generated)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:
@@ -102,7 +102,7 @@ def main() -> None:
             t0 = time.perf_counter()
             write_demo_cohort(cohort, args.subjects, seed=0, workers=args.workers)
             print(f"demo cohort: {args.subjects} subjects generated in {time.perf_counter() - t0:.1f} s")
-        subjects = sorted(p for p in cohort.iterdir() if p.is_dir())[: args.subjects]
+        subjects = sorted(p for p in cohort.iterdir() if p.is_dir())  # the pipeline builds the whole folder
         n = len(subjects)
         # warm the page cache equally for every contender
         for p in subjects:

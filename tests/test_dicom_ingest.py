@@ -192,10 +192,9 @@ def _crop(vol: SubjectVolumes, slices: slice, frames: int) -> SubjectVolumes:
 
 def test_round_trip_demo_subject(tmp_path):
     """demo NIfTI → DICOM zips → convert → NIfTI (the demo's geometry, cropped to 4 slices × 8 frames)."""
-    demo = pytest.importorskip("kspace_sim.demo")
-    if not hasattr(demo, "demo_subject"):
-        pytest.skip("kspace_sim.demo.demo_subject not available yet")
-    vol, _ = demo.demo_subject("1000123", 0)
+    from kspace_sim.demo import demo_subject
+
+    vol, _ = demo_subject("1000123", 0)
     save_subject_nifti(_crop(vol, slice(3, 7), 8), tmp_path / "nifti" / "1000123")
     ref = load_subject_nifti(tmp_path / "nifti" / "1000123")
     export_cohort_dicom(tmp_path / "nifti", tmp_path / "zips", workers=0)
@@ -389,3 +388,30 @@ def test_bad_subjects_are_recorded_and_the_rest_goes_on(tmp_path, zips):
 
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["converted"] == 1 and len(summary["failed"]) == 4
+
+
+def test_build_from_zips_equals_build_from_nifti(tmp_path):
+    """``kspace-sim build --input ZIPDIR --seg DIR`` converts in the task and gives the same store."""
+    import zarr
+
+    from kspace_sim.build import BuildConfig, build_store
+    from kspace_sim.demo import demo_subject
+    from kspace_sim.simulate import MaskSpec, SimulationParams
+
+    vol, _ = demo_subject("1000321", 0)
+    vol.images = {k: a[..., :10] for k, a in vol.images.items()}
+    vol.segs = {k: a[..., :10] for k, a in vol.segs.items()}
+    save_subject_nifti(vol, tmp_path / "nifti" / "1000321")
+    export_cohort_dicom(tmp_path / "nifti", tmp_path / "zips", workers=0)
+    params, masks = SimulationParams(frames=10), [MaskSpec("gaussian", 4)]
+    stores = []
+    for name, inp, seg in (("n", tmp_path / "nifti", None), ("z", tmp_path / "zips", str(tmp_path / "nifti"))):
+        out = tmp_path / f"{name}.zarr"
+        rep = build_store(BuildConfig(str(inp), str(out), masks, params, workers=0, progress=False, seg_dir=seg, labels=True))
+        assert rep.done == 1, rep.failed
+        stores.append(zarr.open_group(str(out), mode="r"))
+    a, b = stores
+    np.testing.assert_array_equal(a["seg"][:], b["seg"][:])
+    np.testing.assert_allclose(a["kspace"][:], b["kspace"][:], atol=1e-5)
+    np.testing.assert_allclose(a["labels/phenotypes"][:], b["labels/phenotypes"][:], rtol=1e-4)
+    assert b.attrs["input"]["format"].startswith("UKB DICOM zips")
