@@ -112,6 +112,7 @@ def build(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="also publish a Croissant manifest (e.g. data_manifests/NAME.json)"),
     ukb_application: Optional[str] = typer.Option(None, "--ukb-application", help="UK Biobank application number recorded in the manifest"),
     compression: str = typer.Option("none", help="k-space compression: none or zstd"),
+    chunking: str = typer.Option("subject", help="subject (one chunk per subject and array) or sharded (a chunk per view in one shard per subject)"),
     storage: str = typer.Option("complex64", help="k-space storage: complex64, or float16 (real/imag pairs, per-subject scale)"),
     pseudonymise: bool = typer.Option(False, "--pseudonymise", help="store keyed-hash pseudonyms instead of ids (key: $KSPACE_SIM_PSEUDONYM_KEY or --key-file)"),
     key_file: Optional[Path] = typer.Option(None, "--key-file", help="file holding the pseudonymisation key"),
@@ -159,7 +160,7 @@ def build(
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
-        storage=storage, pseudonym_key=key, labels=labels, table=str(table) if table else None, policy=policy,
+        storage=storage, chunking=chunking, pseudonym_key=key, labels=labels, table=str(table) if table else None, policy=policy,
         codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
         test_size=test_size, manifest=str(manifest) if manifest else None, ukb_application=ukb_application,
     )

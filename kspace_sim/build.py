@@ -54,6 +54,7 @@ class BuildConfig:
     scheduler: str | None = None
     compression: str = "none"
     storage: str = "complex64"
+    chunking: str = "subject"
     pseudonym_key: bytes | None = None
     test_size: float | None = None
     val_fraction: float = 0.1
@@ -77,6 +78,7 @@ class BuildConfig:
             "masks": [m.to_dict() for m in self.masks],
             "kspace_compression": self.compression,
             "kspace_storage": self.storage,
+            "chunking": self.chunking,
             "pseudonymised": self.pseudonym_key is not None,
             "split": {"test_size": self.test_size, "val_fraction": self.val_fraction},
         }
@@ -275,6 +277,7 @@ def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group
             attrs=_store_attrs(cfg),
             compression=cfg.compression,
             storage=cfg.storage,
+            chunking=cfg.chunking,
             storage_options=cfg.storage_options,
         )
     stored = group.attrs.get("parameters")

@@ -45,12 +45,17 @@ def _as_complex(x: np.ndarray) -> np.ndarray:
     return x.astype(np.complex128 if x.dtype == np.float64 else np.complex64)
 
 
-def _transform(x: np.ndarray, inverse: bool, workers: int | None) -> np.ndarray:
+def _transform(x: np.ndarray, inverse: bool, workers: int | None, overwrite: bool = False) -> np.ndarray:
+    was_complex = np.iscomplexobj(x)
     x = _as_complex(x)
     fn = scipy.fft.ifft2 if inverse else scipy.fft.fft2
     if _fast_path(x):
         c = _checkerboard(x.shape[-2], x.shape[-1], x.real.dtype.name)
-        y = fn(x * c, axes=(-2, -1), norm="ortho", workers=workers, overwrite_x=True)
+        if overwrite and was_complex:
+            x *= c
+        else:
+            x = x * c
+        y = fn(x, axes=(-2, -1), norm="ortho", workers=workers, overwrite_x=True)
         y *= c
         return y
     axes = (-2, -1)
@@ -58,17 +63,18 @@ def _transform(x: np.ndarray, inverse: bool, workers: int | None) -> np.ndarray:
     return np.fft.fftshift(y, axes=axes)
 
 
-def fft2c(x: np.ndarray, workers: int | None = None) -> np.ndarray:
+def fft2c(x: np.ndarray, workers: int | None = None, overwrite: bool = False) -> np.ndarray:
     """Centred orthonormal FFT over the last two axes.
 
     Args:
         x: real or complex array ``(..., H, W)``; float32 input gives complex64 output.
         workers: threads for ``scipy.fft`` (None = 1).
+        overwrite: the input (if complex) may be destroyed, saving a copy of it.
 
     Returns:
         Complex k-space ``(..., H, W)`` with the DC sample at ``(H // 2, W // 2)``.
     """
-    return _transform(x, inverse=False, workers=workers)
+    return _transform(x, inverse=False, workers=workers, overwrite=overwrite)
 
 
 def ifft2c(k: np.ndarray, workers: int | None = None) -> np.ndarray:

@@ -162,7 +162,7 @@ def simulate_subject(
             for i in range(s)
         ]
     )
-    kspace = fft2c(apply_phase(views.images, phase))
+    kspace = fft2c(apply_phase(views.images, phase), overwrite=True)
     return SimulatedSubject(kspace, views, subject_masks(vol.subject_id, masks, global_seed, s, params.frames, w, banks))
 
 

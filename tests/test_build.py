@@ -233,3 +233,14 @@ def test_mask_bank_on_cluster_equals_serial(cohort, tmp_path):
         build_store(BuildConfig(str(cohort), str(out), spec, PARAMS, seed=3, workers=workers, progress=False))
         stores.append(zarr.open_group(str(out), mode="r")["masks/vista_r4"][:])
     np.testing.assert_array_equal(*stores)
+
+
+def test_sharded_chunking_stores_the_same_data(cohort, tmp_path):
+    a, b = tmp_path / "subject.zarr", tmp_path / "sharded.zarr"
+    build_store(_cfg(cohort, a))
+    build_store(_cfg(cohort, b, chunking="sharded"))
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert ga["kspace"].chunks == (1, 9, 10, 32, 32) and ga["kspace"].shards is None
+    assert gb["kspace"].chunks == (1, 1, 10, 32, 32) and gb["kspace"].shards == (1, 9, 10, 32, 32)
+    for key in ("kspace", "seg", "subjects/checksum"):
+        np.testing.assert_array_equal(ga[key][:], gb[key][:])

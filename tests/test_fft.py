@@ -44,3 +44,9 @@ def test_input_not_modified():
     fft2c(x)
     ifft2c(x)
     np.testing.assert_array_equal(x, y)
+
+
+def test_overwrite_gives_the_same_result():
+    x = np.random.default_rng(3).standard_normal((2, 16, 16)).astype(np.complex64)
+    ref = fft2c(x)
+    np.testing.assert_array_equal(fft2c(x.copy(), overwrite=True), ref)

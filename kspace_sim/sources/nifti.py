@@ -8,6 +8,7 @@ A subject folder holds ``sa.nii.gz`` (X, Y, Z, T), ``la_2ch.nii.gz``, ``la_3ch.n
 from __future__ import annotations
 
 import os
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -38,10 +39,12 @@ def _find(subject_dir: Path, name: str) -> Path | None:
 
 def _load(path: Path, name: str) -> nib.Nifti1Image:
     try:
-        img = nib.load(str(path))
-        img.get_fdata  # noqa: B018 - header parsed
-        return img
-    except Exception as exc:  # nibabel raises many types for corrupt files
+        if path.name.endswith(".gz"):
+            # one-shot decompression: one call instead of ~3,000 small gzip reads (each releasing and
+            # re-taking the GIL), measurably faster inside Dask workers
+            return nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
         raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
 
 
