@@ -99,7 +99,7 @@ def open_store(location: str | Path, storage_options: dict[str, Any] | None = No
     url = resolve_store_url(location)
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     try:
-        group = zarr.open_group(url, mode="r", **kwargs)
+        group = zarr.open_group(url, mode="r", zarr_format=3, **kwargs)
     except (FileNotFoundError, KeyError) as exc:
         raise StoreError(f"no store at {url}") from exc
     attrs = group.attrs.asdict()
