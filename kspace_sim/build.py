@@ -148,63 +148,47 @@ def process_subject(
     """
     t0 = time.perf_counter()
     try:
-        return _process(source, row, url, params, masks, seed, storage_options, phenotypes, storage, banks, t0)
+        vol = source.load()
+        sim = simulate_subject(vol, params, masks, seed, banks)
+        group = _open_rows(url, storage_options)
+        scale, nrmse, stored = 1.0, 0.0, sim.kspace
+        if storage == "float16":
+            stored, scale = encode_float16(sim.kspace)
+            nrmse = image_nrmse(sim.kspace, decode_float16(stored, scale))
+        group["kspace"][row] = stored
+        if "seg" in group:
+            group["seg"][row] = sim.views.seg
+        counts: dict[str, tuple[int, int, int, int]] = {}
+        for name, m in sim.masks.items():
+            group[f"masks/{name}"][row] = m
+            spec = next(s for s in masks if s.name == name)
+            acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
+            counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
+        pheno = phenotypes(vol) if phenotypes is not None else (None, [])
+        v = sim.views
+        return SubjectRecord(
+            row=row,
+            ok=True,
+            checksum=subject_checksum(stored, v.seg),
+            seg_present=v.seg_present,
+            pixel_spacing=v.pixel_spacing,
+            crop_box=v.crop_box,
+            sax_slices=v.sax_slices,
+            intensity_range=v.intensity_range,
+            dt=float(vol.dt),
+            source_frames=int(v.source_frames),
+            kspace_scale=scale,
+            storage_nrmse=nrmse,
+            mask_counts=counts,
+            phenotypes=pheno[0],
+            phenotype_reasons=list(pheno[1]),
+            seconds=time.perf_counter() - t0,
+        )
     except SubjectError as exc:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad subject must not stop the build
         reason = f"unexpected {type(exc).__name__}: {exc}"
     return SubjectRecord(row=row, ok=False, reason=source.scrub(reason), seconds=time.perf_counter() - t0)
-
-
-def _process(
-    source: SubjectSource,
-    row: int,
-    url: str,
-    params: SimulationParams,
-    masks: list[MaskSpec],
-    seed: int,
-    storage_options: dict[str, Any] | None,
-    phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None,
-    storage: str,
-    banks: dict[str, np.ndarray] | None,
-    t0: float,
-) -> SubjectRecord:
-    vol = source.load()
-    sim = simulate_subject(vol, params, masks, seed, banks)
-    group = _open_rows(url, storage_options)
-    scale, nrmse, stored = 1.0, 0.0, sim.kspace
-    if storage == "float16":
-        stored, scale = encode_float16(sim.kspace)
-        nrmse = image_nrmse(sim.kspace, decode_float16(stored, scale))
-    group["kspace"][row] = stored
-    if "seg" in group:
-        group["seg"][row] = sim.views.seg
-    counts: dict[str, tuple[int, int, int, int]] = {}
-    for name, m in sim.masks.items():
-        group[f"masks/{name}"][row] = m
-        spec = next(s for s in masks if s.name == name)
-        acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
-        counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
-    pheno = phenotypes(vol) if phenotypes is not None else (None, [])
-    v = sim.views
-    return SubjectRecord(
-        row=row,
-        ok=True,
-        checksum=subject_checksum(stored, v.seg),
-        seg_present=v.seg_present,
-        pixel_spacing=v.pixel_spacing,
-        crop_box=v.crop_box,
-        sax_slices=v.sax_slices,
-        intensity_range=v.intensity_range,
-        dt=float(vol.dt),
-        source_frames=int(v.source_frames),
-        kspace_scale=scale,
-        storage_nrmse=nrmse,
-        mask_counts=counts,
-        phenotypes=pheno[0],
-        phenotype_reasons=list(pheno[1]),
-        seconds=time.perf_counter() - t0,
-    )
 
 
 def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
