@@ -337,7 +337,6 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         sources = sorted((s.pseudonymised(cfg.pseudonym_key) for s in sources), key=lambda s: s.subject_id)
     t0 = time.perf_counter()
     group = _prepare_store(cfg, sources)
-    table = SubjectTable(group)
     hook = phenotype_hook if cfg.labels else None
     if "labels/phenotypes" not in group and hook is not None:
         from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
@@ -346,7 +345,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         ph.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
         reasons = group.create_array("labels/phenotype_qc", shape=(len(sources),), chunks=(max(len(sources), 1),), dtype=str)
         reasons[:] = np.full(len(sources), "", dtype=object).astype(str)
-        table = SubjectTable(group)
+    table = SubjectTable(group)
     pending = table.pending_rows()
     skipped = len(sources) - len(pending)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -354,12 +353,9 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     failures: list[tuple[str, str]] = []
 
     storage_errors: list[float] = []
-    qc = np.asarray(group["labels/phenotype_qc"][:], dtype=object) if "labels/phenotype_qc" in group else None
 
     def handle(rec: SubjectRecord) -> None:
         table.record(rec)
-        if rec.ok and "labels/phenotype_qc" in group:
-            qc[rec.row] = "; ".join(rec.phenotype_reasons)
         if rec.ok:
             storage_errors.append(rec.storage_nrmse)
             for name, c in rec.mask_counts.items():
@@ -404,8 +400,6 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
                 fut.release()
     bar.close()
     table.flush()
-    if qc is not None:
-        group["labels/phenotype_qc"][...] = qc.astype(str)
     disease_report = _write_disease_labels(group, disease_job, sources)
     splits = assign_splits(group, SplitOptions(cfg.seed, cfg.test_size, cfg.val_fraction))
     seconds = time.perf_counter() - t0
@@ -538,10 +532,10 @@ def _label_table(group: zarr.Group, table: SubjectTable) -> tuple[Any, list[Any]
     done = table.status == 1
     ids = [sid for sid, ok in zip(table.ids, done) if ok]
     df = pd.DataFrame(index=pd.Index(ids, name="subject_id"))
-    if "labels/phenotypes" in group:
-        ph = group["labels/phenotypes"]
-        df = df.join(pd.DataFrame(ph[:][done], index=df.index, columns=ph.attrs["columns"]))
-        df["qc_reasons"] = np.asarray(group["labels/phenotype_qc"][:], dtype=object)[done].astype(str)
+    if table.phenotypes is not None:
+        columns = group["labels/phenotypes"].attrs["columns"]
+        df = df.join(pd.DataFrame(table.phenotypes[done], index=df.index, columns=columns))
+        df["qc_reasons"] = table.phenotype_qc[done].astype(str)
     diseases = []
     if "labels/diseases" in group:
         dz = group["labels/diseases"]

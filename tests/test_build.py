@@ -41,8 +41,10 @@ def _arrays(url: Path) -> dict[str, np.ndarray]:
     g = zarr.open_group(str(url), mode="r")
     out = {}
     for name in ("kspace", "seg", "masks/gaussian_r4", "masks/uniform_r2", "subjects/checksum", "subjects/status",
-                 "subjects/crop_box", "subjects/split", "subjects/seg_present", "subjects/intensity_range"):
+                 "subjects/crop_box", "subjects/split", "subjects/seg_present", "subjects/intensity_range",
+                 "labels/phenotypes"):
         out[name] = g[name][:]
+    out["labels/phenotype_qc"] = np.asarray([str(x) for x in g["labels/phenotype_qc"][:]])
     out["ids"] = [str(x) for x in g["subjects/id"][:]]
     return out
 

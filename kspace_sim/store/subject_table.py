@@ -17,9 +17,10 @@ from kspace_sim.store.layout import STATUS_DONE, STATUS_FAILED
 
 __all__ = ["SubjectTable", "SubjectRecord"]
 
+# ``split`` is not here: splits are assigned once, at the end of a build (sharing.splits.assign_splits)
 _ARRAYS = (
     "checksum", "seg_present", "pixel_spacing", "crop_box", "sax_slices", "intensity_range", "dt", "source_frames",
-    "split", "kspace_scale",
+    "kspace_scale",
 )
 
 
@@ -47,7 +48,8 @@ class SubjectRecord:
 
 
 class SubjectTable:
-    """In-memory copy of ``subjects/*`` and ``labels/phenotypes`` with buffered flushing."""
+    """In-memory copy of ``subjects/*``, ``labels/phenotypes`` and ``labels/phenotype_qc`` with
+    buffered flushing."""
 
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
@@ -57,6 +59,9 @@ class SubjectTable:
         self.arrays: dict[str, np.ndarray] = {k: group[f"subjects/{k}"][:] for k in _ARRAYS}
         self.phenotypes: np.ndarray | None = (
             group["labels/phenotypes"][:] if "labels/phenotypes" in group else None
+        )
+        self.phenotype_qc: np.ndarray | None = (
+            np.asarray(group["labels/phenotype_qc"][:], dtype=object) if "labels/phenotype_qc" in group else None
         )
         self.dirty = False
 
@@ -78,15 +83,12 @@ class SubjectTable:
             self.arrays["kspace_scale"][i] = rec.kspace_scale
             if self.phenotypes is not None and rec.phenotypes is not None:
                 self.phenotypes[i] = rec.phenotypes
+                self.phenotype_qc[i] = "; ".join(rec.phenotype_reasons)
             self.status[i] = STATUS_DONE
             self.reason[i] = ""
         else:
             self.status[i] = STATUS_FAILED
             self.reason[i] = rec.reason
-        self.dirty = True
-
-    def set_split(self, split: np.ndarray) -> None:
-        self.arrays["split"][:] = split
         self.dirty = True
 
     def flush(self) -> None:
@@ -97,6 +99,7 @@ class SubjectTable:
             self.group[f"subjects/{key}"][...] = arr
         if self.phenotypes is not None:
             self.group["labels/phenotypes"][...] = self.phenotypes
+            self.group["labels/phenotype_qc"][...] = self.phenotype_qc.astype(str)
         self.group["subjects/reason"][...] = self.reason.astype(str)
         self.group["subjects/status"][...] = self.status
         self.dirty = False
