@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zarr
 
 from kspace_sim.build import _progress, git_commit
 from kspace_sim.cluster import dask_client
@@ -46,14 +47,33 @@ def _mask_row(
     storage_options: dict[str, Any] | None,
     banks: dict[str, np.ndarray],
 ) -> tuple[int, int, int, int]:
-    import zarr
-
     s, t, w = shape
     m = subject_masks(subject_id, [spec], seed, s, t, w, banks)[spec.name]
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     zarr.open_group(url, mode="r+", use_consolidated=False, **kwargs)[f"masks/{spec.name}"][row] = m
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
     return int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum())
+
+
+def _scan_written_rows(
+    arr: zarr.Array, done: np.ndarray, acs: np.ndarray, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over ``masks/<name>`` in blocks of rows (bounded memory at any N).
+
+    Returns:
+        ``finished`` (N,) bool: rows already written (every frame of every slice samples a line);
+        the counts (total, sampled, total without ACS, sampled without ACS) of the finished done rows.
+    """
+    n = arr.shape[0]
+    finished = np.zeros(n, dtype=bool)
+    counts = np.zeros(4, dtype=np.int64)
+    for start in range(0, n, block):
+        m = arr[start : start + block]
+        fin = m.any(axis=-1).all(axis=(1, 2))
+        finished[start : start + block] = fin
+        m = m[fin & done[start : start + block]]
+        counts += (m.size, m.sum(), m[..., ~acs].size, m[..., ~acs].sum())
+    return finished, counts
 
 
 def add_mask_to_store(
@@ -73,16 +93,15 @@ def add_mask_to_store(
     group = open_store(url, "r+", storage_options)
     n, s, t, _, w = group["kspace"].shape
     validate_mask_request(spec.pattern, spec.acceleration, t, w)
-    acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
     seed = int(group.attrs["global_seed"])
     t0 = time.perf_counter()
+    status = group["subjects/status"][:]
+    acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
     if f"masks/{spec.name}" in group:
-        arr = group[f"masks/{spec.name}"]
-        finished = arr[:].any(axis=-1).all(axis=(1, 2))
+        finished, counts = _scan_written_rows(group[f"masks/{spec.name}"], status == STATUS_DONE, acs)
     else:
         create_mask_array(group, spec.name, n, s, t, w)
-        finished = np.zeros(n, dtype=bool)
-    status = group["subjects/status"][:]
+        finished, counts = np.zeros(n, dtype=bool), np.zeros(4, dtype=np.int64)
     ids = [str(x) for x in group["subjects/id"][:]]
     rows = [i for i in range(n) if status[i] == STATUS_DONE and not finished[i]]
     skipped = int(((status == STATUS_DONE) & finished).sum())
@@ -90,21 +109,20 @@ def add_mask_to_store(
     bar = _progress(len(rows), progress)
     if workers <= 0:
         for row in rows:
-            _mask_row(url, row, ids[row], *args)
+            counts += _mask_row(url, row, ids[row], *args)
             bar.update(1)
     elif rows:
         from dask.distributed import as_completed
 
         with dask_client(workers, scheduler) as client:
             futures = [client.submit(_mask_row, url, row, ids[row], *args, key=f"mask-row-{row}", pure=False) for row in rows]
-            for _ in as_completed(futures):
+            for fut in as_completed(futures):
+                counts += fut.result()
                 bar.update(1)
     bar.close()
-    # exact achieved R over every done subject (recounted from the stored rows)
-    m = group[f"masks/{spec.name}"][:][status == STATUS_DONE]
-    acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
-    r = m.size / max(int(m.sum()), 1)
-    r_na = m[..., ~acs].size / max(int(m[..., ~acs].sum()), 1)
+    # exact achieved R over every done subject: rows found written plus rows written now
+    r = counts[0] / max(int(counts[1]), 1)
+    r_na = counts[2] / max(int(counts[3]), 1)
     masks = dict(group.attrs.get("masks", {}))
     masks[spec.name] = {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na}
     builds = list(group.attrs.get("builds", []))
