@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kspace_sim.masks.registry import register_pattern
+from kspace_sim.masks.registry import acs_line_mask, register_pattern
 
 __all__ = [
     "lines_per_frame",
@@ -31,15 +31,6 @@ def default_acs_lines(n_lines: int, acceleration: float) -> int:
     """fastMRI-like ACS size ``round(0.32 W / R)``, leaving at least one incoherent line."""
     n = lines_per_frame(n_lines, acceleration)
     return int(min(round(0.32 * n_lines / acceleration), max(n - 1, 0)))
-
-
-def acs_line_mask(n_lines: int, acs_lines: int) -> np.ndarray:
-    """``(W,)`` bool: the ``acs_lines`` central lines around k = 0 (index W // 2)."""
-    m = np.zeros(n_lines, dtype=bool)
-    if acs_lines > 0:
-        start = n_lines // 2 - acs_lines // 2
-        m[start : start + acs_lines] = True
-    return m
 
 
 def _with_default_acs(fn, default=default_acs_lines):  # type: ignore[no-untyped-def]

@@ -27,6 +27,8 @@ __all__ = [
     "parse_mask_name",
     "achieved_acceleration",
     "acs_lines_mask",
+    "acs_line_mask",
+    "acs_block_start",
     "validate_mask_request",
 ]
 
@@ -89,6 +91,20 @@ def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_li
         raise ValueError(f"acceleration R={acceleration} exceeds the number of lines W={n_lines}")
 
 
+def acs_block_start(n_lines: int, acs_lines: int) -> int:
+    """First line of the block of ``acs_lines`` central lines around k = 0 (index W // 2)."""
+    return n_lines // 2 - acs_lines // 2
+
+
+def acs_line_mask(n_lines: int, acs_lines: int) -> np.ndarray:
+    """``(W,)`` bool: the ``acs_lines`` central lines around k = 0, as every pattern places them."""
+    m = np.zeros(n_lines, dtype=bool)
+    if acs_lines > 0:
+        start = acs_block_start(n_lines, acs_lines)
+        m[start : start + acs_lines] = True
+    return m
+
+
 def acs_lines_mask(pattern: str, n_lines: int, acceleration: float, **options: Any) -> np.ndarray:
     """``(W,)`` bool: the fully sampled central (ACS) lines a pattern adds in every frame.
 
@@ -100,11 +116,7 @@ def acs_lines_mask(pattern: str, n_lines: int, acceleration: float, **options: A
     if n_acs is None:
         default = getattr(fn, "default_acs_lines", None)
         n_acs = default(n_lines, acceleration) if default is not None else 0
-    m = np.zeros(n_lines, dtype=bool)
-    if n_acs:
-        start = n_lines // 2 - int(n_acs) // 2
-        m[start : start + int(n_acs)] = True
-    return m
+    return acs_line_mask(n_lines, int(n_acs))
 
 
 def mask_name(pattern: str, acceleration: float) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from kspace_sim.masks.cache import MaskCache
-from kspace_sim.masks.registry import register_pattern
+from kspace_sim.masks.registry import acs_block_start, register_pattern
 
 __all__ = [
     "VistaParams",
@@ -402,7 +402,7 @@ def _compute(n_frames: int, n_lines: int, acceleration: float, seed: int, acs_li
     if not acs_lines:
         return core
     out = np.ones((n_frames, n_lines), dtype=bool)
-    start = n_lines // 2 - acs_lines // 2
+    start = acs_block_start(n_lines, acs_lines)
     out[:, :start] = core[:, :start]
     out[:, start + acs_lines :] = core[:, start:]
     return out
