@@ -14,22 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kspace_sim.sources.nifti import _as_labels, _find, _load, seg_image_name  # shared checks of the full loader
+from kspace_sim.sources.nifti import as_label_map, find_volume, header_dt, open_volume, read_volume, seg_image_name
 from kspace_sim.sources.subject import SEG_FILES, SubjectError, SubjectVolumes
 
 __all__ = ["load_label_inputs"]
-
-
-def _labels(img, path: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
-    try:
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip, short data, ...
-        raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
-    if data.dtype.kind in "ui":
-        if data.size and (int(data.min()) < 0 or int(data.max()) > 255):
-            raise SubjectError(f"{path.name} is not an integer label map in [0, 255]")
-        return data.astype(np.uint8, copy=False)
-    return _as_labels(data.astype(np.float64, copy=False), path.name)
 
 
 def load_label_inputs(subject_dir: str | Path, subject_id: str | None = None) -> SubjectVolumes:
@@ -51,27 +39,24 @@ def load_label_inputs(subject_dir: str | Path, subject_id: str | None = None) ->
     segs: dict[str, np.ndarray] = {}
     headers = {}
     for name in ("sa", *SEG_FILES):
-        path = _find(d, name)
+        path = find_volume(d, name)
         if path is not None:
-            headers[name] = (_load(path, name), path)
+            headers[name] = (open_volume(path), path)
     ref = headers.get("sa") or headers.get("seg_sa")
     if ref is None:
         raise SubjectError("missing sa.nii.gz and seg_sa.nii.gz")
-    zooms = ref[0].header.get_zooms()
-    dt = float(zooms[3]) if len(zooms) > 3 else float("nan")
-    if (ref[0].header.get_xyzt_units()[1] or "sec") == "msec":
-        dt /= 1000.0
+    dt = header_dt(ref[0])
     for name, (img, path) in headers.items():
         affines[name] = np.asarray(img.affine, dtype=np.float64)
         spacing[name] = tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[assignment]
         if name == "sa":
             continue
-        image = _find(d, seg_image_name(name))
+        image = find_volume(d, seg_image_name(name))
         if image is not None:
-            image_shape = _load(image, seg_image_name(name)).shape
+            image_shape = open_volume(image).shape
             if image_shape != img.shape:
                 raise SubjectError(f"{path.name} shape {img.shape} differs from {image.name} shape {image_shape}")
-        data = _labels(img, path)
+        data = as_label_map(read_volume(path)[1], path.name)
         if name != "seg_sa" and data.ndim == 4 and data.shape[2] == 1:
             data = data[:, :, 0, :]
         segs[name] = data

@@ -630,29 +630,24 @@ def load_lax_zip(la_zip: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray, 
 
 def _load_segs(seg_subject_dir: Path, images: dict[str, np.ndarray], affines: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``seg_*.nii.gz`` of one subject (UKB NIfTI layout) checked against the converted images."""
-    import nibabel as nib
+    from kspace_sim.sources.nifti import as_label_map, find_volume, read_volume, seg_image_name
 
     segs: dict[str, np.ndarray] = {}
     seg_aff: dict[str, np.ndarray] = {}
     for name in SEG_FILES:
-        path = next((p for p in (seg_subject_dir / f"{name}.nii.gz", seg_subject_dir / f"{name}.nii") if p.exists()), None)
+        path = find_volume(seg_subject_dir, name)
         if path is None:
             continue
-        image_name = name[len("seg_"):]
-        try:
-            img = nib.load(str(path))
-            data = np.asarray(img.dataobj, dtype=np.float64)
-        except Exception as exc:  # nibabel raises many types for corrupt files
-            raise SubjectError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        image_name = seg_image_name(name)
+        img, data = read_volume(path)
         if image_name != "sa" and data.ndim == 4 and data.shape[2] == 1:
             data = data[:, :, 0, :]
         if data.shape != images[image_name].shape:
             raise SubjectError(f"{path.name} shape {data.shape} differs from the DICOM {image_name} shape {images[image_name].shape}")
-        if not np.all(np.isfinite(data)) or np.any(np.abs(data - np.rint(data)) > 1e-3) or data.min() < 0 or data.max() > 255:
-            raise SubjectError(f"{path.name} is not an integer label map in [0, 255]")
+        labels = as_label_map(data, path.name)
         if np.max(np.abs(np.asarray(img.affine) - affines[image_name])) > 0.05:
             raise SubjectError(f"{path.name}: affine differs from the DICOM {image_name} geometry by more than 0.05 mm")
-        segs[name] = np.rint(data).astype(np.uint8)
+        segs[name] = labels
         seg_aff[name] = affines[image_name].copy()
     return segs, seg_aff
 

@@ -16,7 +16,17 @@ import numpy as np
 
 from kspace_sim.sources.subject import IMAGE_FILES, LAX_VIEWS, SEG_FILES, SubjectError, SubjectVolumes
 
-__all__ = ["load_subject_nifti", "save_subject_nifti", "is_nifti_subject_dir", "seg_image_name"]
+__all__ = [
+    "load_subject_nifti",
+    "save_subject_nifti",
+    "is_nifti_subject_dir",
+    "seg_image_name",
+    "find_volume",
+    "open_volume",
+    "read_volume",
+    "header_dt",
+    "as_label_map",
+]
 
 
 def seg_image_name(seg_name: str) -> str:
@@ -29,7 +39,8 @@ def is_nifti_subject_dir(path: Path) -> bool:
     return (path / "sa.nii.gz").exists() or (path / "sa.nii").exists()
 
 
-def _find(subject_dir: Path, name: str) -> Path | None:
+def find_volume(subject_dir: Path, name: str) -> Path | None:
+    """``subject_dir/<name>.nii.gz`` or ``.nii``, whichever exists (None if neither)."""
     for suffix in (".nii.gz", ".nii"):
         p = subject_dir / f"{name}{suffix}"
         if p.exists():
@@ -37,26 +48,49 @@ def _find(subject_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _load(path: Path, name: str) -> nib.Nifti1Image:
+def _unreadable(path: Path, exc: Exception) -> SubjectError:
+    return SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}")
+
+
+def open_volume(path: Path) -> nib.Nifti1Image:
+    """Open a NIfTI file lazily: the header is parsed, the voxels are not read."""
+    try:
+        return nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise _unreadable(path, exc) from exc
+
+
+def read_volume(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """The image and its voxels in their stored dtype (scaled to float only when the header asks).
+
+    A ``.gz`` file is decompressed in one call, not in the ~3,000 small reads of a lazy image
+    (each releasing and re-taking the GIL), measurably faster inside Dask workers.
+    """
     try:
         if path.name.endswith(".gz"):
-            # one-shot decompression: one call instead of ~3,000 small gzip reads (each releasing and
-            # re-taking the GIL), measurably faster inside Dask workers
-            return nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
-        raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+            img = nib.Nifti1Image.from_bytes(gzip.decompress(path.read_bytes()))
+        else:
+            img = nib.load(str(path))
+        return img, np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt or truncated files
+        raise _unreadable(path, exc) from exc
 
 
-def _data(img: nib.Nifti1Image, path: Path) -> np.ndarray:
-    """The voxel array in its stored dtype (scaled to float only when the header asks for it)."""
-    try:
-        return np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip, short data, ...
-        raise SubjectError(f"cannot read {path.name}: {type(exc).__name__}: {exc}") from exc
+def header_dt(img: nib.Nifti1Image) -> float:
+    """Frame interval in seconds from ``pixdim[4]`` (converted from ms when the header says so)."""
+    zooms = img.header.get_zooms()
+    dt = float(zooms[3]) if len(zooms) > 3 else float("nan")
+    if (img.header.get_xyzt_units()[1] or "sec") == "msec":
+        dt /= 1000.0
+    return dt
 
 
-def _as_labels(arr: np.ndarray, name: str) -> np.ndarray:
+def as_label_map(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as uint8 labels; integer-valued floats are accepted (label files may be float64).
+
+    Raises:
+        SubjectError: NaN/Inf, non-integer values, or values outside 0..255.
+    """
     if arr.dtype.kind in "iub":
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             raise SubjectError(f"{name} is not an integer label map in [0, 255]")
@@ -92,11 +126,10 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
     segs: dict[str, np.ndarray] = {}
     dt = float("nan")
     for name in IMAGE_FILES:
-        path = _find(subject_dir, name)
+        path = find_volume(subject_dir, name)
         if path is None:
             raise SubjectError(f"missing view {name}.nii.gz")
-        img = _load(path, name)
-        data = _data(img, path)
+        img, data = read_volume(path)
         if name != "sa":
             if data.ndim != 4 or data.shape[2] != 1:
                 raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, 1, T)")
@@ -107,22 +140,18 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
             raise SubjectError(f"{path.name} contains NaN or Inf")
         images[name] = data.astype(np.float32, copy=False)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
-        zooms = img.header.get_zooms()
-        spacing[name] = tuple(float(z) for z in zooms[:3])  # type: ignore[assignment]
+        spacing[name] = tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[assignment]
         if name == "sa":
-            dt = float(zooms[3]) if len(zooms) > 3 else float("nan")
-            if (img.header.get_xyzt_units()[1] or "sec") == "msec":
-                dt /= 1000.0
+            dt = header_dt(img)
     t = images["sa"].shape[-1]
     for view in LAX_VIEWS:
         if images[view].shape[-1] != t:
             raise SubjectError(f"{view} has {images[view].shape[-1]} frames but sa has {t}")
     for name in SEG_FILES:
-        path = _find(subject_dir, name)
+        path = find_volume(subject_dir, name)
         if path is None:
             continue
-        img = _load(path, name)
-        data = _data(img, path)
+        img, data = read_volume(path)
         image_name = seg_image_name(name)
         if name != "seg_sa" and data.ndim == 4 and data.shape[2] == 1:
             data = data[:, :, 0, :]
@@ -130,7 +159,7 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
             raise SubjectError(
                 f"{path.name} shape {data.shape} differs from {image_name} shape {images[image_name].shape}"
             )
-        segs[name] = _as_labels(data, path.name)
+        segs[name] = as_label_map(data, path.name)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
     return SubjectVolumes(sid, images, affines, segs, spacing, dt)
 
