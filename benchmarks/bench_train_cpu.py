@@ -27,7 +27,7 @@ from kmtr.config import apply_overrides, preset  # noqa: E402
 from kmtr.data import prepare_batch  # noqa: E402
 from kmtr.models.mae import count_parameters  # noqa: E402
 from kmtr.train.stage1 import (  # noqa: E402
-    build_datasets, build_stage1_model, make_optimizer, train_stage1, validate_config,
+    build_datasets, build_stage1_model, make_optimizer_groups, train_stage1, validate_config,
 )
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     train_ds, _ = build_datasets(cfg)
     grid = validate_config(cfg, train_ds.shape)
     model = build_stage1_model(cfg, grid, train_ds.info.view_ids)
-    opt = make_optimizer(model, cfg)
+    opt = torch.optim.AdamW(make_optimizer_groups(model, cfg))
     n_models = len(model.submodels())
     print(f"tiny preset, models={args.model}: {count_parameters(model):,} parameters, {grid.num_tokens} tokens/subject "
           f"x {n_models} model(s), batch {cfg.data.batch_size}, {threads} thread(s), device cpu (no GPU here)",

@@ -21,10 +21,18 @@ def _fail(message: str) -> None:
 
 @app.command()
 def train(
-    stage: int = typer.Option(1, "--stage", help="training stage (1 = MAEs)"),
+    stage: Optional[int] = typer.Option(None, "--stage", help="1 = MAEs, 2 = contrastive alignment, 3 = tasks; "
+                                        "default: 1 → 2 → 3 in sequence"),
+    task: list[str] = typer.Option([], "--task", help="stage III task(s): regression | classification | "
+                                   "segmentation | reconstruction (repeatable; default all four)"),
+    method: Optional[str] = typer.Option(None, "--method", help="stage III model: kmtr (default) | mae | resnet50 | "
+                                         "resnet50_u | resnet50_k | unet | unet_u"),
     preset: str = typer.Option("tiny", "--preset", help="paper | tiny"),
     data: Optional[str] = typer.Option(None, "--data", help=f"store path, fsspec URL or Croissant manifest (default {DEFAULT_DEMO_STORE} when present)"),
-    model: Optional[str] = typer.Option(None, "--model", help="image | kspace | both"),
+    model: Optional[str] = typer.Option(None, "--model", help="stage I: image | kspace | both"),
+    init: Optional[str] = typer.Option(None, "--init", help="checkpoint to start stage II/III from (default: the "
+                                       "previous stage of this experiment; 'scratch' = random initialisation)"),
+    diseases: Optional[str] = typer.Option(None, "--diseases", help="classification labels, comma-separated, or all"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every model trained"),
     lr_image: Optional[float] = typer.Option(None, "--lr-image"),
@@ -34,20 +42,20 @@ def train(
     mask: Optional[str] = typer.Option(None, "--mask", help="masks/<name> of the store, e.g. vista_r4"),
     patch: Optional[str] = typer.Option(None, "--patch", help="t,h,w e.g. 5,16,16"),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers"),
-    name: Optional[str] = typer.Option(None, "--name", help="run name: runs/<name>/"),
+    name: Optional[str] = typer.Option(None, "--name", help="experiment name: runs/<name>/<stage>/"),
     out: Optional[str] = typer.Option(None, "--out", help="folder holding runs (default runs)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     grad_checkpoint: Optional[bool] = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
-    resume: bool = typer.Option(False, "--resume", help="continue from runs/<name>/last.pt"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run's last.pt (always on without --stage)"),
     set_: list[str] = typer.Option([], "--set", help="any config key, e.g. --set arch.width=128 (repeatable)"),
 ) -> None:
-    """Train (stage I: image and/or k-space MAE). Works under torchrun for several processes."""
-    from kmtr.config import apply_overrides
-    from kmtr.config import preset as make_preset
+    """Train k-MTR: stage I (MAEs), II (alignment), III (tasks), or all in sequence. Works under torchrun."""
     from kmtr.store import StoreError
     from kmtr.train.loop import NonFiniteLossError
-    from kmtr.train.stage1 import ConfigError, train_stage1
+    from kmtr.train.pipeline import stage_config, train_one, train_pipeline
+    from kmtr.train.runner import ConfigError
+    from kmtr.train.stage3 import TASKS
 
     if data is None:
         from pathlib import Path
@@ -55,30 +63,125 @@ def train(
         if not Path(DEFAULT_DEMO_STORE).exists():
             _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
         data = DEFAULT_DEMO_STORE
+    bad = [t for t in task if t not in TASKS]
+    if bad:
+        _fail(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
+    overrides = {
+        "models": model, "method": method, "init": init, "heads.diseases": diseases, "data.data": data,
+        "optim.epochs": epochs, "data.batch_size": batch_size, "data.frames": frames, "data.mask": mask,
+        "arch.patch": patch, "data.num_workers": workers, "run.name": name, "run.out_dir": out, "run.device": device,
+        "arch.grad_checkpoint": grad_checkpoint, "run.max_steps": max_steps, "optim.lr": lr,
+        "optim.lr_image": lr if lr_image is None else lr_image, "optim.lr_kspace": lr if lr_kspace is None else lr_kspace,
+    }
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    from kmtr.train.stage3 import METHODS
+
+    if method is not None and method not in METHODS:
+        _fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    tasks = list(task) or list(METHODS[method or "kmtr"][1])
     try:
-        cfg = make_preset(preset)
-        overrides = {
-            "stage": stage, "models": model, "data.data": data, "optim.epochs": epochs, "data.batch_size": batch_size,
-            "data.frames": frames, "data.mask": mask, "arch.patch": patch, "data.num_workers": workers,
-            "run.name": name, "run.out_dir": out, "run.device": device, "arch.grad_checkpoint": grad_checkpoint,
-            "run.max_steps": max_steps, "optim.lr_image": lr if lr_image is None else lr_image,
-            "optim.lr_kspace": lr if lr_kspace is None else lr_kspace,
-        }
-        for item in set_:
-            key, sep, value = item.partition("=")
-            if not sep:
-                _fail(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key.strip()] = value
-        apply_overrides(cfg, overrides)
-        summary = train_stage1(cfg, resume=resume)
+        if stage is None:
+            summaries = train_pipeline(preset, (1, 2, 3), tasks, overrides, resume=True)
+        elif stage == 3:
+            summaries = [train_one(stage_config(preset, 3, t, overrides), resume=resume) for t in tasks]
+        else:
+            summaries = [train_one(stage_config(preset, stage, "", overrides), resume=resume)]
     except (StoreError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3)
-    last = summary["last"]
-    loss = last.get("loss", float("nan"))
-    typer.echo(f"done: {summary['global_step']} steps, loss {loss:.4g}, run {summary['run_dir']}")
+    for summary in summaries:
+        loss = summary["last"].get("loss", float("nan"))
+        typer.echo(f"done: {summary['global_step']} steps, loss {loss:.4g}, run {summary['run_dir']}")
+
+
+@app.command("eval")
+def eval_(
+    run: str = typer.Argument(..., help="experiment folder (runs/<name>) or one stage-III run folder"),
+    split: str = typer.Option("test", "--split"),
+    out: Optional[str] = typer.Option(None, "--out", help="report folder (default <experiment>/report)"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the 95 % intervals"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate at most this many subjects per split"),
+    data: Optional[str] = typer.Option(None, "--data", help="store to evaluate on (default: the run's own)"),
+) -> None:
+    """Evaluate trained stage-III runs on the test split: Markdown report, CSVs and figures."""
+    from pathlib import Path
+
+    from kmtr.eval.report import evaluate_experiment
+    from kmtr.store import StoreError
+
+    if not Path(run).exists():
+        _fail(f"no run folder at {run}")
+    try:
+        report = evaluate_experiment(run, split, out, device, n_boot, limit=limit, data=data)
+    except (FileNotFoundError, StoreError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo((report / "report.md").read_text())
+    typer.echo(f"report: {report / 'report.md'}")
+
+
+@app.command()
+def benchmark(
+    task: list[str] = typer.Option([], "--task", help="regression | classification | segmentation | reconstruction "
+                                   "(repeatable; default regression and classification)"),
+    acc: list[float] = typer.Option([4.0], "--acc", help="acceleration(s) R; masks <pattern>_r<R> must be in the store "
+                                    "(add them with `kspace-sim add-mask`)"),
+    pattern: str = typer.Option("vista", "--pattern", help="mask pattern of the store's masks/<pattern>_r<R>"),
+    method: list[str] = typer.Option([], "--method", help="methods to compare (repeatable; default all that do the task)"),
+    preset: str = typer.Option("tiny", "--preset", help="paper | tiny"),
+    data: Optional[str] = typer.Option(None, "--data", help=f"store (default {DEFAULT_DEMO_STORE})"),
+    name: str = typer.Option("benchmark", "--name", help="runs/<name>/<mask>/… and runs/<name>/report"),
+    out: str = typer.Option("runs", "--out"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    n_boot: int = typer.Option(1000, "--n-boot"),
+    phenotype: str = typer.Option("LVEF (%)", "--phenotype", help="phenotype plotted against R"),
+    disease: Optional[str] = typer.Option(None, "--disease", help="disease plotted against R (default the first)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    set_: list[str] = typer.Option([], "--set", help="any config key for every run, e.g. --set data.frames=5"),
+) -> None:
+    """Train (what is missing) and compare k-MTR with the baselines: tables, paired tests, metric vs R."""
+    from pathlib import Path
+
+    import torch
+
+    from kmtr.eval.benchmark import DEFAULT_METHODS, run_benchmark
+    from kmtr.store import StoreError
+    from kmtr.train.loop import NonFiniteLossError
+    from kmtr.train.runner import ConfigError
+    from kmtr.train.stage3 import METHODS
+
+    if data is None:
+        if not Path(DEFAULT_DEMO_STORE).exists():
+            _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
+        data = DEFAULT_DEMO_STORE
+    tasks = list(task) or ["regression", "classification"]
+    bad = [t for t in tasks if t not in DEFAULT_METHODS] + [m for m in method if m not in METHODS]
+    if bad:
+        _fail(f"unknown task or method {bad[0]!r}")
+    methods = {t: [m for m in method if t in METHODS[m][1]] for t in tasks} if method else None
+    overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    try:
+        report = run_benchmark(preset, tasks, acc, pattern, methods, overrides, name, out, dev, n_boot,
+                               phenotype=phenotype, disease=disease)
+    except (StoreError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    except NonFiniteLossError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(3)
+    typer.echo((report / "benchmark.md").read_text())
+    typer.echo(f"report: {report / 'benchmark.md'}")
 
 
 @app.command()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DataConfig", "ArchConfig", "OptimConfig", "RunConfig", "TrainConfig",
+    "DataConfig", "ArchConfig", "TaskConfig", "OptimConfig", "STAGE_DEFAULTS", "stage_dir", "RunConfig", "TrainConfig",
     "PRESETS", "preset", "apply_overrides", "config_to_dict", "config_from_dict", "save_config",
 ]
 
@@ -56,12 +56,31 @@ class ArchConfig:
 
 
 @dataclass
+class TaskConfig:
+    """Stages II and III: contrastive alignment, task heads, baselines (REFERENCES.md)."""
+
+    tau: float = 0.1  # contrastive temperature
+    lam: float = 0.5  # weight of the image→k-space term
+    proj_dim: int = 128
+    head_hidden: int = 256  # 2-layer MLP heads (regression, classification)
+    diseases: str = "CAD,high_blood_pressure,hypertension"  # comma list of labels/diseases columns, or "all"
+    balance: str = "weighted"  # weighted (positive-class weight) | sampler (balanced sampling) | none
+    threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden
+    seg_width: int = 576
+    seg_features: int = 4  # encoder depths feeding the segmentation decoder
+    seg_dice_weight: float = 1.0
+    resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
+    unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
+
+
+@dataclass
 class OptimConfig:
     """AdamW + linear warm-up + cosine decay, per-step."""
 
     epochs: int = 100
     lr_image: float = 3e-4
     lr_kspace: float = 1e-5
+    lr: float = 1e-5  # stages II and III
     weight_decay: float = 1e-4
     warmup_epochs: float = 10.0
     min_lr_ratio: float = 0.0
@@ -73,7 +92,7 @@ class OptimConfig:
 class RunConfig:
     """Bookkeeping: names, seeds, logging and checkpoint cadence."""
 
-    name: str = "stage1"
+    name: str = "kmtr"  # experiment: runs/<name>/<stage1 | stage2 | stage3-<task> | <method>-<task>>
     out_dir: str = "runs"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -91,9 +110,13 @@ class TrainConfig:
     """Everything a training run needs."""
 
     stage: int = 1
-    models: str = "both"  # image | kspace | both
+    models: str = "both"  # stage I: image | kspace | both
+    task: str = "regression"  # stage III: regression | classification | segmentation | reconstruction
+    method: str = "kmtr"  # stage III model: kmtr | mae (no stage II) | a baseline, see kmtr.train.stage3
+    init: str = ""  # checkpoint to start from ("" = the previous stage's run of this experiment, "scratch" = none)
     data: DataConfig = field(default_factory=DataConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
+    heads: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -119,12 +142,48 @@ def _tiny() -> TrainConfig:
 
 PRESETS = {"paper": _paper, "tiny": _tiny}
 
+#: Per-stage settings of each preset: (preset, stage, task) → dotted overrides. The paper's
+#: learning rates and batch sizes (REFERENCES.md); epoch counts are ours (not published).
+STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
+    ("paper", 2, ""): {"optim.lr": 1e-5, "data.batch_size": 256, "optim.epochs": 50, "arch.grad_checkpoint": True},
+    ("paper", 3, "regression"): {"optim.lr": 1e-5, "data.batch_size": 16, "optim.epochs": 50},
+    ("paper", 3, "classification"): {"optim.lr": 1e-6, "data.batch_size": 32, "optim.epochs": 50},
+    ("paper", 3, "segmentation"): {"optim.lr": 1e-5, "data.batch_size": 2, "optim.epochs": 50},
+    ("paper", 3, "reconstruction"): {"optim.lr": 1e-5, "data.batch_size": 2, "optim.epochs": 50},
+    ("tiny", 2, ""): {"optim.lr": 3e-4, "data.batch_size": 8, "optim.epochs": 10, "optim.warmup_epochs": 1},
+    ("tiny", 3, "regression"): {"optim.lr": 5e-4, "data.batch_size": 4, "optim.epochs": 12, "optim.warmup_epochs": 1},
+    ("tiny", 3, "classification"): {"optim.lr": 3e-4, "data.batch_size": 4, "optim.epochs": 12,
+                                    "optim.warmup_epochs": 1},
+    ("tiny", 3, "segmentation"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8, "optim.warmup_epochs": 1,
+                                  "heads.seg_width": 32, "heads.seg_features": 3},
+    ("tiny", 3, "reconstruction"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8,
+                                    "optim.warmup_epochs": 1},
+}
+TINY_BASELINES: dict[str, Any] = {"heads.resnet_width": 0.125, "heads.unet_channels": "8,16,32,64"}
 
-def preset(name: str) -> TrainConfig:
-    """A fresh copy of preset ``name`` ('paper' or 'tiny')."""
+
+def preset(name: str, stage: int = 1, task: str = "") -> TrainConfig:
+    """A fresh copy of preset ``name`` ('paper' or 'tiny') set up for ``stage`` (and ``task`` in stage III)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name]()
+    cfg = PRESETS[name]()
+    cfg.stage = stage
+    if task:
+        cfg.task = task
+    if stage > 1:
+        apply_overrides(cfg, STAGE_DEFAULTS.get((name, stage, cfg.task if stage == 3 else ""), {}))
+    if name == "tiny":
+        apply_overrides(cfg, TINY_BASELINES)
+    return cfg
+
+
+def stage_dir(cfg: TrainConfig) -> str:
+    """Sub-folder of ``runs/<name>/`` for this stage: stage1, stage2, stage3-<task> or <method>-<task>."""
+    if cfg.stage == 1:
+        return "stage1"
+    if cfg.stage == 2:
+        return "stage2"
+    return f"stage3-{cfg.task}" if cfg.method == "kmtr" else f"{cfg.method}-{cfg.task}"
 
 
 def _coerce(current: Any, raw: Any, key: str) -> Any:

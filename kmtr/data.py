@@ -139,6 +139,17 @@ class KSpaceDataset(Dataset):
                 self._labels["seg_present"] = np.asarray(self._group["subjects/seg_present"][:], dtype=bool)
         return self._group
 
+    def split_labels(self, key: str) -> np.ndarray:
+        """``'phenotypes'`` (n, P) float32 or ``'diseases'`` (n, D) int8 of this split's subjects (store order).
+
+        Raises:
+            StoreError: the store has no such labels (or the Dataset was made without labels).
+        """
+        self.group  # loads the label arrays
+        if key not in self._labels:
+            raise StoreError(f"{self.location} has no labels/{key}")
+        return self._labels[key][self.rows]
+
     def _read(self, name: str, row: int) -> np.ndarray:
         arr = self.group[name]
         if isinstance(self._tsel, slice):

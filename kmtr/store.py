@@ -126,6 +126,10 @@ class StoreInfo:
         status: (N,) int8 subject status; split: (N,) int8 split code.
         has_seg, has_phenotypes, has_diseases: which optional arrays exist.
         fft_convention: the store's ``fft_convention`` attribute (informational).
+        phenotype_columns, phenotype_units, disease_columns: column names (and units) of
+            ``labels/phenotypes`` (N, P) and ``labels/diseases`` (N, D), empty when absent.
+        label_map: segmentation label values → names (the ``label_map`` attribute).
+        view_names: (S,) view names (``view_order``).
     """
 
     url: str
@@ -143,6 +147,11 @@ class StoreInfo:
     has_diseases: bool = False
     fft_convention: str = ""
     storage: str = "complex64"
+    phenotype_columns: tuple[str, ...] = ()
+    phenotype_units: tuple[str, ...] = ()
+    disease_columns: tuple[str, ...] = ()
+    label_map: dict[str, str] = field(default_factory=dict)
+    view_names: tuple[str, ...] = ()
 
     def rows(self, split: str | None) -> np.ndarray:
         """Row indices of done subjects in ``split`` ('train', 'validation', 'test' or None = all).
@@ -203,6 +212,10 @@ def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
     status = np.asarray(group["subjects/status"][:], dtype=np.int8)
     split = np.asarray(group["subjects/split"][:], dtype=np.int8)
     has_labels = "labels" in group
+    has_ph = has_labels and "phenotypes" in group["labels"]
+    has_dis = has_labels and "diseases" in group["labels"]
+    ph_attrs = group["labels/phenotypes"].attrs.asdict() if has_ph else {}
+    dis_attrs = group["labels/diseases"].attrs.asdict() if has_dis else {}
     return StoreInfo(
         url=url,
         n=int(n), s=int(s), t=int(t), h=int(h), w=int(w),
@@ -211,8 +224,13 @@ def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
         status=status,
         split=split,
         has_seg="seg" in group,
-        has_phenotypes=has_labels and "phenotypes" in group["labels"],
-        has_diseases=has_labels and "diseases" in group["labels"],
+        has_phenotypes=has_ph,
+        has_diseases=has_dis,
         fft_convention=str(attrs.get("fft_convention", "")),
         storage=storage,
+        phenotype_columns=tuple(str(c) for c in ph_attrs.get("columns", [])),
+        phenotype_units=tuple(str(c) for c in ph_attrs.get("units", [])),
+        disease_columns=tuple(str(c) for c in dis_attrs.get("columns", [])),
+        label_map={str(k): str(v) for k, v in (attrs.get("label_map") or {}).items()},
+        view_names=tuple(str(v) for v in attrs.get("view_order", [f"slice{i}" for i in range(int(s))])),
     )

@@ -47,5 +47,5 @@ def test_two_process_gloo_ddp(store, tmp_path):  # noqa: F811
     assert r0["steps"] == r1["steps"] == 4  # 4 train subjects / (2 ranks x batch 1) x 2 epochs
     for key, value in r0["state"].items():
         assert torch.allclose(value, r1["state"][key], atol=1e-6), key  # DDP keeps the replicas in sync
-    ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "ddp" / "stage1" / "last.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2

@@ -104,4 +104,4 @@ def test_kspace_mae_forward_and_loss_terms():
     assert torch.allclose(rec["target"], k, rtol=1e-4, atol=1e-4)
     assert torch.allclose(rec["input"], k * mask[..., None, :], rtol=1e-4, atol=1e-4)
     out["loss"].backward()
-    assert model.mask_token.grad is not None
+    assert model.decoder.mask_token.grad is not None

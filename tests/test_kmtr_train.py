@@ -61,7 +61,7 @@ def test_tiny_training_lowers_both_losses(tmp_path):
     before, after = _eval_losses(initial, batch), _eval_losses(trained, batch)
     assert after["image_loss"] < 0.9 * before["image_loss"], (before, after)
     assert after["kspace_loss"] < 0.7 * before["kspace_loss"], (before, after)
-    run = tmp_path / "fit"
+    run = tmp_path / "fit" / "stage1"
     assert json.loads((run / "config.json").read_text())["arch"]["patch"] == [5, 8, 8]
     assert (run / "recon_epoch0040.png").exists() and (run / "metrics.csv").exists()
     ckpt = load_checkpoint(run / "last.pt")
@@ -91,7 +91,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step (\d+)") as err:
         train_stage1(cfg)
     step = int(str(err.value).split("at step ")[1].split()[0])
-    ckpt_path = tmp_path / "nan" / "last.pt"
+    ckpt_path = tmp_path / "nan" / "stage1" / "last.pt"
     if step > 1:
         ckpt = load_checkpoint(ckpt_path)
         assert ckpt["global_step"] == step - 1
@@ -124,7 +124,7 @@ def test_cli_train_and_errors(store, tmp_path):  # noqa: F811
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "kspace MAE:" in res.output and "image MAE:" not in res.output
-    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    saved = json.loads((tmp_path / "cli" / "stage1" / "config.json").read_text())
     assert saved["models"] == "kspace" and saved["optim"]["lr_kspace"] == 1e-3
     res = runner.invoke(app, args[:-6] + ["--mask", "radial_r4"])
     assert res.exit_code == 2 and "mask 'radial_r4' not in" in res.output

@@ -31,6 +31,7 @@ samples keep different numbers of tokens the rest is padding that no token atten
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ from kmtr.models.vit import Transformer
 from kmtr.normalise import signed_log, signed_log_inverse
 
 __all__ = [
-    "MAEConfig", "MaskedAutoencoder", "ImageMAE", "KSpaceMAE", "random_keep", "kspace_token_keep", "count_parameters",
+    "MAEConfig", "MaskedAutoencoder", "TokenDecoder", "init_weights", "ImageMAE", "KSpaceMAE", "random_keep", "kspace_token_keep", "count_parameters",
 ]
 
 
@@ -92,23 +93,14 @@ class MaskedAutoencoder(nn.Module):
         self.pos = PositionalCode(grid, cfg.width, view_ids)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.encoder = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.grad_checkpoint)
-        self.dec_embed = nn.Linear(cfg.width, cfg.dec_width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_width))
-        self.dec_pos = PositionalCode(grid, cfg.dec_width, view_ids)
-        self.decoder = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads, cfg.mlp_ratio, cfg.grad_checkpoint)
-        self.head = nn.Linear(cfg.dec_width, grid.patch_dim)
+        self.decoder: TokenDecoder | None = TokenDecoder(grid, view_ids, cfg, grid.patch_dim)
         nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(self._init)
+        self.apply(init_weights)
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    def drop_decoder(self) -> "MaskedAutoencoder":
+        """Remove the decoder (stages II and III use the encoder only); returns self."""
+        self.decoder = None
+        return self
 
     def encode(self, tokens: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode the visible tokens.
@@ -121,6 +113,17 @@ class MaskedAutoencoder(nn.Module):
             (Lk = most visible tokens in the batch) — and key_valid (B, 1 + Lk) bool, or None
             when no sample needs padding.
         """
+        x, key_valid, _, _ = self._pack(tokens, keep)
+        return self.encoder(x, key_valid), key_valid
+
+    def _pack(
+        self, tokens: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Embed, add the code, pack visible tokens first and prepend the class token.
+
+        Returns x (B, 1 + Lk, D), key_valid (or None), order (B, Lk) token index of each packed
+        slot, valid (B, Lk) bool (False = padding slot).
+        """
         b = tokens.shape[0]
         x = self.embed(tokens) + self.pos()[None].to(tokens.dtype)
         counts = keep.sum(dim=1)
@@ -132,17 +135,80 @@ class MaskedAutoencoder(nn.Module):
         key_valid = None
         if not bool(valid.all()):
             key_valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), valid], dim=1)
-        return self.encoder(x, key_valid), key_valid
+        return x, key_valid, order, valid
 
     def decode(self, latent: torch.Tensor, key_valid: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
         """latent (B, 1 + Lk, D), keep (B, L) → predicted patch values (B, L, P) for every token."""
-        y = self.dec_embed(latent)
+        if self.decoder is None:
+            raise RuntimeError("this model's decoder was dropped (encoder-only)")
+        return self.decoder(latent, keep)
+
+    def encode_features(
+        self, tokens: torch.Tensor, keep: torch.Tensor, layers: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Encode the visible tokens and lay the results out on the full token grid.
+
+        Args:
+            tokens: (B, L, P). keep: (B, L) bool. layers: 1-based encoder blocks whose raw outputs
+                are also returned.
+
+        Returns:
+            ``cls`` (B, D) class token, ``full`` (B, L, D) final (normed) features in token order
+            and ``feats`` — one (B, L, D) tensor per entry of ``layers``; tokens the encoder did
+            not see (keep False) are zeros in ``full`` and ``feats``.
+        """
+        b, n = keep.shape
+        x, key_valid, order, valid = self._pack(tokens, keep)
+        out, feats = self.encoder(x, key_valid, return_layers=tuple(layers) or (len(self.encoder.blocks),))
+        if not layers:
+            feats = []
+        idx = order[..., None].expand(-1, -1, out.shape[-1])
+        weight = valid[..., None].to(out.dtype)
+
+        def scatter(y: torch.Tensor) -> torch.Tensor:
+            full = y.new_zeros(b, n, y.shape[-1])
+            return full.scatter(1, idx, y[:, 1:] * weight)
+
+        return out[:, 0], scatter(out), [scatter(f) for f in feats]
+
+
+def init_weights(m: nn.Module) -> None:
+    """MAE initialisation: Xavier-uniform linear layers with zero bias, unit LayerNorms."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class TokenDecoder(nn.Module):
+    """MAE decoder: packed encoder output → values (B, L, out_dim) for every token of the grid.
+
+    Visible tokens are embedded to ``dec_width``, hidden ones get a learned mask token, the
+    positional code is added and ``dec_depth`` transformer blocks run over all tokens (class token
+    first); a linear head maps each token to ``out_dim`` values. Used as the stage-I decoders and,
+    freshly initialised, as stage III's reconstruction decoder.
+    """
+
+    def __init__(self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, out_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(cfg.width, cfg.dec_width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_width))
+        self.pos = PositionalCode(grid, cfg.dec_width, view_ids)
+        self.blocks = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads, cfg.mlp_ratio, cfg.grad_checkpoint)
+        self.head = nn.Linear(cfg.dec_width, out_dim)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, latent: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """latent (B, 1 + Lk, D) (class token, then visible tokens in token order), keep (B, L) → (B, L, out_dim)."""
+        y = self.embed(latent)
         cls, vis = y[:, :1], y[:, 1:]
         rank = (keep.long().cumsum(dim=1) - 1).clamp_min(0)
         gathered = torch.gather(vis, 1, rank[..., None].expand(-1, -1, vis.shape[-1]))
         full = torch.where(keep[..., None], gathered, self.mask_token.to(gathered.dtype))
-        full = full + self.dec_pos()[None].to(full.dtype)
-        out = self.decoder(torch.cat([cls, full], dim=1))
+        full = full + self.pos()[None].to(full.dtype)
+        out = self.blocks(torch.cat([cls, full], dim=1))
         return self.head(out[:, 1:])
 
 

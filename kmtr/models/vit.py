@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,11 +59,27 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.grad_checkpoint = grad_checkpoint
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, D) → (B, L, D)."""
-        for blk in self.blocks:
+    def forward(
+        self, x: torch.Tensor, key_valid: torch.Tensor | None = None, return_layers: Sequence[int] = ()
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, L, D) → (B, L, D) after the final norm.
+
+        With ``return_layers`` (1-based block indices), also returns those blocks' raw outputs
+        (B, L, D), in the order asked: ``(out, [x_l for l in return_layers])``.
+        """
+        wanted = {int(i) for i in return_layers}
+        bad = [i for i in wanted if not 1 <= i <= len(self.blocks)]
+        if bad:
+            raise ValueError(f"return_layers {sorted(bad)} outside 1..{len(self.blocks)}")
+        collected: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks, start=1):
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, key_valid, use_reentrant=False)
             else:
                 x = blk(x, key_valid)
-        return self.norm(x)
+            if i in wanted:
+                collected[i] = x
+        out = self.norm(x)
+        if return_layers:
+            return out, [collected[int(i)] for i in return_layers]
+        return out

@@ -88,6 +88,8 @@ class Trainer:
         tokens_per_sample: for the tokens/s throughput figure.
         val_loader: optional validation DataLoader (mean losses logged each epoch).
         on_epoch_end: ``(epoch, model, batch)`` called on rank 0 every ``png_every_epochs`` epochs.
+        val_metrics: ``model → {name: value}`` run on rank 0 after each epoch's validation (e.g.
+            retrieval accuracy over the whole validation split), logged in the ``val`` phase.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Trainer:
         tokens_per_sample: int = 0,
         val_loader: DataLoader | None = None,
         on_epoch_end: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
+        val_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
     ) -> None:
         self.model = model
         self.ddp = DistributedDataParallel(model) if dist_info.distributed else None
@@ -112,6 +115,7 @@ class Trainer:
         self.clip_groups = clip_groups or [list(model.parameters())]
         self.tokens_per_sample = tokens_per_sample
         self.on_epoch_end = on_epoch_end
+        self.val_metrics = val_metrics
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.ckpt_path = Path(cfg.run_dir) / "last.pt"
         self.logger = MetricLogger(cfg.run_dir, cfg.tensorboard) if dist_info.is_main else None
@@ -201,8 +205,11 @@ class Trainer:
                     if torch.is_tensor(v) and v.ndim == 0:
                         sums[k] = sums.get(k, 0.0) + float(v.float())
                 n += 1
+            means = {k: v / max(n, 1) for k, v in sums.items()}
+            if self.val_metrics is not None:
+                means.update(self.val_metrics(self.model))
         self.model.train()
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        return means
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

@@ -7,32 +7,25 @@ versus data shape, widths versus heads) before the first step, prints parameter 
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from kmtr.config import TrainConfig, config_to_dict, save_config
+from kmtr.config import TrainConfig
 from kmtr.data import AugmentConfig, KSpaceDataset, prepare_batch
 from kmtr.fft import ifft2c
 from kmtr.models.mae import ImageMAE, KSpaceMAE, MAEConfig, count_parameters
 from kmtr.models.tokenizer import TokenGrid
 from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
-from kmtr.train.loop import LoopConfig, ResumableSampler, Trainer, WarmupCosine
+from kmtr.train.runner import ConfigError, fit_model, param_groups, run_dir, seed_everything
 from kmtr.viz import save_reconstruction_png
 
 __all__ = [
-    "ConfigError", "Stage1Model", "validate_config", "build_datasets", "build_stage1_model", "make_optimizer",
+    "ConfigError", "Stage1Model", "validate_config", "build_datasets", "build_stage1_model", "make_optimizer_groups",
     "train_stage1",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot train on this data."""
 
 
 class Stage1Model(nn.Module):
@@ -114,23 +107,10 @@ def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, .
     return Stage1Model(image, kspace)
 
 
-def make_optimizer(model: Stage1Model, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with per-model learning rates; no weight decay on biases, norms, tokens and codes."""
-    groups: list[dict[str, Any]] = []
+def make_optimizer_groups(model: Stage1Model, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups with per-model learning rates; no weight decay on biases, norms, tokens and codes."""
     lrs = {"image": cfg.optim.lr_image, "kspace": cfg.optim.lr_kspace}
-    for name, sub in model.submodels().items():
-        decay, no_decay = [], []
-        for pname, p in sub.named_parameters():
-            (no_decay if p.ndim < 2 or "pos." in pname or "token" in pname else decay).append(p)
-        groups.append({"params": decay, "lr": lrs[name], "weight_decay": cfg.optim.weight_decay})
-        groups.append({"params": no_decay, "lr": lrs[name], "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas))  # type: ignore[arg-type]
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    return [g for name, sub in model.submodels().items() for g in param_groups(sub, lrs[name], cfg.optim.weight_decay)]
 
 
 def _png_callback(run_dir: Path, device: torch.device) -> Any:
@@ -170,13 +150,10 @@ def train_stage1(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
     try:
         train_ds, val_ds = build_datasets(cfg)
         grid = validate_config(cfg, train_ds.shape)
-        run_dir = Path(cfg.run.out_dir) / cfg.run.name
-        _seed_everything(cfg.run.seed)
+        seed_everything(cfg.run.seed)
         model = build_stage1_model(cfg, grid, train_ds.info.view_ids).to(info.device)
-        _seed_everything(cfg.run.seed + info.rank)
+        seed_everything(cfg.run.seed + info.rank)
         if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.json")
             print(f"data: {train_ds.info.url}  train {len(train_ds)} subjects, shape (S, T, H, W) = {train_ds.shape}, "
                   f"mask {cfg.data.mask}; {grid.num_tokens} tokens/subject of {grid.patch_dim} values; "
                   f"device {info.device}"
@@ -184,39 +161,12 @@ def train_stage1(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
             for name, sub in model.submodels().items():
                 enc = sum(count_parameters(m) for m in (sub.embed, sub.pos, sub.encoder)) + sub.cls_token.numel()
                 print(f"{name} MAE: {count_parameters(sub):,} parameters ({enc:,} in the encoder)", flush=True)
-        sampler = ResumableSampler(train_ds, info.world_size, info.rank, shuffle=True, seed=cfg.run.seed)
-        pin = info.device.type == "cuda"
-        loader = DataLoader(
-            train_ds, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-            drop_last=True, pin_memory=pin, generator=torch.Generator().manual_seed(cfg.run.seed + info.rank),
-        )
-        val_loader = None
-        if val_ds is not None and info.is_main:
-            val_loader = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, num_workers=0,
-                                    pin_memory=pin)
-        steps_per_epoch = len(loader)
-        optimizer = make_optimizer(model, cfg)
-        schedule = WarmupCosine(round(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch,
-                                cfg.optim.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        loop_cfg = LoopConfig(
-            epochs=cfg.optim.epochs, run_dir=run_dir, clip_grad=cfg.optim.clip_grad, amp=cfg.run.amp,
-            log_every=cfg.run.log_every, ckpt_every_steps=cfg.run.ckpt_every_steps,
-            png_every_epochs=cfg.run.png_every_epochs, max_steps=cfg.run.max_steps, progress=cfg.run.progress,
-            tensorboard=cfg.run.tensorboard, config=config_to_dict(cfg),
-        )
-        trainer = Trainer(
-            model, optimizer, scheduler, loader, prepare_batch, info, loop_cfg,
+        return fit_model(
+            cfg, model, train_ds, val_ds, info, make_optimizer_groups(model, cfg),
             clip_groups=[list(m.parameters()) for m in model.submodels().values()],
             tokens_per_sample=grid.num_tokens * len(model.submodels()),
-            val_loader=val_loader, on_epoch_end=_png_callback(run_dir, info.device),
+            on_epoch_end=_png_callback(run_dir(cfg), info.device), resume=resume,
         )
-        if resume and trainer.resume() and info.is_main:
-            print(f"resumed from {trainer.ckpt_path} at epoch {trainer.epoch}, step {trainer.global_step}", flush=True)
-        summary = trainer.fit()
-        summary["model"] = model
-        summary["run_dir"] = run_dir
-        return summary
     finally:
         if own_dist:
             cleanup_distributed()

@@ -1,0 +1,124 @@
+"""Load a trained stage-III run and collect its predictions and the ground truth over a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from kmtr.config import TrainConfig, config_from_dict
+from kmtr.data import KSpaceDataset, prepare_batch
+from kmtr.fft import ifft2c
+from kmtr.train.checkpoint import load_checkpoint
+
+__all__ = ["TrainedRun", "load_run", "Predictions", "predict_split", "run_folders"]
+
+
+@dataclass
+class TrainedRun:
+    """A stage-III run ready to predict: its config, training-split targets and model (eval mode)."""
+
+    path: Path
+    cfg: TrainConfig
+    targets: dict[str, Any]
+    model: Any  # kmtr.train.stage3.TaskModel
+
+
+def run_folders(experiment: str | Path) -> list[Path]:
+    """Stage-III run folders (holding ``last.pt`` and ``config.json``) of an experiment folder,
+    or ``[experiment]`` itself when it is one run."""
+    exp = Path(experiment)
+    candidates = [exp] if (exp / "last.pt").exists() else sorted(p for p in exp.iterdir() if p.is_dir())
+    out = []
+    for p in candidates:
+        if (p / "last.pt").exists() and (p / "config.json").exists():
+            import json
+
+            if json.loads((p / "config.json").read_text()).get("stage") == 3:
+                out.append(p)
+    return out
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | None = None) -> TrainedRun:
+    """Rebuild a stage-III model from ``<path>/last.pt`` (``data`` overrides the store location)."""
+    from kmtr.train.stage3 import build_task_model
+
+    path = Path(path)
+    state = load_checkpoint(path / "last.pt")
+    raw = dict(state.get("config", {}))
+    extra = raw.pop("extra_state", {}) or {}
+    cfg = config_from_dict(raw)
+    if data:
+        cfg.data.data = data
+    if cfg.stage != 3:
+        raise ValueError(f"{path} is a stage-{cfg.stage} run; evaluation needs stage III runs")
+    ds = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
+    targets = extra.get("targets", {})
+    model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return TrainedRun(path, cfg, targets, model)
+
+
+@dataclass
+class Predictions:
+    """Outputs and ground truth of one split, in store row order of the split.
+
+    ``pred``: regression (N, P) original units; classification (N, D) probabilities;
+    segmentation (N, S, T, H, W) uint8; reconstruction (N, S, T, H, W) float32 magnitudes of the
+    per-subject normalised image. ``truth`` holds the matching arrays (``phenotypes`` (N, P),
+    ``diseases`` (N, D) of the selected columns, ``seg`` + ``seg_present`` (N, S), ``image`` and
+    ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes and
+    ``pixel_spacing`` (N, S, 2) mm); ``rows`` (N,) store rows.
+    """
+
+    task: str
+    rows: np.ndarray
+    pred: np.ndarray
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu", batch_size: int | None = None,
+                  limit: int | None = None) -> Predictions:
+    """Predict every done subject of ``split`` (at most ``limit``) without augmentation."""
+    cfg, task = run.cfg, run.cfg.task
+    ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task == "segmentation")
+    if limit is not None:
+        ds.rows = ds.rows[:limit]
+    loader = DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, shuffle=False, num_workers=0)
+    preds: list[np.ndarray] = []
+    truth: dict[str, list[np.ndarray]] = {}
+    rows: list[np.ndarray] = []
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        truth.setdefault(name, []).append(value.cpu().numpy())
+
+    for raw in loader:
+        batch = prepare_batch(raw, device)
+        out = run.model.predict(batch)
+        rows.append(raw["row"].numpy())
+        if task == "reconstruction":
+            preds.append(out.abs().float().cpu().numpy())
+            keep("image", batch["image"].abs())
+            under = batch["kspace"] * batch["mask"][..., None, :].to(batch["kspace"].dtype)
+            keep("zero_filled", ifft2c(under).abs())
+        else:
+            preds.append(out.float().cpu().numpy() if task != "segmentation" else out.cpu().numpy())
+        if task == "regression":
+            keep("phenotypes", batch["phenotypes"])
+        elif task == "classification":
+            keep("diseases", batch["diseases"][:, run.model.columns])
+        elif task == "segmentation":
+            keep("seg", batch["seg"])
+            keep("seg_present", batch["seg_present"])
+            keep("image_frame0", batch["image"][:, :, 0].abs())
+            spacing = ds.group["subjects/pixel_spacing"]
+            keep("pixel_spacing", torch.from_numpy(np.stack([np.asarray(spacing[int(r)]) for r in raw["row"]])))
+    arrays: dict[str, np.ndarray] = {k: np.concatenate(v) for k, v in truth.items()}
+    arrays["view_names"] = np.asarray(ds.info.view_names)
+    return Predictions(task, np.concatenate(rows), np.concatenate(preds), arrays)

@@ -1,0 +1,289 @@
+"""Stage III: fine-tuning from undersampled k-space only, for one task, and the baselines.
+
+Tasks (``cfg.task``):
+
+* ``regression`` — the store's phenotypes (N, P = 18); targets standardised with training-split
+  means and SDs (kept in the model), missing values (NaN) left out of the loss
+  (:func:`kmtr.losses.masked_mse`); predictions are reported in original units.
+* ``classification`` — one logit per selected disease (``heads.diseases``); unknown labels (−1)
+  left out; class imbalance handled with a positive-class weight n_neg / n_pos from the training
+  split (``heads.balance = weighted``); the decision threshold is chosen on validation at
+  evaluation time.
+* ``segmentation`` — (B, S, 6, T, H, W) logits, Dice + cross-entropy (MONAI ``DiceCELoss``) over
+  every view and frame that has a ground truth (``subjects/seg_present``; the 3ch view has none).
+* ``reconstruction`` — the complex image (B, S, T, H, W) from the k-space representation by a
+  transformer decoder (no inverse FFT in the model); loss = MSE on real and imaginary parts of the
+  per-subject normalised image.
+
+Methods (``cfg.method``), all reading the same store, splits and labels:
+
+* ``kmtr`` — the stage-II k-space encoder + a task head (the paper's model);
+* ``mae`` — the stage-I k-space encoder + the same head (no contrastive alignment);
+* ``resnet50`` / ``resnet50_u`` / ``resnet50_k`` — ResNet-50 on fully sampled images,
+  zero-filled undersampled images, zero-filled k-space (regression, classification);
+* ``unet`` / ``unet_u`` — U-Net on fully sampled / zero-filled undersampled images (segmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kmtr.config import TrainConfig
+from kmtr.data import KSpaceDataset
+from kmtr.losses import masked_bce, masked_mse
+from kmtr.models.heads import MLPHead, MultiHead
+from kmtr.models.mae import KSpaceMAE, TokenDecoder, count_parameters
+from kmtr.models.segmentation import SegmentationDecoder
+from kmtr.models.tokenizer import unpatchify
+from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from kmtr.train.init import adopt_architecture, load_init, load_prefixed, resolve_init
+from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everything
+from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
+
+__all__ = [
+    "TASKS", "METHODS", "KSpaceTaskNet", "TaskModel", "task_targets", "build_task_model", "train_stage3",
+]
+
+TASKS = ("regression", "classification", "segmentation", "reconstruction")
+#: method → (input, tasks it can do, the stage whose checkpoint it starts from or "")
+METHODS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "kmtr": ("kspace_under", TASKS, "stage2"),
+    "mae": ("kspace_under", TASKS, "stage1"),
+    "resnet50": ("image", ("regression", "classification"), ""),
+    "resnet50_u": ("image_under", ("regression", "classification"), ""),
+    "resnet50_k": ("kspace_under", ("regression", "classification"), ""),
+    "unet": ("image", ("segmentation",), ""),
+    "unet_u": ("image_under", ("segmentation",), ""),
+}
+NUM_CLASSES = 6
+
+
+def seg_layers(depth: int, n: int) -> list[int]:
+    """``n`` encoder depths spread evenly up to ``depth`` (1-based, last = depth), e.g. 6, 4 → [2, 3, 5, 6]."""
+    n = max(1, min(n, depth))
+    return sorted({max(1, round(depth * (i + 1) / n)) for i in range(n)})
+
+
+class KSpaceTaskNet(nn.Module):
+    """The k-space encoder (stage I or II) with a task head; input undersampled k-space only.
+
+    ``forward(kspace, mask)`` with kspace (B, S, T, H, W) complex (normalised, fully sampled: it is
+    undersampled here by ``mask`` (B, S, T, W)) returns (B, out) for regression/classification,
+    (B, S, C, T, H, W) logits for segmentation, a complex (B, S, T, H, W) image for reconstruction.
+    """
+
+    def __init__(self, encoder: KSpaceMAE, task: str, out_dim: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.encoder, self.task = encoder.drop_decoder(), task
+        width, grid = encoder.cfg.width, encoder.grid
+        h = cfg.heads
+        if task == "regression":
+            self.head: nn.Module = MLPHead(width, h.head_hidden, out_dim)
+        elif task == "classification":
+            self.head = MultiHead(width, h.head_hidden, out_dim)
+        elif task == "segmentation":
+            self.layers = seg_layers(encoder.cfg.depth, h.seg_features)
+            self.head = SegmentationDecoder(grid, width, len(self.layers), h.seg_width, out_dim)
+        elif task == "reconstruction":
+            view_ids = tuple(int(v) for v in encoder.pos.view_ids.tolist())
+            self.head = TokenDecoder(grid, view_ids, encoder.cfg, grid.patch_dim)
+        else:
+            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        enc = self.encoder
+        tokens, keep = enc.encoder_inputs(kspace, mask)
+        if self.task in ("regression", "classification"):
+            return self.head(enc.encode(tokens, keep)[0][:, 0])
+        if self.task == "segmentation":
+            _, full, feats = enc.encode_features(tokens, keep, self.layers[:-1])
+            return self.head([*feats, full], keep)
+        latent, _ = enc.encode(tokens, keep)
+        values = self.head(latent, keep)
+        return torch.view_as_complex(unpatchify(values.float(), enc.grid).contiguous())
+
+
+class TaskModel(nn.Module):
+    """A network for one task plus its loss and target handling (statistics travel in buffers).
+
+    ``forward(batch)`` → ``{"loss": …}`` for :class:`kmtr.train.loop.Trainer`;
+    :meth:`predict` → the task's outputs in reporting form.
+    """
+
+    def __init__(self, net: nn.Module, task: str, targets: dict[str, Any], dice_weight: float = 1.0) -> None:
+        super().__init__()
+        self.net, self.task = net, task
+        if task == "regression":
+            self.register_buffer("target_mean", torch.as_tensor(targets["mean"], dtype=torch.float32))
+            self.register_buffer("target_std", torch.as_tensor(targets["std"], dtype=torch.float32))
+        if task == "classification":
+            self.register_buffer("columns", torch.as_tensor(targets["columns"], dtype=torch.long))
+            pw = targets.get("pos_weight")
+            self.register_buffer("pos_weight", torch.as_tensor(pw, dtype=torch.float32) if pw is not None else None)
+        if task == "segmentation":
+            from monai.losses import DiceCELoss
+
+            self.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice_weight)
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(batch["kspace"], batch["mask"])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.outputs(batch)
+        if self.task == "regression":
+            z = (batch["phenotypes"].float() - self.target_mean) / self.target_std
+            return {"loss": masked_mse(out, z)}
+        if self.task == "classification":
+            labels = batch["diseases"][:, self.columns]
+            return {"loss": masked_bce(out, labels, self.pos_weight)}
+        if self.task == "segmentation":
+            present = batch["seg_present"].bool()
+            logits = out[present].float()  # (n, C, T, H, W)
+            target = batch["seg"][present][:, None].long()
+            if logits.shape[0] == 0:
+                return {"loss": out.sum() * 0.0}
+            return {"loss": self.seg_loss(logits, target)}
+        err = torch.view_as_real(out - batch["image"].to(out.dtype))
+        return {"loss": err.pow(2).mean()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Regression: (B, P) in original units; classification: (B, D) probabilities;
+        segmentation: (B, S, T, H, W) uint8 labels; reconstruction: (B, S, T, H, W) complex image."""
+        out = self.outputs(batch)
+        if self.task == "regression":
+            return out.float() * self.target_std + self.target_mean
+        if self.task == "classification":
+            return torch.sigmoid(out.float())
+        if self.task == "segmentation":
+            return out.argmax(dim=2).to(torch.uint8)
+        return out
+
+
+def task_targets(cfg: TrainConfig, train_ds: KSpaceDataset) -> dict[str, Any]:
+    """Check the store has the task's labels and compute the training-split statistics.
+
+    Returns ``{"out_dim", "names", …}``: regression ``mean``/``std`` (P,), classification the
+    selected ``columns`` and ``pos_weight``.
+
+    Raises:
+        ConfigError: labels absent from the store, an unknown disease name, a selected disease with
+        no positive (or no negative) case in the training split, a phenotype with no value at all.
+    """
+    info, task = train_ds.info, cfg.task
+    if task == "regression":
+        if not info.has_phenotypes:
+            raise ConfigError(f"task regression: {info.url} has no labels/phenotypes")
+        y = train_ds.split_labels("phenotypes").astype(np.float64)
+        n = np.isfinite(y).sum(axis=0)
+        empty = [info.phenotype_columns[j] if j < len(info.phenotype_columns) else str(j) for j in np.flatnonzero(n == 0)]
+        if empty:
+            raise ConfigError(f"task regression: no training subject has a value for {', '.join(empty)}")
+        mean = np.nanmean(y, axis=0)
+        std = np.nanstd(y, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return {"out_dim": y.shape[1], "names": list(info.phenotype_columns), "units": list(info.phenotype_units),
+                "mean": mean.tolist(), "std": std.tolist()}
+    if task == "classification":
+        if not info.has_diseases:
+            raise ConfigError(f"task classification: {info.url} has no labels/diseases")
+        cols = list(info.disease_columns)
+        wanted = cols if cfg.heads.diseases.strip() == "all" else [c.strip() for c in cfg.heads.diseases.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in cols]
+        if unknown:
+            raise ConfigError(f"task classification: no disease column {unknown} in the store (it has {cols})")
+        idx = [cols.index(c) for c in wanted]
+        y = train_ds.split_labels("diseases")[:, idx].astype(np.int64)
+        pos, neg = (y == 1).sum(axis=0), (y == 0).sum(axis=0)
+        bad = [f"{c} ({p} positive, {q} negative)" for c, p, q in zip(wanted, pos, neg) if p == 0 or q == 0]
+        if bad:
+            raise ConfigError(f"task classification: the training split has no positive or no negative case for "
+                              f"{'; '.join(bad)}; choose other diseases with --diseases")
+        pw = (neg / pos).tolist() if cfg.heads.balance == "weighted" else None
+        if cfg.heads.balance not in ("weighted", "none"):
+            raise ConfigError(f"heads.balance must be weighted or none, not {cfg.heads.balance!r}")
+        return {"out_dim": len(idx), "names": wanted, "columns": idx, "pos_weight": pw,
+                "train_positives": pos.tolist(), "train_negatives": neg.tolist()}
+    if task == "segmentation":
+        if not info.has_seg:
+            raise ConfigError(f"task segmentation: {info.url} has no 'seg' array (built without segmentations)")
+        return {"out_dim": NUM_CLASSES, "names": [info.label_map.get(str(i), str(i)) for i in range(NUM_CLASSES)]}
+    if task == "reconstruction":
+        return {"out_dim": 0, "names": []}
+    raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+def build_task_model(
+    cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], targets: dict[str, Any],
+    state: dict[str, Any] | None = None,
+) -> TaskModel:
+    """The method's network for the task (encoder weights from ``state`` for kmtr / mae)."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
+    kind, tasks, _ = METHODS[cfg.method]
+    if cfg.task not in tasks:
+        raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does {', '.join(tasks)})")
+    h = cfg.heads
+    out_dim = targets["out_dim"]
+    if cfg.method in ("kmtr", "mae"):
+        s1 = dataclasses.replace(cfg, stage=1, models="kspace")
+        mae = build_stage1_model(s1, validate_config(s1, shape), view_ids).kspace
+        assert mae is not None
+        mae.drop_decoder()
+        if state is not None:
+            load_prefixed(mae, state, "kspace")
+        net: nn.Module = KSpaceTaskNet(mae, cfg.task, out_dim, cfg)
+    elif cfg.method.startswith("resnet50"):
+        from kmtr.models.baselines import ResNetBaseline
+
+        net = ResNetBaseline(kind, shape[0], out_dim, width=h.resnet_width, signed_log_c=cfg.arch.signed_log_c)
+    else:
+        from kmtr.models.baselines import UNetBaseline
+
+        net = UNetBaseline(kind, NUM_CLASSES, channels=tuple(h.unet_channels))
+    return TaskModel(net, cfg.task, targets, h.seg_dice_weight)
+
+
+def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | None = None) -> dict[str, Any]:
+    """Fine-tune ``cfg.method`` on ``cfg.task``; checks labels and the starting checkpoint first.
+
+    Raises:
+        ConfigError: unknown task/method, labels absent, no positive case, no checkpoint to start from.
+        StoreError: bad store, mask or split.
+    """
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(TASKS)}")
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
+    previous = METHODS[cfg.method][2]
+    state = None
+    init = None
+    if previous and cfg.init != "scratch":
+        init = resolve_init(cfg, previous)
+        state, init_cfg = load_init(init)
+        adopt_architecture(cfg, init_cfg)
+    own_dist = dist_info is None
+    info = dist_info or init_distributed(cfg.run.device)
+    try:
+        train_ds, val_ds = build_datasets(cfg)
+        targets = task_targets(cfg, train_ds)
+        seed_everything(cfg.run.seed)
+        model = build_task_model(cfg, train_ds.shape, train_ds.info.view_ids, targets, state).to(info.device)
+        seed_everything(cfg.run.seed + info.rank)
+        if info.is_main:
+            start = f"from {init}" if init else "from scratch"
+            print(f"stage III {cfg.method} / {cfg.task} {start}: {len(train_ds)} training subjects, "
+                  f"{count_parameters(model):,} parameters, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}, "
+                  f"device {info.device} x {info.world_size}", flush=True)
+        return fit_model(
+            cfg, model, train_ds, val_ds, info, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay),
+            resume=resume, extra_state={"targets": targets},
+        )
+    finally:
+        if own_dist:
+            cleanup_distributed()

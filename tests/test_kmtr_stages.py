@@ -1,0 +1,186 @@
+"""Stages II and III on the fixture store: alignment, every task, early errors, the pipeline, eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.kmtr_app import app
+from kmtr.config import TrainConfig
+from kmtr.train.pipeline import stage_config, train_one
+from kmtr.train.runner import ConfigError
+from kmtr.train.stage3 import seg_layers, task_targets
+from kmtr.train.stage1 import build_datasets
+from kmtr_fixtures import write_store
+
+torch.set_num_threads(1)
+
+SMALL = {
+    "data.frames": "5", "data.num_workers": "0", "arch.patch": "5,8,8", "arch.width": "32", "arch.depth": "2",
+    "arch.heads": "2", "arch.dec_width": "32", "arch.dec_depth": "1", "arch.dec_heads": "2",
+    "optim.warmup_epochs": "0.5", "run.progress": "false", "run.png_every_epochs": "0", "run.tensorboard": "false",
+    "heads.seg_width": "16", "heads.seg_features": "2", "heads.head_hidden": "16", "heads.resnet_width": "0.0625",
+    "heads.unet_channels": "4,8,16,32", "heads.diseases": "cad,af",
+}
+
+
+@pytest.fixture(scope="module")
+def store8(tmp_path_factory) -> str:
+    """8 subjects: 5 train, 2 validation, 1 test; diseases with both classes in training."""
+    path = write_store(tmp_path_factory.mktemp("stages") / "s.zarr", n=8, t=5, h=32, w=32,
+                       status=[1] * 8, split=[0, 0, 0, 0, 0, 1, 1, 2])
+    import zarr
+
+    g = zarr.open_group(path, mode="r+")
+    g["labels/diseases"][:] = np.array([[1, 0, -1], [0, 1, -1], [1, 1, -1], [0, 0, -1], [0, 1, -1],
+                                        [1, 0, -1], [0, 1, -1], [1, 0, -1]], np.int8)
+    zarr.consolidate_metadata(path)
+    return path
+
+
+def cfg_for(store: str, out: Path, stage: int, task: str = "", **extra: str) -> TrainConfig:
+    return stage_config("tiny", stage, task, {"data.data": store, "run.out_dir": str(out), "run.name": "exp",
+                                              "optim.epochs": "1", "data.batch_size": "2", **SMALL, **extra})
+
+
+@pytest.fixture(scope="module")
+def experiment(store8, tmp_path_factory) -> Path:
+    """Stage I then stage II (one epoch each) on the fixture store."""
+    out = tmp_path_factory.mktemp("runs")
+    train_one(cfg_for(store8, out, 1))
+    s2 = train_one(cfg_for(store8, out, 2))
+    assert np.isfinite(s2["last"]["loss"])
+    return out
+
+
+def test_stage2_logs_retrieval_and_loads_stage1(experiment):
+    rows = (experiment / "exp" / "stage2" / "metrics.csv").read_text().splitlines()
+    names = {r.split(",")[3] for r in rows[1:]}
+    assert {"loss", "pos_cos", "image2kspace_top1", "kspace2image_top5"} <= names
+    ckpt = torch.load(experiment / "exp" / "stage2" / "last.pt", weights_only=True)
+    assert not any(".decoder." in k for k in ckpt["model"])  # decoders dropped
+    s1 = torch.load(experiment / "exp" / "stage1" / "last.pt", weights_only=True)
+    # stage II started from stage I: after one tiny epoch the encoders are still close to it
+    key = "kspace.embed.proj.weight"
+    assert torch.allclose(ckpt["model"][key], s1["model"][key], atol=0.05)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification", "segmentation", "reconstruction"])
+def test_stage3_every_task_trains_from_stage2(experiment, store8, task):
+    summary = train_one(cfg_for(store8, experiment, 3, task))
+    assert np.isfinite(summary["last"]["loss"]) and summary["global_step"] == 2
+    assert (experiment / "exp" / f"stage3-{task}" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("method,task", [("resnet50", "regression"), ("resnet50_u", "classification"),
+                                         ("resnet50_k", "regression"), ("unet_u", "segmentation"),
+                                         ("mae", "classification")])
+def test_baselines_train_one_step(experiment, store8, method, task):
+    summary = train_one(cfg_for(store8, experiment, 3, task, method=method, **{"run.max_steps": "1"}))
+    assert np.isfinite(summary["last"]["loss"])
+
+
+def test_stage3_errors_before_training(store8, tmp_path):
+    no_seg = write_store(tmp_path / "noseg.zarr", n=6, t=5, h=32, w=32)
+    import zarr
+
+    g = zarr.open_group(no_seg, mode="r+")
+    del g["seg"]
+    zarr.consolidate_metadata(no_seg)
+    with pytest.raises(ConfigError, match="no 'seg' array"):
+        train_one(cfg_for(no_seg, tmp_path, 3, "segmentation", init="scratch"))
+    with pytest.raises(ConfigError, match="no positive or no negative case for hf"):
+        train_one(cfg_for(store8, tmp_path, 3, "classification", init="scratch", **{"heads.diseases": "cad,hf"}))
+    with pytest.raises(ConfigError, match="no disease column"):
+        train_one(cfg_for(store8, tmp_path, 3, "classification", init="scratch", **{"heads.diseases": "flu"}))
+    with pytest.raises(ConfigError, match="no checkpoint to start from"):
+        train_one(cfg_for(store8, tmp_path / "empty", 3, "regression"))
+    with pytest.raises(ConfigError, match="does not do segmentation"):
+        train_one(cfg_for(store8, tmp_path, 3, "segmentation", method="resnet50"))
+    assert not (tmp_path / "exp").exists()
+
+
+def test_regression_targets_use_training_statistics(store8, tmp_path):
+    cfg = cfg_for(store8, tmp_path, 3, "regression", init="scratch")
+    train_ds, _ = build_datasets(cfg)
+    t = task_targets(cfg, train_ds)
+    y = train_ds.split_labels("phenotypes")
+    assert len(train_ds) == 5 and t["out_dim"] == 18
+    np.testing.assert_allclose(t["mean"], np.nanmean(y, axis=0), rtol=1e-5)
+    assert seg_layers(6, 4) == [2, 3, 4, 6] or seg_layers(6, 4)[-1] == 6
+
+
+def _cli_args(store: str, out: Path) -> list[str]:
+    args = ["--preset", "tiny", "--data", store, "--epochs", "1", "--batch-size", "2", "--out", str(out),
+            "--frames", "5", "--patch", "5,8,8", "--workers", "0"]
+    for key, value in SMALL.items():
+        if key not in ("data.frames", "arch.patch", "data.num_workers"):
+            args += ["--set", f"{key}={value}"]
+    return args
+
+
+@pytest.mark.slow
+def test_cli_full_pipeline_then_eval_report(store8, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", *_cli_args(store8, tmp_path), "--name", "e2e"])
+    assert res.exit_code == 0, res.output
+    exp = tmp_path / "e2e"
+    for sub in ("stage1", "stage2", "stage3-regression", "stage3-classification", "stage3-segmentation",
+                "stage3-reconstruction"):
+        assert (exp / sub / "last.pt").exists(), sub
+    # a second call finds every stage finished and trains nothing
+    again = runner.invoke(app, ["train", *_cli_args(store8, tmp_path), "--name", "e2e"])
+    assert again.exit_code == 0 and again.output.count("already trained") == 6, again.output
+    res = runner.invoke(app, ["eval", str(exp), "--n-boot", "50"])
+    assert res.exit_code == 0, res.output
+    report = exp / "report"
+    text = (report / "report.md").read_text()
+    for heading in ("Regression", "Classification", "Segmentation", "Reconstruction", "Stage II"):
+        assert heading in text, heading
+    reg = __import__("pandas").read_csv(report / "kmtr-regression_regression.csv")
+    assert len(reg) == 18 and {"mae", "mae_sd", "mean_guess_mae"} <= set(reg.columns)
+    cls = __import__("pandas").read_csv(report / "kmtr-classification_classification.csv")
+    assert list(cls["disease"]) == ["cad", "af"]
+    for png in ("kmtr-regression_scatter.png", "kmtr-classification_roc.png", "kmtr-segmentation_overlay.png",
+                "kmtr-reconstruction_recon.png"):
+        assert (report / png).stat().st_size > 1000, png
+    assert list(report.glob("tsne_*.png"))
+
+
+@pytest.mark.slow
+def test_benchmark_acceleration_study_is_resumable(store8, tmp_path):
+    runner = CliRunner()
+    args = ["benchmark", "--data", store8, "--acc", "4", "--acc", "8", "--pattern", "vista", "--name", "bench",
+            "--out", str(tmp_path), "--n-boot", "20", "--epochs", "1", "--method", "kmtr", "--method", "resnet50_k",
+            "--task", "regression", "--device", "cpu"]
+    for key, value in SMALL.items():
+        args += ["--set", f"{key}={value}"]
+    args += ["--set", "data.batch_size=2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "mask 'vista_r8' not in" in res.output  # checked before any training
+    assert not (tmp_path / "bench" / "vista_r4").exists()
+    import zarr
+
+    g = zarr.open_group(store8, mode="r+")
+    g.create_array("masks/vista_r8", data=g["masks/gaussian_r8"][:])
+    zarr.consolidate_metadata(store8)
+    try:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        report = tmp_path / "bench" / "report"
+        md = (report / "benchmark.md").read_text()
+        assert "k-MTR" in md and "ResNet-50^k" in md and "mean guess" in md and "Paired tests" in md
+        assert (report / "acceleration_regression.png").stat().st_size > 1000
+        cache = tmp_path / "bench" / "vista_r8" / "resnet50_k-regression" / "predictions_test.npz"
+        stamp = cache.stat().st_mtime
+        res = runner.invoke(app, args)  # everything is there: nothing retrained or re-predicted
+        assert res.exit_code == 0 and "== R =" not in res.output, res.output
+        assert cache.stat().st_mtime == stamp
+    finally:
+        del g["masks/vista_r8"]
+        zarr.consolidate_metadata(store8)
