@@ -68,6 +68,7 @@ class TaskConfig:
     threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden
     seg_width: int = 576
     seg_features: int = 4  # encoder depths feeding the segmentation decoder
+    seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
     seg_dice_weight: float = 1.0
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
@@ -154,8 +155,8 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     ("tiny", 3, "regression"): {"optim.lr": 5e-4, "data.batch_size": 4, "optim.epochs": 12, "optim.warmup_epochs": 1},
     ("tiny", 3, "classification"): {"optim.lr": 3e-4, "data.batch_size": 4, "optim.epochs": 12,
                                     "optim.warmup_epochs": 1},
-    ("tiny", 3, "segmentation"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8, "optim.warmup_epochs": 1,
-                                  "heads.seg_width": 32, "heads.seg_features": 3},
+    ("tiny", 3, "segmentation"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 6, "optim.warmup_epochs": 1,
+                                  "heads.seg_width": 32, "heads.seg_features": 3, "heads.seg_temporal_kernel": 1},
     ("tiny", 3, "reconstruction"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8,
                                     "optim.warmup_epochs": 1},
 }

@@ -78,11 +78,19 @@ def test_stage3_every_task_trains_from_stage2(experiment, store8, task):
 
 
 @pytest.mark.parametrize("method,task", [("resnet50", "regression"), ("resnet50_u", "classification"),
-                                         ("resnet50_k", "regression"), ("unet_u", "segmentation"),
-                                         ("mae", "classification")])
-def test_baselines_train_one_step(experiment, store8, method, task):
+                                         ("resnet50_k", "regression"), ("unet", "segmentation"),
+                                         ("unet_u", "segmentation"), ("mae", "classification")])
+def test_baselines_train_one_step_and_evaluate(experiment, store8, method, task):
+    from kmtr.eval.benchmark import _compare
+    from kmtr.eval.predict import load_run, predict_split
+
     summary = train_one(cfg_for(store8, experiment, 3, task, method=method, **{"run.max_steps": "1"}))
     assert np.isfinite(summary["last"]["loss"])
+    run = load_run(summary["run_dir"])
+    preds = predict_split(run, "validation")
+    assert len(preds.rows) == 2 and np.isfinite(preds.pred.astype(float)).all()
+    comp = _compare(task, {"kmtr": preds, method: preds}, run.targets, n_boot=10, seed=0)
+    assert comp.values.shape[1] >= 2 and not comp.paired.empty
 
 
 def test_stage3_errors_before_training(store8, tmp_path):

@@ -88,7 +88,7 @@ class KSpaceTaskNet(nn.Module):
             self.head = MultiHead(width, h.head_hidden, out_dim)
         elif task == "segmentation":
             self.layers = seg_layers(encoder.cfg.depth, h.seg_features)
-            self.head = SegmentationDecoder(grid, width, len(self.layers), h.seg_width, out_dim)
+            self.head = SegmentationDecoder(grid, width, len(self.layers), h.seg_width, out_dim, h.seg_temporal_kernel)
         elif task == "reconstruction":
             view_ids = tuple(int(v) for v in encoder.pos.view_ids.tolist())
             self.head = TokenDecoder(grid, view_ids, encoder.cfg, grid.patch_dim)

@@ -1,0 +1,159 @@
+"""UNETR-style segmentation decoder from ViT token features (after UNETR, Hatamizadeh et al. 2022).
+
+The encoder's features live on the token grid ``(S, nt, nh, nw)``; each slice is decoded on its
+own as a 3-D volume ``(T, H, W)``::
+
+    deepest feature ─ conv block ─ up ─ cat ─ conv block ─ up ─ cat ─ ... ─ conv block ─ 1×1×1 conv
+                                         │                       │
+                      shallower feature ─ PrUp      shallower feature ─ PrUp
+
+* ``up`` is a transposed convolution with kernel = stride = ``(pt, 2, 2)`` at the first stage (T
+  reaches full resolution there) and ``(1, 2, 2)`` afterwards, until H and W are at full
+  resolution (``log2(max(ph, pw))`` stages; a dimension already at full resolution gets stride 1).
+* ``PrUp`` (UNETR's progressive up-sampling) brings a shallower feature to the stage's
+  resolution by the same chain of transposed convolutions (linear, no norm between them).
+* Skips are assigned deep → shallow from the coarsest stage on: with encoder features
+  ``f_1 … f_n`` (shallow → deep), the bottleneck is ``f_n``, stage 1 takes ``f_{n-1}``, stage 2
+  ``f_{n-2}`` and so on; extra stages reuse ``f_1``; if there are more shallow features than
+  stages only the deepest are used.
+* Conv blocks (:class:`ConvBlock`) are two 3×3×3 convs with instance norm and LeakyReLU, as
+  MONAI's ``UnetrBasicBlock``. Channel widths halve per stage from ``dec_width`` (at least 8).
+* Tokens the encoder did not see (``keep`` False, e.g. k-space blocks with no sampled line) are
+  replaced by a learned embedding, one per feature level, before decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kmtr.models.tokenizer import TokenGrid
+
+__all__ = ["SegmentationDecoder", "ConvBlock", "upsampling_strides"]
+
+_MIN_CHANNELS = 8
+
+
+def _log2_exact(n: int) -> int | None:
+    """``log2(n)`` for a power of two ``n ≥ 1``, else None."""
+    return n.bit_length() - 1 if n >= 1 and n & (n - 1) == 0 else None
+
+
+def upsampling_strides(patch: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """Per-stage (t, h, w) strides taking a token map to full resolution.
+
+    ``ph`` and ``pw`` must be powers of two (not both 1); the first stage also upsamples T by
+    ``pt``. E.g. ``(5, 8, 8) → [(5, 2, 2), (1, 2, 2), (1, 2, 2)]``.
+    """
+    pt, ph, pw = patch
+    lh, lw = _log2_exact(ph), _log2_exact(pw)
+    if lh is None or lw is None:
+        raise ValueError(
+            f"SegmentationDecoder needs the patch's H and W sizes to be powers of two (upsampling is by ×2 "
+            f"per stage), got patch {patch} (ph={ph}, pw={pw})"
+        )
+    n = max(lh, lw)
+    if n == 0:
+        raise ValueError(f"SegmentationDecoder needs ph or pw ≥ 2 (at least one upsampling stage), got patch {patch}")
+    return [(pt if i == 0 else 1, 2 if i < lh else 1, 2 if i < lw else 1) for i in range(n)]
+
+
+def _transposed(c_in: int, c_out: int, stride: tuple[int, int, int]) -> nn.ConvTranspose3d:
+    return nn.ConvTranspose3d(c_in, c_out, kernel_size=stride, stride=stride)
+
+
+class ConvBlock(nn.Sequential):
+    """(kt×3×3 conv → InstanceNorm → LeakyReLU(0.01)) × 2: (N, c_in, T, H, W) → (N, c_out, T, H, W).
+
+    ``kt = 3`` (default) mixes neighbouring frames; ``kt = 1`` convolves each frame in 2-D (about
+    3× cheaper; the tiny CPU preset uses it).
+
+    The layout of MONAI's ``UnetrBasicBlock`` / nnU-Net's basic block; the instance norm is
+    ``GroupNorm(c, c)`` (per-channel, per-sample statistics with an affine map), which is faster than
+    ``InstanceNorm3d`` on CPU. The convolutions have no bias (the norm removes it).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kt: int = 3) -> None:
+        if kt < 1 or kt % 2 == 0:
+            raise ValueError(f"temporal kernel must be odd and ≥ 1, got {kt}")
+        layers: list[nn.Module] = []
+        for c in (c_in, c_out):
+            layers += [
+                nn.Conv3d(c, c_out, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1), bias=False),
+                nn.GroupNorm(c_out, c_out),
+                nn.LeakyReLU(0.01, inplace=True),
+            ]
+        super().__init__(*layers)
+
+
+class SegmentationDecoder(nn.Module):
+    """Token features → per-slice segmentation logits (see module docstring).
+
+    Args:
+        grid: token grid of the encoder's input (S, T, H, W), patch (pt, ph, pw).
+        width: encoder width D.
+        n_features: number of feature maps passed to :meth:`forward` (shallow → deep).
+        dec_width: channels of the first (coarsest) decoder stage; halved per stage, ≥ 8.
+        num_classes: output channels (logits) per voxel.
+        temporal_kernel: temporal size of the conv blocks' kernels (3, or 1 for per-frame 2-D convs).
+    """
+
+    def __init__(
+        self, grid: TokenGrid, width: int, n_features: int, dec_width: int = 576, num_classes: int = 6,
+        temporal_kernel: int = 3,
+    ) -> None:
+        super().__init__()
+        if n_features < 1:
+            raise ValueError(f"n_features must be ≥ 1, got {n_features}")
+        self.grid, self.width, self.n_features, self.num_classes = grid, width, n_features, num_classes
+        strides = upsampling_strides(grid.patch)
+        channels = [max(dec_width // 2**k, _MIN_CHANNELS) for k in range(len(strides) + 1)]
+        # Feature level feeding each stage's skip (deep → shallow, clamped at the shallowest).
+        n_shallow = max(n_features - 1, 1)
+        self.skip_levels = [max(n_shallow - 1 - j, 0) for j in range(len(strides))]
+        self.used_levels = sorted({n_features - 1, *self.skip_levels})
+
+        self.fill = nn.Parameter(torch.zeros(n_features, width))
+        nn.init.trunc_normal_(self.fill, std=0.02)
+        self.bottleneck = ConvBlock(width, channels[0], temporal_kernel)
+        self.ups = nn.ModuleList(_transposed(channels[j], channels[j + 1], s) for j, s in enumerate(strides))
+        self.skips = nn.ModuleList(
+            nn.Sequential(
+                _transposed(width, channels[j + 1], strides[0]),
+                *(_transposed(channels[j + 1], channels[j + 1], s) for s in strides[1 : j + 1]),
+            )
+            for j in range(len(strides))
+        )
+        self.blocks = nn.ModuleList(
+            ConvBlock(2 * channels[j + 1], channels[j + 1], temporal_kernel) for j in range(len(strides))
+        )
+        self.head = nn.Conv3d(channels[-1], num_classes, kernel_size=1)
+
+    def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int) -> torch.Tensor:
+        """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding."""
+        b, _, d = feat.shape
+        s, nt, nh, nw = self.grid.counts
+        x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype))
+        return x.reshape(b * s, nt, nh, nw, d).permute(0, 4, 1, 2, 3)
+
+    def forward(self, feats: list[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+        """Decode.
+
+        Args:
+            feats: ``n_features`` tensors (B, L, D) over the full token grid in token order,
+                shallow → deep (the last is the encoder's final output); values at unseen tokens
+                are ignored.
+            keep: (B, L) bool, True = token seen by the encoder.
+
+        Returns:
+            logits (B, S, num_classes, T, H, W).
+        """
+        if len(feats) != self.n_features:
+            raise ValueError(f"expected {self.n_features} feature maps, got {len(feats)}")
+        b = keep.shape[0]
+        vols = {lvl: self._volume(feats[lvl], keep, lvl) for lvl in self.used_levels}
+        x = self.bottleneck(vols[self.n_features - 1])
+        for up, skip, block, lvl in zip(self.ups, self.skips, self.blocks, self.skip_levels):
+            x = block(torch.cat([up(x), skip(vols[lvl])], dim=1))
+        out = self.head(x)  # (B·S, C, T, H, W)
+        return out.reshape(b, self.grid.s, *out.shape[1:])
