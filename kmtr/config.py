@@ -33,6 +33,7 @@ class DataConfig:
     max_angle: float = 0.0  # degrees, image-space rotation
     batch_size: int = 2
     num_workers: int = 2
+    cache: bool = False  # keep samples in memory after the first epoch (use with num_workers = 0)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TaskConfig:
     lam: float = 0.5  # weight of the image→k-space term
     proj_dim: int = 128
     head_hidden: int = 256  # 2-layer MLP heads (regression, classification)
+    pool: str = "mean"  # what the heads read: mean of the encoder's output tokens | cls (class token)
     diseases: str = "CAD,high_blood_pressure,hypertension"  # comma list of labels/diseases columns, or "all"
     balance: str = "weighted"  # weighted (positive-class weight) | sampler (balanced sampling) | none
     threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden
@@ -134,7 +136,7 @@ def _paper() -> TrainConfig:
 def _tiny() -> TrainConfig:
     """Minutes on 2 CPU cores on the 64-subject demo store (9 × 50 × 128 × 128)."""
     return TrainConfig(
-        data=DataConfig(frames=5, batch_size=2, num_workers=1, augment=True, max_angle=0.0),
+        data=DataConfig(frames=5, batch_size=2, num_workers=0, cache=True, augment=True, max_angle=0.0),
         arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4),
         optim=OptimConfig(epochs=5, lr_image=1e-3, lr_kspace=1e-3, weight_decay=1e-4, warmup_epochs=1),
         run=RunConfig(log_every=5),

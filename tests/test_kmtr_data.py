@@ -106,3 +106,20 @@ def test_dataset_augmentation_is_deterministic_per_epoch(store):  # noqa: F811
         ds.set_epoch(epoch)
         changed |= not torch.equal(a, ds[0]["kspace"])
     assert changed
+
+
+def test_memory_cache_gives_identical_samples_without_rereading(store):  # noqa: F811
+    aug = AugmentConfig(enabled=True, flip_p=0.5, seed=3)
+    plain = KSpaceDataset(store, "train", "vista_r4", 5, aug)
+    cached = KSpaceDataset(store, "train", "vista_r4", 5, aug, cache=True)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], cached[i]
+            for k in a:
+                torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, equal_nan=True)
+    assert len(cached._cache) == len(cached)
+    cached._group = None  # a re-read would have to reopen the store: make that fail
+    cached.location = "/nonexistent.zarr"
+    assert torch.equal(cached[0]["mask"], plain[0]["mask"])

@@ -56,7 +56,7 @@ def make_loaders(
     loader = DataLoader(
         train_ds, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
         drop_last=True, pin_memory=pin, generator=torch.Generator().manual_seed(cfg.run.seed + info.rank),
-        persistent_workers=False,
+        persistent_workers=cfg.data.cache and cfg.data.num_workers > 0,
     )
     val_loader = None
     if val_ds is not None and info.is_main:

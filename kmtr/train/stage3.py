@@ -72,6 +72,9 @@ def seg_layers(depth: int, n: int) -> list[int]:
 class KSpaceTaskNet(nn.Module):
     """The k-space encoder (stage I or II) with a task head; input undersampled k-space only.
 
+    Regression and classification heads read the mean of the encoder's visible output tokens
+    (``heads.pool = mean``, MAE's fine-tuning default) or its class token (``cls``).
+
     ``forward(kspace, mask)`` with kspace (B, S, T, H, W) complex (normalised, fully sampled: it is
     undersampled here by ``mask`` (B, S, T, W)) returns (B, out) for regression/classification,
     (B, S, C, T, H, W) logits for segmentation, a complex (B, S, T, H, W) image for reconstruction.
@@ -82,6 +85,10 @@ class KSpaceTaskNet(nn.Module):
         self.encoder, self.task = encoder.drop_decoder(), task
         width, grid = encoder.cfg.width, encoder.grid
         h = cfg.heads
+        if h.pool not in ("mean", "cls"):
+            raise ConfigError(f"heads.pool must be mean or cls, not {h.pool!r}")
+        self.pool = h.pool
+        self.pool_norm = nn.LayerNorm(width) if task in ("regression", "classification") and h.pool == "mean" else None
         if task == "regression":
             self.head: nn.Module = MLPHead(width, h.head_hidden, out_dim)
         elif task == "classification":
@@ -99,13 +106,29 @@ class KSpaceTaskNet(nn.Module):
         enc = self.encoder
         tokens, keep = enc.encoder_inputs(kspace, mask)
         if self.task in ("regression", "classification"):
-            return self.head(enc.encode(tokens, keep)[0][:, 0])
+            latent, key_valid = enc.encode(tokens, keep)
+            return self.head(self.pooled(latent, key_valid))
         if self.task == "segmentation":
             _, full, feats = enc.encode_features(tokens, keep, self.layers[:-1])
             return self.head([*feats, full], keep)
         latent, _ = enc.encode(tokens, keep)
         values = self.head(latent, keep)
         return torch.view_as_complex(unpatchify(values.float(), enc.grid).contiguous())
+
+
+    def pooled(self, latent: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1 + Lk, D) encoder output → (B, D): the class token, or the LayerNorm'd mean of the
+        visible tokens (MAE's global pooling for fine-tuning)."""
+        if self.pool == "cls":
+            return latent[:, 0]
+        tokens = latent[:, 1:]
+        if key_valid is None:
+            mean = tokens.mean(dim=1)
+        else:
+            w = key_valid[:, 1:, None].to(tokens.dtype)
+            mean = (tokens * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+        assert self.pool_norm is not None
+        return self.pool_norm(mean)
 
 
 class TaskModel(nn.Module):
