@@ -19,6 +19,28 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _data_or_demo(data: Optional[str]) -> str:
+    """``--data``, or the demo store that `kspace-sim build --acc 4` writes (exit 2 when absent)."""
+    if data is not None:
+        return data
+    from pathlib import Path
+
+    if not Path(DEFAULT_DEMO_STORE).exists():
+        _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
+    return DEFAULT_DEMO_STORE
+
+
+def _set_overrides(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` options as a dict (exit 2 on an item without '=')."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
 @app.command()
 def train(
     stage: Optional[int] = typer.Option(None, "--stage", help="1 = MAEs, 2 = contrastive alignment, 3 = tasks; "
@@ -55,14 +77,9 @@ def train(
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.pipeline import stage_config, train_one, train_pipeline
     from kmtr.train.runner import ConfigError
-    from kmtr.train.stage3 import TASKS
+    from kmtr.train.stage3 import METHODS, TASKS
 
-    if data is None:
-        from pathlib import Path
-
-        if not Path(DEFAULT_DEMO_STORE).exists():
-            _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
-        data = DEFAULT_DEMO_STORE
+    data = _data_or_demo(data)
     bad = [t for t in task if t not in TASKS]
     if bad:
         _fail(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
@@ -73,13 +90,7 @@ def train(
         "arch.grad_checkpoint": grad_checkpoint, "run.max_steps": max_steps, "optim.lr": lr,
         "optim.lr_image": lr if lr_image is None else lr_image, "optim.lr_kspace": lr if lr_kspace is None else lr_kspace,
     }
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
-    from kmtr.train.stage3 import METHODS
-
+    overrides.update(_set_overrides(set_))
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     tasks = list(task) or list(METHODS[method or "kmtr"][1])
@@ -146,8 +157,6 @@ def benchmark(
     set_: list[str] = typer.Option([], "--set", help="any config key for every run, e.g. --set data.frames=5"),
 ) -> None:
     """Train (what is missing) and compare k-MTR with the baselines: tables, paired tests, metric vs R."""
-    from pathlib import Path
-
     import torch
 
     from kmtr.eval.benchmark import DEFAULT_METHODS, run_benchmark
@@ -156,21 +165,13 @@ def benchmark(
     from kmtr.train.runner import ConfigError
     from kmtr.train.stage3 import METHODS
 
-    if data is None:
-        if not Path(DEFAULT_DEMO_STORE).exists():
-            _fail(f"no --data given and no demo store at {DEFAULT_DEMO_STORE} (run `kspace-sim build --acc 4` first)")
-        data = DEFAULT_DEMO_STORE
+    data = _data_or_demo(data)
     tasks = list(task) or ["regression", "classification"]
     bad = [t for t in tasks if t not in DEFAULT_METHODS] + [m for m in method if m not in METHODS]
     if bad:
         _fail(f"unknown task or method {bad[0]!r}")
     methods = {t: [m for m in method if t in METHODS[m][1]] for t in tasks} if method else None
-    overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs}
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep:
-            _fail(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value
+    overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs, **_set_overrides(set_)}
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     try:
         report = run_benchmark(preset, tasks, acc, pattern, methods, overrides, name, out, dev, n_boot,

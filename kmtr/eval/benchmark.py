@@ -16,6 +16,7 @@ the AUC difference). With several R's, the headline row of each task is plotted 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,7 +44,7 @@ DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
 METHOD_LABELS = {
     "kmtr": "k-MTR", "mae": "MAE w/o stage II", "resnet50": "ResNet-50 (full images)",
     "resnet50_u": "ResNet-50^u", "resnet50_k": "ResNet-50^k", "unet": "U-Net (full images)", "unet_u": "U-Net^u",
-    "mean_guess": "mean guess",
+    "mean_guess": "mean guess", "zero_filled": "zero-filled",
 }
 MEAN_GUESS = "mean guess"
 
@@ -180,7 +181,6 @@ def compare_reconstruction(preds: dict[str, Predictions], n_boot: int = 1000, se
     first = next(iter(preds.values()))
     psnr = {m: reconstruction_metrics(p.pred, p.truth["image"])["psnr"].to_numpy() for m, p in preds.items()}
     psnr["zero_filled"] = reconstruction_metrics(first.truth["zero_filled"], first.truth["image"])["psnr"].to_numpy()
-    METHOD_LABELS.setdefault("zero_filled", "zero-filled")
     cells = {(0, _label(m)): bootstrap_ci(np.mean, x, n_boot=n_boot, seed=seed) for m, x in psnr.items()}
     v, lo, hi = _frames(["PSNR (dB)"], [_label(m) for m in psnr], cells)
     paired = _paired_rows(["PSNR (dB)"], list(psnr), lambda j, m: wilcoxon_paired(psnr["kmtr"], psnr[m], n_boot=n_boot,
@@ -194,15 +194,16 @@ def cached_predictions(run_path: Path, split: str = "test", device: str | torch.
     """Test predictions of a finished run, from ``<run>/predictions_<split>.npz`` when it is newer
     than the checkpoint, else computed and cached. Returns (predictions, the run's targets)."""
     cache = run_path / f"predictions_{split}.npz"
-    run = load_run(run_path, device, data)
     if cache.exists() and cache.stat().st_mtime >= (run_path / "last.pt").stat().st_mtime:
         z = np.load(cache, allow_pickle=False)
-        truth = {k[6:]: z[k] for k in z.files if k.startswith("truth_")}
-        return Predictions(str(z["task"]), z["rows"], z["pred"], truth), run.targets
+        if "targets" in z.files:  # the cache is self-contained: no model rebuilt
+            truth = {k[6:]: z[k] for k in z.files if k.startswith("truth_")}
+            return Predictions(str(z["task"]), z["rows"], z["pred"], truth), json.loads(str(z["targets"]))
+    run = load_run(run_path, device, data)
     preds = predict_split(run, split, device)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, task=np.asarray(preds.task), rows=preds.rows, pred=preds.pred,
-             **{f"truth_{k}": v for k, v in preds.truth.items()})
+             targets=np.asarray(json.dumps(run.targets)), **{f"truth_{k}": v for k, v in preds.truth.items()})
     tmp.replace(cache)
     return preds, run.targets
 
@@ -230,7 +231,7 @@ def run_benchmark(
         StoreError: a mask ``<pattern>_r<R>`` is not in the store (checked for every R first).
     """
     from kmtr.store import open_store, read_store_info
-    from kmtr.train.pipeline import _finished, stage_config, train_one, train_pipeline
+    from kmtr.train.pipeline import is_finished, stage_config, train_one, train_pipeline
     from kmtr.train.runner import run_dir
 
     overrides = dict(overrides or {})
@@ -256,7 +257,7 @@ def run_benchmark(
             targets: dict[str, Any] = {}
             for method in methods[task]:
                 cfg = stage_config(preset_name, 3, task, {**base, "method": method})
-                if not _finished(cfg):
+                if not is_finished(cfg):
                     print(f"== R = {r:g}: {method} / {task}", flush=True)
                     train_one(cfg, resume=True)
                 preds[method], targets = cached_predictions(run_dir(cfg), "test", device)

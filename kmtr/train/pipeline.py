@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from kmtr.config import TrainConfig, apply_overrides, preset
 from kmtr.train.runner import ConfigError, run_dir
 
-__all__ = ["stage_config", "train_one", "train_pipeline"]
+__all__ = ["stage_config", "train_one", "train_pipeline", "is_finished"]
 
 
 def stage_config(preset_name: str, stage: int, task: str = "", overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -54,7 +54,7 @@ def train_pipeline(
     for stage in stages:
         for task in (tasks if stage == 3 else ("",)):
             cfg = stage_config(preset_name, stage, task, overrides)
-            done = _finished(cfg)
+            done = is_finished(cfg)
             if done:
                 print(f"== {run_dir(cfg)}: already trained ({cfg.optim.epochs} epochs), skipped", flush=True)
                 continue
@@ -63,7 +63,8 @@ def train_pipeline(
     return summaries
 
 
-def _finished(cfg: TrainConfig) -> bool:
+def is_finished(cfg: TrainConfig) -> bool:
+    """True when the run folder's ``last.pt`` has trained all ``cfg.optim.epochs`` (and no step cap is set)."""
     ckpt = Path(run_dir(cfg)) / "last.pt"
     if not ckpt.exists():
         return False

@@ -88,8 +88,6 @@ def build_datasets(cfg: TrainConfig) -> tuple[KSpaceDataset, KSpaceDataset | Non
     aug = AugmentConfig(enabled=d.augment, flip_p=d.flip_p, max_angle=d.max_angle, seed=cfg.run.seed)
     train = KSpaceDataset(d.data, d.train_split, d.mask, d.frames, aug, cache=d.cache)
     val = KSpaceDataset(d.data, d.val_split, d.mask, d.frames, None, cache=d.cache) if d.val_split else None
-    if len(train) < d.batch_size:
-        raise ConfigError(f"split {d.train_split!r} has {len(train)} subjects, fewer than batch_size {d.batch_size}")
     return train, val
 
 
