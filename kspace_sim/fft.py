@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
-__all__ = ["fft2c", "ifft2c", "FFT_CONVENTION"]
+__all__ = ["fft2c", "fft2c_modulated", "ifft2c", "FFT_CONVENTION"]
 
 FFT_CONVENTION = (
     "centred orthonormal 2D DFT over (H, W): fftshift(fft2(ifftshift(x), norm='ortho')); "
@@ -75,6 +75,31 @@ def fft2c(x: np.ndarray, workers: int | None = None, overwrite: bool = False) ->
         Complex k-space ``(..., H, W)`` with the DC sample at ``(H // 2, W // 2)``.
     """
     return _transform(x, inverse=False, workers=workers, overwrite=overwrite)
+
+
+def fft2c_modulated(x: np.ndarray, factor: np.ndarray, workers: int | None = None) -> np.ndarray:
+    """``fft2c(x * factor)`` for a real ``x`` and a small complex ``factor``, with one temporary.
+
+    The simulator's phase step: ``x`` is the magnitude ``(S, T, H, W)`` float32, ``factor`` the
+    static ``exp(i phase)`` ``(S, 1, H, W)`` complex64. On the fast path the checkerboard is
+    folded into ``factor`` (exact: it is ±1), the product is written straight into the array
+    that the FFT then transforms in place, so the result equals ``fft2c(x * factor)`` bit for bit.
+
+    Returns:
+        ``(..., H, W)`` complex64 (complex128 for float64 inputs).
+    """
+    x = np.asarray(x)
+    factor = np.asarray(factor)
+    dtype = np.result_type(x.dtype, factor.dtype, np.complex64)
+    out = np.empty(np.broadcast_shapes(x.shape, factor.shape), dtype=dtype)
+    if not _fast_path(out):
+        np.multiply(x, factor, out=out)
+        return _transform(out, inverse=False, workers=workers, overwrite=True)
+    c = _checkerboard(out.shape[-2], out.shape[-1], out.real.dtype.name)
+    np.multiply(x, factor * c, out=out)
+    y = scipy.fft.fft2(out, axes=(-2, -1), norm="ortho", workers=workers, overwrite_x=True)
+    y *= c
+    return y
 
 
 def ifft2c(k: np.ndarray, workers: int | None = None) -> np.ndarray:

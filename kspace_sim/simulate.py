@@ -6,20 +6,19 @@ scheduler. Every random draw is seeded from the global seed and the subject id.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kspace_sim.fft import fft2c
+from kspace_sim.fft import fft2c_modulated
 from kspace_sim.masks import acs_lines_mask, make_mask, mask_bank, mask_name, validate_mask_request
-from kspace_sim.phase import apply_phase, smooth_phase_map
+from kspace_sim.phase import phase_factor, smooth_phase_map
 from kspace_sim.seeding import derive_rng, derive_seed
 from kspace_sim.sources.subject import SubjectVolumes
 from kspace_sim.views import ViewStack, extract_views
 
-__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "bank_seed", "subject_checksum", "validate_masks"]
+__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "bank_seed", "validate_masks"]
 
 
 @dataclass(frozen=True)
@@ -162,19 +161,8 @@ def simulate_subject(
             for i in range(s)
         ]
     )
-    kspace = fft2c(apply_phase(views.images, phase), overwrite=True)
+    kspace = fft2c_modulated(views.images, phase_factor(phase))  # = fft2c(apply_phase(images, phase))
     return SimulatedSubject(kspace, views, subject_masks(vol.subject_id, masks, global_seed, s, params.frames, w, banks))
-
-
-def subject_checksum(kspace: np.ndarray, seg: np.ndarray) -> bytes:
-    """SHA-256 (32 bytes) of the raw C-order little-endian bytes of ``kspace`` then ``seg``."""
-    h = hashlib.sha256()
-    for a in (kspace, seg):
-        a = np.ascontiguousarray(a)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        h.update(memoryview(a).cast("B"))
-    return h.digest()
 
 
 def validate_masks(specs: list[MaskSpec], params: SimulationParams) -> None:
