@@ -134,13 +134,52 @@ def _world_to_voxel(affine: np.ndarray, point: np.ndarray) -> np.ndarray:
     return (np.linalg.inv(affine) @ np.append(point, 1.0))[:3]
 
 
-def _normalise(stack: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+def upper_percentile(x: np.ndarray, q: float) -> float:
+    """``np.percentile(x, q)`` over all of ``x`` (q a Python float), fast for ``q`` near 100.
+
+    Only the top of ``x`` is partitioned: a threshold below the wanted order statistic is taken
+    from a strided sample with a 4x margin, the values at or above it are selected, and the two
+    order statistics are read from that selection, exactly (ties included); when the selection is
+    too small the whole array is partitioned. The interpolation repeats numpy's 'linear' method
+    operation by operation (in the array's dtype, a Python-float weight), so the result equals
+    ``np.percentile`` bit for bit (tested); 25x faster on a subject's (6, 50, 128, 128) stack.
+    """
+    flat = np.ravel(x, order="K")
+    n = flat.size
+    qq = np.true_divide(q, 100)
+    virtual = (n - 1) * qq  # numpy's virtual index of the 'linear' method
+    i = int(min(max(np.floor(virtual), 0), n - 1))
+    gamma = float(virtual - np.floor(virtual)) if 0 <= virtual < n - 1 else 0.0
+    need = n - i  # values at or above the i-th smallest (0-based)
+    top = flat
+    if 16 * need < n:
+        sample = flat[:: max(1, n // 65536)]
+        k = max(0, sample.size - 1 - int(np.ceil(4 * need * sample.size / n)))
+        threshold = np.partition(sample, k)[k]
+        selected = flat[flat >= threshold]
+        if selected.size >= need:
+            top = selected
+    j = top.size - need  # the i-th smallest of x is the j-th smallest of top
+    idx = [j, j + 1] if j + 1 < top.size else [j]
+    part = np.partition(top, idx)
+    a, b = part[j], part[idx[-1]]
+    diff = b - a
+    value = np.add(a, diff * gamma)
+    if gamma >= 0.5:
+        value = np.subtract(b, diff * (1 - gamma), dtype=value.dtype)
+    return float(value)
+
+
+def _normalise(stack: np.ndarray, out: np.ndarray) -> tuple[float, float]:
+    """Map ``stack`` to [0, 1] by (min, 99.9th percentile) into ``out`` (float32, same shape)."""
     lo = float(stack.min())
-    hi = float(np.percentile(stack, 99.9))
+    hi = upper_percentile(stack, 99.9)
     if not hi > lo:
         hi = lo + 1.0
-    out = np.clip((stack - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    return out, (lo, hi)
+    np.subtract(stack, lo, out=out)
+    np.divide(out, hi - lo, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    return lo, hi
 
 
 def _map_lax_labels(view: str, seg: np.ndarray) -> np.ndarray:
@@ -194,8 +233,7 @@ def extract_views(vol: SubjectVolumes, crop: int = 128, n_frames: int = 50) -> V
     sax_raw = np.stack([_crop(sa[:, :, z], tuple(sax_centre), crop)[0] for z in sax_idx])
     sax_box = _crop(sa[:, :, sax_idx[0], :1], tuple(sax_centre), crop)[1]
     sax_raw = resample_frames(np.moveaxis(sax_raw, 1, -1), n_frames)  # (6, H, W, T)
-    images[:N_SAX], rng = _normalise(np.moveaxis(sax_raw, -1, 1))
-    ranges[:N_SAX] = rng
+    ranges[:N_SAX] = _normalise(np.moveaxis(sax_raw, -1, 1), images[:N_SAX])
     boxes[:N_SAX] = sax_box
     spacing[:N_SAX] = vol.spacing["sa"][:2]
     if seg_sa is not None:
@@ -220,7 +258,7 @@ def extract_views(vol: SubjectVolumes, crop: int = 128, n_frames: int = 50) -> V
             centre = (np.array(img.shape[:2]) - 1) / 2.0
         cropped, boxes[i] = _crop(img, tuple(centre), crop)
         cropped = np.moveaxis(resample_frames(np.moveaxis(cropped, 0, -1), n_frames), -1, 0)
-        images[i], ranges[i] = _normalise(cropped)
+        ranges[i] = _normalise(cropped, images[i])
         spacing[i] = vol.spacing[view][:2]
         if lax_seg is not None:
             sc = _crop(_map_lax_labels(view, lax_seg), tuple(centre), crop)[0]

@@ -53,3 +53,17 @@ def test_extract_views_shapes_labels_and_range():
     # crop centred on the ventricles: LV blood pool near the centre of the short-axis crop
     lv = np.argwhere(v.seg[2, 0] == 1).mean(0)
     assert np.all(np.abs(lv - 16) < 8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_upper_percentile_equals_numpy_bit_for_bit(dtype):
+    from kspace_sim.views import upper_percentile
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 33, 1000, 123_457):
+        for values in (rng.standard_normal(n) * 1000, rng.integers(0, 40, n)):  # continuous, heavy ties
+            x = values.astype(dtype)
+            for q in (99.9, 99.99, 99.5, 50.0, 0.0, 100.0):
+                assert upper_percentile(x, q) == float(np.percentile(x, q)), (dtype, n, q)
+    stack = np.moveaxis(rng.integers(0, 4000, (3, 6, 16, 16)).astype(np.float32), 1, -1)  # not contiguous
+    assert upper_percentile(stack, 99.9) == float(np.percentile(stack, 99.9))
