@@ -25,7 +25,7 @@ from kspace_sim.cluster import dask_client
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.sharing.splits import SplitOptions, assign_splits
-from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, subject_checksum, validate_masks
+from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, validate_masks
 from kspace_sim.sources.discover import SubjectSource, discover_subjects
 from kspace_sim.sources.subject import SubjectError
 from kspace_sim.store.layout import (
@@ -34,6 +34,7 @@ from kspace_sim.store.layout import (
     create_store,
     open_store,
 )
+from kspace_sim.store.checksum import DEFAULT_CHECKSUM, store_checksum_algorithm, subject_checksum
 from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
 from kspace_sim.views import LABEL_MAP
@@ -139,6 +140,7 @@ def process_subject(
     phenotypes: Callable[[Any], tuple[np.ndarray, list[str]]] | None = None,
     storage: str = "complex64",
     banks: dict[str, np.ndarray] | None = None,
+    checksum: str = DEFAULT_CHECKSUM,
 ) -> SubjectRecord:
     """Load, simulate and write one subject (runs on a worker); returns its small record.
 
@@ -155,14 +157,17 @@ def process_subject(
             stored, scale = encode_float16(sim.kspace)
             nrmse = image_nrmse(sim.kspace, decode_float16(stored, scale))
         # a subject's rows are written whole: skip zarr's comparison of every chunk with the fill
-        # value (a full pass over 60 MB, about 20 % of a task)
+        # value (a full pass over 60 MB, about 20 % of a task), and write each row as a (1, ...)
+        # block so that zarr takes it as the complete chunk instead of copying it into a new
+        # fill-valued chunk first
         with zarr.config.set({"array.write_empty_chunks": True}):
             group = _open_rows(url, storage_options)
-            group["kspace"][row] = stored
+            rows = slice(row, row + 1)
+            group["kspace"][rows] = stored[None]
             if "seg" in group:
-                group["seg"][row] = sim.views.seg
+                group["seg"][rows] = sim.views.seg[None]
             for name, m in sim.masks.items():
-                group[f"masks/{name}"][row] = m
+                group[f"masks/{name}"][rows] = m[None]
         counts: dict[str, tuple[int, int, int, int]] = {}
         for name, m in sim.masks.items():
             spec = next(s for s in masks if s.name == name)
@@ -173,7 +178,7 @@ def process_subject(
         return SubjectRecord(
             row=row,
             ok=True,
-            checksum=subject_checksum(stored, v.seg),
+            checksum=subject_checksum(stored, v.seg, checksum),
             seg_present=v.seg_present,
             pixel_spacing=v.pixel_spacing,
             crop_box=v.crop_box,
@@ -346,6 +351,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         reasons = group.create_array("labels/phenotype_qc", shape=(len(sources),), chunks=(max(len(sources), 1),), dtype=str)
         reasons[:] = np.full(len(sources), "", dtype=object).astype(str)
     table = SubjectTable(group)
+    checksum = store_checksum_algorithm(group)  # a store resumed keeps the algorithm it was started with
     pending = table.pending_rows()
     skipped = len(sources) - len(pending)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -382,7 +388,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
 
     if cfg.workers <= 0:  # in-process, serial: debugging and tests
         banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop) if pending else {}
-        args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
+        args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, checksum)
         for row in pending:
             finished(process_subject(sources[row], row, cfg.out, *args))
     elif pending:
@@ -390,7 +396,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
 
         with dask_client(cfg.workers, cfg.scheduler) as client:
             banks = _cluster_mask_banks(client, cfg)
-            args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks)
+            args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, checksum)
             futures = [
                 client.submit(process_subject, sources[row], row, cfg.out, *args, key=f"subject-row-{row}", pure=False)
                 for row in pending

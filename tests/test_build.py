@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from cli.kspace_sim_app import app
 from kspace_sim.build import BuildConfig, build_store
 from kspace_sim.fft import ifft2c
-from kspace_sim.simulate import MaskSpec, SimulationParams, subject_checksum
+from kspace_sim.simulate import MaskSpec, SimulationParams
+from kspace_sim.store.checksum import subject_checksum
 from kspace_sim.sources.nifti import save_subject_nifti
 from synthetic_subjects import make_subject, write_cohort
 

@@ -116,3 +116,39 @@ def test_layout_and_cli_exit_code(published, tmp_path):
     assert EIDS[0] in r.output and "seg" in r.output
     r = runner.invoke(app, ["verify", str(tmp_path / "nothing.json")])
     assert r.exit_code == 2 and "no manifest" in r.output
+
+
+def test_sha256_store_written_before_the_algorithm_attribute_still_resumes_and_verifies(tmp_path):
+    """A store whose ``subjects/checksum`` is (N, 32) without an ``algorithm`` attribute is SHA-256:
+    a resumed build keeps writing SHA-256 digests and verify checks them as such."""
+    import hashlib
+
+    import numpy as np
+
+    from kspace_sim.store.checksum import store_checksum_algorithm, subject_checksum
+
+    cohort = write_cohort(tmp_path / "cohort", EIDS)
+    store = tmp_path / "legacy.zarr"
+    build_store(_cfg(cohort, store))
+    g = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    assert store_checksum_algorithm(g) == "xxh3_128" and g["subjects/checksum"].shape == (4, 16)
+    k, seg = g["kspace"][1], g["seg"][1]
+    assert bytes(g["subjects/checksum"][1]) == subject_checksum(k, seg)
+    # turn it into a store of the earlier layout: SHA-256 digests, no attribute, rows 2-3 not done
+    legacy = np.zeros((4, 32), np.uint8)
+    for row in range(2):
+        legacy[row] = np.frombuffer(subject_checksum(g["kspace"][row], g["seg"][row], "sha256"), np.uint8)
+    del g["subjects/checksum"]
+    g.create_array("subjects/checksum", shape=(4, 32), chunks=(4, 32), dtype="uint8", fill_value=0)[:] = legacy
+    status = g["subjects/status"][:]
+    status[2:] = 0
+    g["subjects/status"][:] = status
+    assert store_checksum_algorithm(g) == "sha256"
+    zarr.consolidate_metadata(str(store))
+
+    report = build_store(_cfg(cohort, store))  # resumes rows 2 and 3
+    assert report.processed == 2 and report.done == 4
+    g = zarr.open_group(str(store), mode="r")
+    digest = hashlib.sha256(np.ascontiguousarray(g["kspace"][3]).tobytes() + g["seg"][3].tobytes()).digest()
+    assert bytes(g["subjects/checksum"][3]) == digest
+    assert verify(str(store)).ok

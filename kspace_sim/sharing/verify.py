@@ -31,7 +31,7 @@ from kspace_sim.sharing.manifest import (
     sidecar_paths,
 )
 from kspace_sim.store.remote import check_remote, filesystem
-from kspace_sim.simulate import subject_checksum
+from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
 from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, open_store
 
 __all__ = ["Problem", "VerifyReport", "verify", "verify_store"]
@@ -96,7 +96,7 @@ def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
         "kspace": ((n, s, t, hw, hw, 2), "float16") if storage == "float16" else ((n, s, t, hw, hw), "complex64"),
         "subjects/status": ((n,), "int8"),
         "subjects/split": ((n,), "int8"),
-        "subjects/checksum": ((n, 32), "uint8"),
+        "subjects/checksum": ((n, CHECKSUM_ALGORITHMS.get(store_checksum_algorithm(group), 32)), "uint8"),
         "subjects/kspace_scale": ((n,), "float32"),
     }
     if "seg" in group:
@@ -148,7 +148,7 @@ def _hash_file(fs: Any, path: str) -> str:
 
 
 def _check_subject(
-    group: Any, row: int, sid: str, stored: bytes, fs: Any, root: str, files: dict[str, str]
+    group: Any, row: int, sid: str, stored: bytes, fs: Any, root: str, files: dict[str, str], algorithm: str
 ) -> list[Problem]:
     problems: list[Problem] = []
     for path, sha in sorted(files.items()):
@@ -175,7 +175,7 @@ def _check_subject(
     if "kspace" in rows:
         k = rows["kspace"]
         seg = rows.get("seg", np.zeros(0, np.uint8))
-        got = subject_checksum(k, seg)
+        got = subject_checksum(k, seg, algorithm)
         if got != stored:
             arrays = sorted({p.array for p in problems if p.kind == "file"}) or ["kspace", "seg"]
             problems.append(
@@ -311,6 +311,7 @@ def verify_store(
     ids = [str(x) for x in group["subjects/id"][:]]
     status = np.asarray(group["subjects/status"][:])
     checksum = np.asarray(group["subjects/checksum"][:], dtype=np.uint8)
+    algorithm = store_checksum_algorithm(group)
     rows = [int(i) for i in np.flatnonzero(status == STATUS_DONE)]
     rep.n_subjects, rep.n_done = len(ids), len(rows)
     bar = None
@@ -320,7 +321,7 @@ def verify_store(
         bar = tqdm(total=len(rows), desc="verifying", unit="subj")
 
     def one(row: int) -> list[Problem]:
-        out = _check_subject(group, row, ids[row], bytes(checksum[row]), fs, root, by_row.get(row, {}))
+        out = _check_subject(group, row, ids[row], bytes(checksum[row]), fs, root, by_row.get(row, {}), algorithm)
         if bar is not None:
             bar.update(1)
         if on_subject:

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, DEFAULT_CHECKSUM
 from kspace_sim.views import VIEW_ORDER
 
 __all__ = [
@@ -155,7 +156,7 @@ def create_store(
     ids[:] = np.asarray(subject_ids, dtype=object).astype(str)
     small = {
         "status": ((n,), "int8", 0),
-        "checksum": ((n, 32), "uint8", 0),
+        "checksum": ((n, CHECKSUM_ALGORITHMS[DEFAULT_CHECKSUM]), "uint8", 0),
         "split": ((n,), "int8", 0),
         "seg_present": ((n, s), "bool", False),
         "pixel_spacing": ((n, s, 2), "float32", float("nan")),
@@ -170,6 +171,7 @@ def create_store(
         group.create_array(f"subjects/{key}", shape=shape, chunks=tuple(max(d, 1) for d in shape), dtype=dtype, fill_value=fill)
     reason = group.create_array("subjects/reason", shape=(n,), chunks=(max(n, 1),), dtype=str)
     reason[:] = np.full(n, "", dtype=object).astype(str)
+    group["subjects/checksum"].attrs["algorithm"] = DEFAULT_CHECKSUM
     group["subjects/split"].attrs["codes"] = SPLIT_CODES
     group["subjects/status"].attrs["codes"] = {"pending": 0, "done": 1, "failed": 2}
     group.attrs.update(
