@@ -8,7 +8,7 @@ import pytest
 from kspace_sim.masks import make_mask
 from kspace_sim.masks.cache import MaskCache, cache_key
 from kspace_sim.masks.quality import mask_quality, sampling_density
-from kspace_sim.masks.vista import _forces, _initial_positions, vista_effective_acceleration, vista_mask
+from kspace_sim.masks.vista import _forces, _initial_positions, _PairPlan, vista_effective_acceleration, vista_mask
 
 T, W = 24, 64
 
@@ -87,24 +87,52 @@ def test_acs_lines():
     assert q.acceleration == pytest.approx(r_with) and q.acceleration_without_full == pytest.approx(r_without)
 
 
+def _direct_forces(K, p, a, s, alpha, sig):
+    """All-pairs float64 reference of ``-dU/dk`` (minimum image in k and t)."""
+    t_frames, n = K.shape
+    k = K.ravel()
+    t = np.repeat(np.arange(t_frames), n).astype(float)
+    dk = k[:, None] - k[None, :]
+    dk -= p * np.rint(dk / p)
+    dt = t[:, None] - t[None, :]
+    dt -= t_frames * np.rint(dt / t_frames)
+    d2 = dk**2 + (a * dt) ** 2
+    np.fill_diagonal(d2, np.inf)
+    e = alpha * np.exp(-(k**2) / (2 * sig**2))
+    q, qp = 1 - e, e * k / sig**2
+    return s * q * ((dk * d2 ** (-(s + 2) / 2)) @ q) - qp * (d2 ** (-s / 2) @ q)
+
+
 def test_forces_match_direct_minimum_image_sum():
     rng = np.random.default_rng(0)
     for t_frames in (2, 3, 6):
         K = _initial_positions(t_frames, 40, 8, 0.28, 8.0, rng) + rng.random((t_frames, 8)) * 0.4
         p, a, s, alpha, sig = 40, 0.7, 1.4, 0.28, 8.0
-        k = K.ravel()
-        t = np.repeat(np.arange(t_frames), 8).astype(float)
-        dk = k[:, None] - k[None, :]
-        dk -= p * np.rint(dk / p)
-        dt = t[:, None] - t[None, :]
-        dt -= t_frames * np.rint(dt / t_frames)
-        d2 = dk**2 + (a * dt) ** 2
-        np.fill_diagonal(d2, np.inf)
-        e = alpha * np.exp(-(k**2) / (2 * sig**2))
-        q, qp = 1 - e, e * k / sig**2
-        ref = s * q * ((dk * d2 ** (-(s + 2) / 2)) @ q) - qp * (d2 ** (-s / 2) @ q)
+        ref = _direct_forces(K, p, a, s, alpha, sig)
         got = _forces(K, p, a, s, alpha, sig).ravel()
         assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    "t_frames, n, p",
+    [
+        (50, 32, 128),  # one offset per block, many blocks (contiguous partner slabs)
+        (50, 16, 128),  # several offsets per block, many blocks and a shorter last one
+        (50, 8, 128),  # few blocks of many offsets, shorter last block
+        (24, 40, 120),  # even T: the T/2 offset in a block of its own
+        (7, 12, 37),  # odd T and p, a single block
+    ],
+)
+def test_forces_blocks_and_reused_plan(t_frames, n, p):
+    rng = np.random.default_rng(1)
+    a, s, alpha, sig = 0.9, 1.4, 0.28, p / 5
+    plan = _PairPlan(t_frames, n)
+    Ks = [_initial_positions(t_frames, p, n, alpha, sig, rng) + rng.random((t_frames, n)) * 0.6 for _ in range(2)]
+    got = [_forces(K, p, a, s, alpha, sig, plan) for K in Ks]  # one plan, reused across calls
+    for K, g in zip(Ks, got):
+        ref = _direct_forces(K, p, a, s, alpha, sig)
+        assert np.abs(g.ravel() - ref).max() <= 1e-4 * np.abs(ref).max()
+        assert np.array_equal(g, _forces(K, p, a, s, alpha, sig))  # same as with a fresh plan
 
 
 def test_cache_hit_and_miss(tmp_path):

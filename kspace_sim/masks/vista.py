@@ -24,8 +24,10 @@ follows the published algorithm and its reference MATLAB code:
 
 Periodic distances use the minimum-image convention and are computed for all pairs at once,
 per frame offset (each unordered pair once), in cache-sized blocks; the point set is never
-tiled. Optional fully sampled ACS lines, cycling of a short pattern over time and an on-disk
-cache (:mod:`kspace_sim.masks.cache`) are available; see :func:`vista_mask`.
+tiled. Index arrays, work buffers and block views depend only on the shape and are built once
+per mask (:class:`_PairPlan`), so an iteration is a fixed sequence of in-place array operations.
+Optional fully sampled ACS lines, cycling of a short pattern over time and an on-disk cache
+(:mod:`kspace_sim.masks.cache`) are available; see :func:`vista_mask`.
 """
 
 from __future__ import annotations
@@ -207,7 +209,84 @@ def _wrap(k: np.ndarray, p: int) -> np.ndarray:
     return np.mod(k - lo, p) + lo
 
 
-def _forces(K: np.ndarray, p: int, a: float, s: float, alpha: float, sigma: float) -> np.ndarray:
+class _PairPlan:
+    """What :func:`_forces` needs that depends only on the shape ``(T, n)``, built once per mask
+    and reused by every iteration: the offset blocks, gather indices, masks, float32 work buffers
+    and their block-shaped views, so that an iteration allocates (almost) nothing, takes no page
+    faults and does no index arithmetic. It holds mutable buffers: one plan per generator run.
+
+    Per-sample arrays of the partner frames live in a "block layout": rows of ``n`` values, block
+    after block, each block a ``(T, d, n)`` array (frame t, its partner frame ``(t + D) % T``).
+    """
+
+    def __init__(self, T: int, n: int) -> None:
+        self.shape = (T, n)
+        n_off = T // 2 + 1
+        offsets = np.arange(n_off)
+        per = max(1, _BLOCK_ELEMENTS // (T * n * n))
+        t = np.arange(T)
+        fwd = (t[:, None] + offsets[None, :]) % T  # (T, D): partner frame of frame t at offset D
+        react = (offsets > 0) & ~((T % 2 == 0) & (offsets == T // 2))
+        self.D32 = offsets.astype(np.float32)
+        rows = T * n_off
+        size = T * n * min(per, n_off) * n
+        buffers = [np.empty(size, dtype=np.float32) for _ in range(4)]
+        self.Kf, self.q, self.qp = (np.empty((T, n), dtype=np.float32) for _ in range(3))
+        self.Ko, self.qo, self.qpo, self.Fo, self.Fb = (np.empty((rows, n), dtype=np.float32) for _ in range(5))
+        self.hr, self.gr = np.zeros((rows, n), dtype=np.float32), np.zeros((rows, n), dtype=np.float32)
+        self.Kf4, self.qrow = self.Kf.reshape(T, n, 1, 1), self.q[:, None, :]
+        self.blocks: list[dict[str, Any]] = []
+        gather, back, nonreact = [], [], []
+        for c0 in range(0, n_off, per):
+            D = offsets[c0 : c0 + per]
+            nd = D.size
+            sl = slice(T * c0, T * (c0 + nd))  # the block's rows
+            gather.append(fwd[:, c0 : c0 + nd].ravel())
+            # frame u receives Fo[(u - D_i) % T, i]: a (d, T) gather of the block's (T, d) rows
+            bwd = (t[None, :] - D[:, None]) % T
+            back.append(sl.start + bwd * nd + np.arange(nd)[:, None])
+            nonreact.append(np.broadcast_to(~react[c0 : c0 + nd], (T, nd)).ravel())
+            dk, d2, g, h = (b[: T * n * nd * n].reshape(T, n, nd, n) for b in buffers)
+            self.blocks.append(dict(
+                c0=c0, nd=nd, self_pairs=bool(D[0] == 0), react=bool(react[c0 : c0 + nd].any()),
+                dk=dk, d2=d2, g=g, h=h, g2=g.reshape(T, n, nd * n), h2=h.reshape(T, n, nd * n),
+                same=d2[:, :, 0, :], Ko=self.Ko[sl].reshape(T, 1, nd, n), qo=self.qo[sl].reshape(T, nd * n, 1),
+                hr=self.hr[sl].reshape(T, 1, nd * n), gr=self.gr[sl].reshape(T, 1, nd * n),
+            ))
+        self.gather, self.back = np.concatenate(gather), np.concatenate(back).ravel()
+        self.nonreact = np.flatnonzero(np.concatenate(nonreact))
+        self.zero_pair = np.empty((T, n, n), dtype=bool)
+        nb = len(self.blocks)
+        self.per, self.nd_max = per, min(per, n_off)
+        self.mm = np.empty((2, nb, T, n, 1), dtype=np.float32)  # per block: sums of h q_o and g q_o
+        # the force terms in the order the blocks add them: own term, then the reaction if any
+        self.terms = np.empty((nb, 2, T, n), dtype=np.float32)
+        rows_used = [2 * c + r for c, b in enumerate(self.blocks) for r in ((0, 1) if b["react"] else (0,))]
+        self.rows = None if len(rows_used) == 2 * nb else np.array(rows_used)
+        # reaction sums over each block's offsets: the equal-sized blocks at once, a short last one alone
+        self.n_uniform = nb if self.blocks[-1]["nd"] == per else nb - 1
+        # With many equal-sized blocks, their partner positions as contiguous slabs,
+        # G[u, i, d, j] = K[(u + d) % T, j] (block c0's partners: G[c0 : c0 + T]), and the own
+        # positions spread to the block's shape, A[t, i, d, j] = K[t, i], both filled once per
+        # call: each block's subtraction then runs over contiguous arrays instead of a
+        # broadcast one (inner loops only d n long).
+        self.slabs = self.n_uniform >= 3
+        self.need_Ko = not self.slabs or self.n_uniform < nb
+        if self.slabs:
+            U = (self.n_uniform - 1) * per + T
+            self.row_idx = np.arange(U + per - 1) % T
+            self.Krow = np.empty((U + per - 1, n), dtype=np.float32)
+            z = self.Krow.itemsize
+            self.G_src = np.lib.stride_tricks.as_strided(self.Krow, shape=(U, n, per, n),
+                                                         strides=(n * z, 0, n * z, z), writeable=False)
+            self.G = np.empty((U, n, per, n), dtype=np.float32)
+            self.A = np.empty((T, n, per, n), dtype=np.float32)
+            for b in self.blocks[: self.n_uniform]:
+                b["slab"] = self.G[b["c0"] : b["c0"] + T]
+
+
+def _forces(K: np.ndarray, p: int, a: float, s: float, alpha: float, sigma: float,
+            plan: _PairPlan | None = None) -> np.ndarray:
     """Force ``-dU/dk`` on every sample, ``(T, n)`` from positions ``(T, n)``.
 
     All pairs are handled frame offset by frame offset (``D = 0 .. T//2``): offset D pairs frame
@@ -215,55 +294,87 @@ def _forces(K: np.ndarray, p: int, a: float, s: float, alpha: float, sigma: floa
     gives the reaction on frame t + D, so each unordered pair is evaluated once. Offsets are
     stacked into ``(T, n, d, n)`` blocks of about ``_BLOCK_ELEMENTS`` pairs (cache-sized, work
     buffers reused), whose sums are batched matrix-vector products over T. k distances use the
-    minimum image. float32 inside, float64 out.
+    minimum image. float32 inside, float64 out. ``plan``: the shape-only precomputation
+    (:class:`_PairPlan`), reused across calls; built here when None.
+
+    Per block: 12 elementwise passes over preallocated buffers, each over long contiguous inner
+    loops where possible, and 4 batched matrix-vector products. Everything per sample (charges,
+    gathers of the partner frames, the reaction terms and the sum of the blocks' terms, in block
+    order) is done once per call for all blocks together.
     """
     T, n = K.shape
-    Kf = K.astype(np.float32)
-    q, qp = (x.astype(np.float32) for x in _charges(K, alpha, sigma))
-    F = np.zeros((T, n), dtype=np.float32)
-    offsets = np.arange(T // 2 + 1)
-    per = max(1, _BLOCK_ELEMENTS // (T * n * n))
-    t = np.arange(T)
+    if plan is None or plan.shape != (T, n):
+        plan = _PairPlan(T, n)
+    Kf, q, qp = plan.Kf, plan.q, plan.qp
+    np.copyto(Kf, K, casting="same_kind")
+    for dst, src in zip((q, qp), _charges(K, alpha, sigma)):
+        np.copyto(dst, src, casting="same_kind")
+    if plan.need_Ko:
+        np.take(Kf, plan.gather, axis=0, out=plan.Ko)
+    if plan.slabs:
+        np.take(Kf, plan.row_idx, axis=0, out=plan.Krow)
+        np.copyto(plan.G, plan.G_src)
+        np.copyto(plan.A, plan.Kf4)
+    np.take(q, plan.gather, axis=0, out=plan.qo)
+    np.take(qp, plan.gather, axis=0, out=plan.qpo)
     pf, inv_p = np.float32(p), np.float32(1.0 / p)
-    size = T * n * min(per, offsets.size) * n
-    buffers = [np.empty(size, dtype=np.float32) for _ in range(4)]
     ss, half_s = np.float32(s), np.float32(-s / 2)
-    qrow = q[:, None, :]
-    for c0 in range(0, offsets.size, per):
-        D = offsets[c0 : c0 + per]
-        nd = D.size
-        dk, d2, g, h = (b[: T * n * nd * n].reshape(T, n, nd, n) for b in buffers)
-        fwd = (t[:, None] + D[None, :]) % T  # (T, d): partner frame
-        Ko, qo, qpo = Kf[fwd], q[fwd], qp[fwd]  # (T, d, n)
-        np.subtract(Kf[:, :, None, None], Ko[:, None, :, :], out=dk)  # (T, n_self, d, n_other)
+    tt = (a * plan.D32) ** 2  # (a D)^2 per offset
+    per, nb, ndm = plan.per, len(plan.blocks), plan.nd_max
+    if per > 1:  # spread to (block, n_self, d, n_other): the additions then have long inner loops
+        tt_pad = np.zeros(nb * ndm, dtype=tt.dtype)
+        tt_pad[: tt.size] = tt
+        tts = np.empty((nb, n, ndm, n), dtype=tt.dtype)
+        tts[...] = tt_pad.reshape(nb, 1, ndm, 1)
+    mm0, mm1 = plan.mm
+    for c, b in enumerate(plan.blocks):
+        dk, d2, g, h = b["dk"], b["d2"], b["g"], b["h"]
+        if "slab" in b:  # (T, n_self, d, n_other)
+            np.subtract(plan.A, b["slab"], out=dk)
+        else:
+            np.subtract(plan.Kf4, b["Ko"], out=dk)
         np.multiply(dk, inv_p, out=g)
         np.rint(g, out=g)
         g *= pf
         dk -= g
         np.multiply(dk, dk, out=d2)
-        d2 += ((a * D.astype(np.float32)) ** 2)[None, None, :, None]
-        if D[0] == 0:  # self pairs (and coincident samples) carry no force
-            same = d2[:, :, 0, :]
-            same[same == 0] = np.inf
+        if per == 1:
+            d2 += tt[b["c0"]]
+        else:
+            d2 += tts[c, :, : b["nd"]]
+        if b["self_pairs"]:  # self pairs (and coincident samples) carry no force
+            np.equal(b["same"], 0, out=plan.zero_pair)
+            np.copyto(b["same"], np.inf, where=plan.zero_pair)
         np.log(d2, out=g)
         g *= half_s
         np.exp(g, out=g)  # d^-s
         np.divide(g, d2, out=h)
         h *= dk  # dk d^-(s+2)
-        h2, g2 = h.reshape(T, n, nd * n), g.reshape(T, n, nd * n)
         # force on each sample itself: sum over all partners of all offsets in the block
-        qo_col = qo.reshape(T, nd * n, 1)
-        F += ss * q * np.matmul(h2, qo_col)[..., 0] - qp * np.matmul(g2, qo_col)[..., 0]
+        np.matmul(b["h2"], b["qo"], out=mm0[c])
+        np.matmul(b["g2"], b["qo"], out=mm1[c])
         # reaction on the partner frame (dk -> -dk), except where the block already holds both
         # orders of each pair: offset 0 and, for even T, offset T/2
-        react = (D > 0) & ~((T % 2 == 0) & (D == T // 2))
-        if react.any():
-            hr = np.matmul(qrow, h2).reshape(T, nd, n)  # sum over self j
-            gr = np.matmul(qrow, g2).reshape(T, nd, n)
-            Fo = -ss * qo * hr - qpo * gr  # (T, d, n): Fo[t, i] acts on frame (t + D_i) % T
-            Fo[:, ~react] = 0
-            bwd = (t[None, :] - D[:, None]) % T  # (d, T): frame u receives Fo[(u - D_i) % T, i]
-            F += Fo[bwd, np.arange(nd)[:, None]].sum(axis=0)
+        if b["react"]:
+            np.matmul(plan.qrow, b["h2"], out=b["hr"])  # sum over self j
+            np.matmul(plan.qrow, b["g2"], out=b["gr"])
+    # reactions of all blocks at once: Fo[t, i] acts on frame (t + D_i) % T
+    Fo = plan.Fo
+    np.multiply(-ss, plan.qo, out=Fo)
+    Fo *= plan.hr
+    Fo -= plan.qpo * plan.gr
+    Fo[plan.nonreact] = 0
+    np.take(Fo, plan.back, axis=0, out=plan.Fb)
+    terms, nu, m = plan.terms, plan.n_uniform, T * per
+    if nu:  # each block's reactions summed over its offsets, in offset order
+        np.add.reduce(plan.Fb[: nu * m].reshape(nu, per, T, n), axis=1, out=terms[:nu, 1])
+    if nu < nb:
+        np.add.reduce(plan.Fb[nu * m :].reshape(-1, T, n), axis=0, out=terms[nu, 1])
+    np.multiply(ss * q, mm0[..., 0], out=terms[:, 0])
+    terms[:, 0] -= qp * mm1[..., 0]
+    # the blocks' terms added one after the other (own term, then reaction), as block by block
+    flat = terms.reshape(-1, T, n)
+    F = np.add.reduce(flat if plan.rows is None else flat[plan.rows], axis=0)
     return F.astype(np.float64)
 
 
@@ -360,11 +471,12 @@ def _vista_core(n_frames: int, p: int, n: int, acceleration: float, seed: int, p
     it, g = prm.iterations, prm.snap_every
     stretch_tau = math.ceil(it / 60)
     step, median_force = 1.0, None
+    plan = _PairPlan(n_frames, n)  # shape-only indices and buffers, reused by every iteration
     for i in range(1, it + 1):
         a = prm.time_scale
         if prm.interleave_at and i > prm.interleave_at:
             a *= 1 + math.exp(-(i - prm.interleave_at - 1) / stretch_tau)
-        F = _forces(K, p, a, prm.s, prm.alpha, prm.sigma)
+        F = _forces(K, p, a, prm.s, prm.alpha, prm.sigma, plan)
         if i == 2:
             median_force = float(np.median(np.abs(F)))
         K = _wrap(K + np.clip(step * F, -prm.max_step, prm.max_step), p)
