@@ -112,12 +112,15 @@ def resample_frames(x: np.ndarray, n_frames: int, labels: bool = False) -> np.nd
     return (a * (1 - frac) + b * frac).astype(x.dtype)
 
 
-def _crop(slice_xyt: np.ndarray, centre: tuple[float, float], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop ``(X, Y, T)`` to ``(T, size, size)`` around ``centre`` (zero padding); returns box too."""
+def _crop(
+    slice_xyt: np.ndarray, centre: tuple[float, float], size: int, dtype: np.dtype | type | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop ``(X, Y, T)`` to ``(T, size, size)`` around ``centre`` (zero padding), converted to
+    ``dtype`` (default: the input's) in the same copy; returns the box too."""
     x, y, t = slice_xyt.shape
     h0 = int(round(centre[0])) - size // 2
     w0 = int(round(centre[1])) - size // 2
-    out = np.zeros((t, size, size), dtype=slice_xyt.dtype)
+    out = np.zeros((t, size, size), dtype=dtype or slice_xyt.dtype)
     sx0, sx1 = max(h0, 0), min(h0 + size, x)
     sy0, sy1 = max(w0, 0), min(w0 + size, y)
     if sx1 > sx0 and sy1 > sy0:
@@ -230,7 +233,7 @@ def extract_views(vol: SubjectVolumes, crop: int = 128, n_frames: int = 50) -> V
     else:
         sax_centre = (np.array(sa.shape[:2]) - 1) / 2.0
 
-    sax_raw = np.stack([_crop(sa[:, :, z], tuple(sax_centre), crop)[0] for z in sax_idx])
+    sax_raw = np.stack([_crop(sa[:, :, z], tuple(sax_centre), crop, np.float32)[0] for z in sax_idx])
     sax_box = _crop(sa[:, :, sax_idx[0], :1], tuple(sax_centre), crop)[1]
     sax_raw = resample_frames(np.moveaxis(sax_raw, 1, -1), n_frames)  # (6, H, W, T)
     ranges[:N_SAX] = _normalise(np.moveaxis(sax_raw, -1, 1), images[:N_SAX])
@@ -256,7 +259,7 @@ def extract_views(vol: SubjectVolumes, crop: int = 128, n_frames: int = 50) -> V
                     centre = 0.5 * (centre + atria[:2])
         else:
             centre = (np.array(img.shape[:2]) - 1) / 2.0
-        cropped, boxes[i] = _crop(img, tuple(centre), crop)
+        cropped, boxes[i] = _crop(img, tuple(centre), crop, np.float32)
         cropped = np.moveaxis(resample_frames(np.moveaxis(cropped, 0, -1), n_frames), -1, 0)
         ranges[i] = _normalise(cropped, images[i])
         spacing[i] = vol.spacing[view][:2]

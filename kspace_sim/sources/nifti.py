@@ -116,7 +116,8 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
         subject_id: id to report (e.g. a pseudonym).
 
     Returns:
-        :class:`SubjectVolumes` with float32 images, uint8 segmentations (those present),
+        :class:`SubjectVolumes` with images in their stored integer dtype (int16 in UK Biobank;
+        converted to float32 only where the views are cut) or float32, uint8 segmentations (those present),
         affines, spacing (mm) and ``dt`` (s, from ``pixdim[4]`` of ``sa``).
 
     Raises:
@@ -143,7 +144,7 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
             raise SubjectError(f"{path.name} has shape {data.shape}, expected (X, Y, Z, T)")
         if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
             raise SubjectError(f"{path.name} contains NaN or Inf")
-        images[name] = data.astype(np.float32, copy=False)
+        images[name] = data if data.dtype.kind in "iu" else data.astype(np.float32, copy=False)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
         spacing[name] = tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[assignment]
         if name == "sa":

@@ -28,7 +28,8 @@ class SubjectVolumes:
 
     Attributes:
         subject_id: the id as given by the source (an eid, or a pseudonym).
-        images: ``{"sa": (X, Y, Z, T), "la_2ch" | "la_3ch" | "la_4ch": (X, Y, T)}`` float32.
+        images: ``{"sa": (X, Y, Z, T), "la_2ch" | "la_3ch" | "la_4ch": (X, Y, T)}``, float32 or an
+            integer dtype (as stored; the views convert the cropped part to float32).
         affines: 4×4 voxel→RAS (mm) affine for every key of ``images`` and ``segs``.
         segs: ``{"seg_sa": (X, Y, Z, T), "seg_la_2ch": (X, Y, T), "seg_la_4ch": (X, Y, T)}``
             uint8 in UK Biobank label conventions; absent keys = not available.
