@@ -9,6 +9,10 @@ must produce the k-space of the *transformed image*, so:
   followed by a roll of one sample) times a linear phase ramp. (Odd ``N``: a plain flip.)
 * **Rotations** by an arbitrary angle are done in image space (``ifft2c`` → bilinear rotation of
   the real and imaginary parts → ``fft2c``); segmentations rotate with nearest-neighbour.
+* **B0 phase**: the image is multiplied by a fresh smooth random phase per slice (static over
+  time; Gaussian-filtered noise as in the simulator, peak ``phase_amplitude`` radians). The
+  magnitude image, the anatomy and every label are unchanged; only the synthetic, subject-random
+  phase, which a model must learn to ignore, is redrawn.
 
 The acquisition mask is left unchanged: it describes the scanner's sampling pattern, not the
 anatomy, so the augmented k-space is what that pattern would have measured on the augmented
@@ -26,16 +30,18 @@ import torch.nn.functional as F
 
 from kmtr.fft import fft2c, ifft2c
 
-__all__ = ["AugmentParams", "flip_kspace", "rotate_image", "sample_params", "augment_sample"]
+__all__ = ["AugmentParams", "flip_kspace", "rotate_image", "smooth_phase", "sample_params", "augment_sample"]
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """One sample's augmentation: flips along H / W and a rotation angle in degrees."""
+    """One sample's augmentation: flips along H / W, a rotation angle in degrees, and a phase
+    map ``(S, H, W)`` in radians to multiply the image by (None = none)."""
 
     flip_h: bool = False
     flip_w: bool = False
     angle: float = 0.0
+    phase: np.ndarray | None = None
 
 
 def flip_kspace(k: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,13 +79,30 @@ def rotate_image(x: torch.Tensor, angle_deg: float, nearest: bool = False) -> to
     return out.reshape(*lead, h, w)
 
 
-def sample_params(rng: np.random.Generator, flip_p: float, max_angle: float) -> AugmentParams:
-    """Draw one sample's parameters (flips with probability ``flip_p``, angle ~ U(-max, max))."""
-    return AugmentParams(
-        flip_h=bool(rng.random() < flip_p),
-        flip_w=bool(rng.random() < flip_p),
-        angle=float(rng.uniform(-max_angle, max_angle)) if max_angle > 0 else 0.0,
-    )
+def smooth_phase(rng: np.random.Generator, shape: tuple[int, int, int], amplitude: float,
+                 smoothness: float = 0.15) -> np.ndarray:
+    """``(S, H, W)`` smooth random phase maps (rad), one per slice: white noise filtered by a
+    periodic Gaussian of σ = ``smoothness`` × the mean side, centred, peak ``amplitude``."""
+    s, h, w = shape
+    sigma = smoothness * 0.5 * (h + w)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
+    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((s, h, w))) * kernel, s=(h, w))
+    field -= field.mean(axis=(1, 2), keepdims=True)
+    peak = np.abs(field).max(axis=(1, 2), keepdims=True)
+    return (field * (amplitude / np.maximum(peak, 1e-12))).astype(np.float32)
+
+
+def sample_params(rng: np.random.Generator, flip_p: float, max_angle: float, phase_amplitude: float = 0.0,
+                  shape: tuple[int, int, int] | None = None) -> AugmentParams:
+    """Draw one sample's parameters (flips with probability ``flip_p``, angle ~ U(-max, max), and
+    with ``phase_amplitude`` > 0 a smooth phase map of ``shape`` (S, H, W))."""
+    flip_h = bool(rng.random() < flip_p)
+    flip_w = bool(rng.random() < flip_p)
+    angle = float(rng.uniform(-max_angle, max_angle)) if max_angle > 0 else 0.0
+    phase = smooth_phase(rng, shape, phase_amplitude) if phase_amplitude > 0 and shape is not None else None
+    return AugmentParams(flip_h=flip_h, flip_w=flip_w, angle=angle, phase=phase)
 
 
 def augment_sample(
@@ -94,6 +117,9 @@ def augment_sample(
     Returns:
         The augmented ``(kspace, seg)`` with the same shapes.
     """
+    if params.phase is not None:
+        rot = torch.polar(torch.ones(params.phase.shape), torch.from_numpy(params.phase)).to(kspace.dtype)
+        kspace = fft2c(ifft2c(kspace) * rot[:, None])
     if params.angle != 0.0:
         kspace = fft2c(rotate_image(ifft2c(kspace), params.angle))
         if seg is not None:

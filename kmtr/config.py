@@ -31,6 +31,7 @@ class DataConfig:
     augment: bool = True
     flip_p: float = 0.5
     max_angle: float = 0.0  # degrees, image-space rotation
+    phase_amplitude: float = 0.0  # rad; > 0: redraw the smooth B0 phase of each slice (augmentation)
     batch_size: int = 2
     num_workers: int = 2
     cache: bool = False  # keep samples in memory after the first epoch (use with num_workers = 0)
@@ -54,6 +55,7 @@ class ArchConfig:
     kspace_rel_eps: float = 1.0  # in units of the per-subject RMS (see kmtr.normalise)
     kspace_rel_to: str = "target"
     signed_log_c: float | None = None  # k-space MAE: signed-log transform constant, None = off
+    kspace_magnitude_c: float | None = None  # k-space encoder input: + log1p(|k|/c) channel (kmtr.models.mae)
 
 
 @dataclass
@@ -64,7 +66,7 @@ class TaskConfig:
     lam: float = 0.5  # weight of the image→k-space term
     proj_dim: int = 128
     head_hidden: int = 256  # 2-layer MLP heads (regression, classification)
-    pool: str = "mean"  # what the heads read: mean of the encoder's output tokens | cls (class token)
+    pool: str = "mean"  # what the heads read: mean of the encoder's output tokens | cls (class token) | attention
     diseases: str = "CAD,high_blood_pressure,hypertension"  # comma list of labels/diseases columns, or "all"
     balance: str = "weighted"  # weighted (positive-class weight) | sampler (balanced sampling) | none
     threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden
@@ -73,6 +75,7 @@ class TaskConfig:
     seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
     seg_dice_weight: float = 1.0
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
+    image_magnitude: bool = False  # image baselines read magnitude images (UK Biobank's) instead of re/im
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
 
 

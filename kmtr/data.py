@@ -42,6 +42,7 @@ class AugmentConfig:
     enabled: bool = False
     flip_p: float = 0.5
     max_angle: float = 0.0
+    phase_amplitude: float = 0.0  # rad; > 0: a fresh smooth B0 phase per slice (kmtr.augment)
     seed: int = 0
 
 
@@ -185,7 +186,8 @@ class KSpaceDataset(Dataset):
         kspace, mask, seg = self._load(row)
         if self.augment.enabled:
             rng = np.random.default_rng([self.augment.seed, self.epoch, row])
-            params = sample_params(rng, self.augment.flip_p, self.augment.max_angle)
+            s, _, h, w = kspace.shape
+            params = sample_params(rng, self.augment.flip_p, self.augment.max_angle, self.augment.phase_amplitude, (s, h, w))
             kspace, seg = augment_sample(kspace, seg, params)
         out: dict[str, torch.Tensor] = {"kspace": kspace, "mask": mask, "row": torch.tensor(row, dtype=torch.int64)}
         if seg is not None:

@@ -123,3 +123,29 @@ def test_memory_cache_gives_identical_samples_without_rereading(store):  # noqa:
     cached._group = None  # a re-read would have to reopen the store: make that fail
     cached.location = "/nonexistent.zarr"
     assert torch.equal(cached[0]["mask"], plain[0]["mask"])
+
+
+def test_phase_augmentation_redraws_only_the_phase(store):  # noqa: F811
+    """The B0-phase augmentation keeps the magnitude image (anatomy, labels) and changes the phase
+    by a smooth, slice-wise static map of the asked peak amplitude."""
+    from kmtr.augment import smooth_phase
+
+    rng = np.random.default_rng(0)
+    big = smooth_phase(rng, (2, 64, 64), 2.0)
+    assert np.allclose(np.abs(big).max(axis=(1, 2)), 2.0, rtol=1e-5)
+    assert np.abs(np.diff(big, axis=-1)).max() < 0.3  # smooth (σ ≈ 10 px): small steps between neighbours
+    phase = smooth_phase(rng, (2, 16, 16), 2.0)
+    x = _rand_complex(2, 3, 16, 16).to(torch.complex64)
+    k_aug, _ = augment_sample(fft2c(x), None, AugmentParams(phase=phase))
+    y = ifft2c(k_aug)
+    assert torch.allclose(y.abs(), x.abs(), atol=1e-5)
+    dphi = torch.angle(y * x.conj())  # the added phase, the same in every frame
+    assert torch.allclose(dphi, torch.from_numpy(phase)[:, None].expand_as(dphi), atol=1e-3)
+
+    aug = AugmentConfig(enabled=True, flip_p=0.0, phase_amplitude=3.0, seed=1)
+    ds = KSpaceDataset(store, "train", "vista_r4", augment=aug)
+    plain = KSpaceDataset(store, "train", "vista_r4")
+    a, b = ifft2c(ds[0]["kspace"]), ifft2c(plain[0]["kspace"])
+    assert torch.allclose(a.abs(), b.abs(), atol=1e-4 * float(b.abs().max()))
+    assert not torch.allclose(a, b, atol=1e-2 * float(b.abs().max()))
+    assert torch.equal(ds[0]["kspace"], ds[0]["kspace"])  # deterministic per (seed, epoch, row)

@@ -105,3 +105,24 @@ def test_kspace_mae_forward_and_loss_terms():
     assert torch.allclose(rec["input"], k * mask[..., None, :], rtol=1e-4, atol=1e-4)
     out["loss"].backward()
     assert model.decoder.mask_token.grad is not None
+
+
+
+def test_kspace_mae_magnitude_channel():
+    """With ``magnitude_c`` every token gets a third channel log1p(|k|/c) of the undersampled
+    k-space; the encoder still sees only sampled data and the decoder still predicts re/im."""
+    torch.manual_seed(0)
+    model = KSpaceMAE(GRID, VIEWS, CFG, magnitude_c=0.1).eval()
+    k = _kspace(2)
+    mask = torch.rand(2, 3, 10, 16, generator=torch.Generator().manual_seed(3)) < 0.4
+    tokens, keep = model.encoder_inputs(k, mask)
+    assert tokens.shape == (2, GRID.num_tokens, GRID.patch_dim * 3 // 2)
+    chans = tokens.reshape(2, GRID.num_tokens, -1, 3)
+    under = patchify(torch.view_as_real(k * mask[..., None, :]), GRID).reshape(2, GRID.num_tokens, -1, 2)
+    assert torch.allclose(chans[..., :2], under)
+    assert torch.allclose(chans[..., 2], torch.log1p(torch.linalg.vector_norm(under, dim=-1) / 0.1), atol=1e-5)
+    unsampled = ~mask[..., None, :].expand_as(k)
+    k2 = k.clone()
+    k2[unsampled] = k2[unsampled] * 100 + 7
+    assert torch.equal(model.encode(tokens, keep)[0], model.encode(*model.encoder_inputs(k2, mask))[0])
+    assert model(k, mask)["pred"].shape == (2, GRID.num_tokens, GRID.patch_dim)

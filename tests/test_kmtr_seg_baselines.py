@@ -160,11 +160,13 @@ def test_resnet50_sizes() -> None:
         assert tiny(torch.randn(2, 18, 5, 64, 64)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("kind, c", [("image", None), ("image_under", None), ("kspace_under", 0.1)])
-def test_resnet_baseline_step(kind: str, c: float | None) -> None:
+@pytest.mark.parametrize("kind, c, magnitude", [("image", None, False), ("image_under", None, False),
+                                                ("kspace_under", 0.1, False), ("image", None, True)])
+def test_resnet_baseline_step(kind: str, c: float | None, magnitude: bool) -> None:
     torch.manual_seed(0)
     k, mask = _kspace_and_mask()
-    model = ResNetBaseline(kind, slices=2, out_dim=3, width=1 / 8, signed_log_c=c)
+    model = ResNetBaseline(kind, slices=2, out_dim=3, width=1 / 8, signed_log_c=c, magnitude=magnitude)
+    assert model.net.conv1.in_channels == (2 if magnitude else 4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss = F.mse_loss(model(k, mask), torch.randn(2, 3))
     loss.backward()

@@ -77,6 +77,21 @@ def test_stage3_every_task_trains_from_stage2(experiment, store8, task):
     assert (experiment / "exp" / f"stage3-{task}" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("pool", ["attention", "cls"])
+def test_stage3_heads_read_pooled_tokens(store8, tmp_path, pool):
+    """Every pooling of the encoder's tokens trains (here from scratch, with the magnitude input
+    channel and the B0-phase augmentation on) and predicts."""
+    from kmtr.eval.predict import load_run, predict_split
+
+    extra = {"heads.pool": pool, "init": "scratch", "arch.kspace_magnitude_c": "0.05", "data.phase_amplitude": "3.0"}
+    summary = train_one(cfg_for(store8, tmp_path, 3, "classification", **extra))
+    assert np.isfinite(summary["last"]["loss"])
+    run = load_run(summary["run_dir"])
+    assert run.model.net.encoder.embed.proj.in_features == 5 * 8 * 8 * 3  # re, im, log-magnitude
+    preds = predict_split(run, "validation")
+    assert preds.pred.shape == (2, 2) and np.isfinite(preds.pred).all()
+
+
 @pytest.mark.parametrize("method,task", [("resnet50", "regression"), ("resnet50_u", "classification"),
                                          ("resnet50_k", "regression"), ("unet", "segmentation"),
                                          ("unet_u", "segmentation"), ("mae", "classification")])

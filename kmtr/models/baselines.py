@@ -103,24 +103,28 @@ class ResNetBaseline(nn.Module):
 
     Args:
         kind: one of :data:`INPUT_KINDS`.
-        slices: S (the network sees 2S input channels).
+        slices: S (the network sees 2S input channels, or S with ``magnitude``).
         out_dim: outputs (targets or class logits).
         width: channel scale of the ResNet-50 (1 = standard).
         signed_log_c: signed-log constant for ``kspace_under`` (see :func:`baseline_input`).
+        magnitude: image inputs as magnitude images (S channels), as UK Biobank ships them,
+            instead of the real and imaginary parts (ignored for ``kspace_under``).
     """
 
     def __init__(
-        self, kind: str, slices: int, out_dim: int, width: float = 1.0, signed_log_c: float | None = None
+        self, kind: str, slices: int, out_dim: int, width: float = 1.0, signed_log_c: float | None = None,
+        magnitude: bool = False,
     ) -> None:
         super().__init__()
         _check_kind(kind)
         self.kind, self.signed_log_c = kind, signed_log_c
-        self.net = resnet50(2 * slices, out_dim, width)
+        self.magnitude = magnitude and kind != "kspace_under"
+        self.net = resnet50(slices if self.magnitude else 2 * slices, out_dim, width)
 
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """kspace (B, S, T, H, W) complex, mask (B, S, T, W) bool → (B, out_dim)."""
-        x = to_channels(baseline_input(kspace, mask, self.kind, self.signed_log_c))
-        return self.net(x)
+        x = baseline_input(kspace, mask, self.kind, self.signed_log_c)
+        return self.net(x.abs() if self.magnitude else to_channels(x))
 
 
 class UNetBaseline(nn.Module):

@@ -23,6 +23,12 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
   With ``signed_log`` set, input and target are first mapped by ``sign(x)·log1p(|x|/c)`` per
   channel (see :mod:`kmtr.normalise`) and the loss is computed in that domain.
 
+  **Magnitude channel** (``magnitude_c``, the tiny preset): the real and imaginary parts of a
+  sample carry the synthetic B0 phase, which is random per subject, so in a small cohort the
+  anatomy (sizes, thicknesses) is a small, non-linear part of them. A third input channel
+  ``log1p(|k| / c)`` per sample gives the encoder the phase-free, range-compressed magnitude
+  directly (0 where a line is not sampled).
+
 Encoders: patch embedding + positional code over (slice, t, h, w) + view code, a class token,
 a pre-norm ViT (``scaled_dot_product_attention``). Kept tokens are packed to the front; when
 samples keep different numbers of tokens the rest is padding that no token attends to.
@@ -86,10 +92,10 @@ def kspace_token_keep(mask: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
 class MaskedAutoencoder(nn.Module):
     """Encoder over the visible tokens, light decoder over all tokens (see module docstring)."""
 
-    def __init__(self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig) -> None:
+    def __init__(self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, in_dim: int | None = None) -> None:
         super().__init__()
         self.grid, self.cfg = grid, cfg
-        self.embed = PatchEmbed(grid.patch_dim, cfg.width)
+        self.embed = PatchEmbed(in_dim or grid.patch_dim, cfg.width)
         self.pos = PositionalCode(grid, cfg.width, view_ids)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.encoder = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.grad_checkpoint)
@@ -259,8 +265,11 @@ class KSpaceMAE(MaskedAutoencoder):
         rel_eps: float = 1.0,
         rel_to: str = "target",
         signed_log_c: float | None = None,
+        magnitude_c: float | None = None,
     ) -> None:
-        super().__init__(grid, view_ids, cfg)
+        in_dim = grid.patch_dim * 3 // 2 if magnitude_c else grid.patch_dim
+        super().__init__(grid, view_ids, cfg, in_dim)
+        self.magnitude_c = magnitude_c
         if rel_to not in ("target", "prediction"):
             raise ValueError(f"rel_to must be 'target' or 'prediction', not {rel_to!r}")
         self.rel_weight, self.rel_eps, self.rel_to = rel_weight, rel_eps, rel_to
@@ -278,9 +287,16 @@ class KSpaceMAE(MaskedAutoencoder):
         return torch.view_as_complex(x.contiguous())
 
     def encoder_inputs(self, kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Undersample and tokenise: → tokens (B, L, P) of ``kspace · mask`` and keep (B, L)."""
+        """Undersample and tokenise: → tokens (B, L, P) of ``kspace · mask`` and keep (B, L).
+
+        With ``magnitude_c`` each sample gets a third channel ``log1p(|k| / c)`` (0 where not
+        sampled): P = pt·ph·pw·3.
+        """
         under = kspace * mask[..., None, :].to(kspace.dtype)
-        return patchify(self.to_model_domain(under), self.grid), kspace_token_keep(mask, self.grid)
+        x = self.to_model_domain(under)
+        if self.magnitude_c:
+            x = torch.cat([x, torch.log1p(under.abs() / self.magnitude_c)[..., None].to(x.dtype)], dim=-1)
+        return patchify(x, self.grid), kspace_token_keep(mask, self.grid)
 
     def encode_kspace(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Class token (B, D) of undersampled k-space — for later stages."""

@@ -85,7 +85,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[KSpaceDataset, KSpaceDataset | Non
     d = cfg.data
     if not d.data:
         raise ConfigError("no data given (--data STORE | URL | MANIFEST)")
-    aug = AugmentConfig(enabled=d.augment, flip_p=d.flip_p, max_angle=d.max_angle, seed=cfg.run.seed)
+    aug = AugmentConfig(enabled=d.augment, flip_p=d.flip_p, max_angle=d.max_angle, phase_amplitude=d.phase_amplitude,
+                        seed=cfg.run.seed)
     train = KSpaceDataset(d.data, d.train_split, d.mask, d.frames, aug, cache=d.cache)
     val = KSpaceDataset(d.data, d.val_split, d.mask, d.frames, None, cache=d.cache) if d.val_split else None
     return train, val
@@ -100,7 +101,8 @@ def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, .
         grad_checkpoint=a.grad_checkpoint,
     )
     image = ImageMAE(grid, view_ids, mcfg, a.mask_ratio) if cfg.models in ("image", "both") else None
-    kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c)
+    kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
+                        a.kspace_magnitude_c)
               if cfg.models in ("kspace", "both") else None)
     return Stage1Model(image, kspace)
 

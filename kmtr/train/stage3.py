@@ -36,7 +36,7 @@ from torch import nn
 from kmtr.config import TrainConfig
 from kmtr.data import KSpaceDataset
 from kmtr.losses import masked_bce, masked_mse
-from kmtr.models.heads import MLPHead, MultiHead
+from kmtr.models.heads import AttentionPool, MLPHead, MultiHead
 from kmtr.models.mae import KSpaceMAE, TokenDecoder, count_parameters
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.models.tokenizer import unpatchify
@@ -73,7 +73,8 @@ class KSpaceTaskNet(nn.Module):
     """The k-space encoder (stage I or II) with a task head; input undersampled k-space only.
 
     Regression and classification heads read the mean of the encoder's visible output tokens
-    (``heads.pool = mean``, MAE's fine-tuning default) or its class token (``cls``).
+    (``heads.pool = mean``, MAE's fine-tuning default), its class token (``cls``) or an attention
+    pooling of its tokens (``attention``, :class:`kmtr.models.heads.AttentionPool`).
 
     ``forward(kspace, mask)`` with kspace (B, S, T, H, W) complex (normalised, fully sampled: it is
     undersampled here by ``mask`` (B, S, T, W)) returns (B, out) for regression/classification,
@@ -85,10 +86,12 @@ class KSpaceTaskNet(nn.Module):
         self.encoder, self.task = encoder.drop_decoder(), task
         width, grid = encoder.cfg.width, encoder.grid
         h = cfg.heads
-        if h.pool not in ("mean", "cls"):
-            raise ConfigError(f"heads.pool must be mean or cls, not {h.pool!r}")
+        if h.pool not in ("mean", "cls", "attention"):
+            raise ConfigError(f"heads.pool must be mean, cls or attention, not {h.pool!r}")
         self.pool = h.pool
-        self.pool_norm = nn.LayerNorm(width) if task in ("regression", "classification") and h.pool == "mean" else None
+        pooled_task = task in ("regression", "classification")
+        self.pool_norm = nn.LayerNorm(width) if pooled_task and h.pool == "mean" else None
+        self.attn_pool = AttentionPool(width, encoder.cfg.heads) if pooled_task and h.pool == "attention" else None
         if task == "regression":
             self.head: nn.Module = MLPHead(width, h.head_hidden, out_dim)
         elif task == "classification":
@@ -106,8 +109,7 @@ class KSpaceTaskNet(nn.Module):
         enc = self.encoder
         tokens, keep = enc.encoder_inputs(kspace, mask)
         if self.task in ("regression", "classification"):
-            latent, key_valid = enc.encode(tokens, keep)
-            return self.head(self.pooled(latent, key_valid))
+            return self.head(self.pooled(*enc.encode(tokens, keep)))
         if self.task == "segmentation":
             _, full, feats = enc.encode_features(tokens, keep, self.layers[:-1])
             return self.head([*feats, full], keep)
@@ -117,11 +119,13 @@ class KSpaceTaskNet(nn.Module):
 
 
     def pooled(self, latent: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
-        """(B, 1 + Lk, D) encoder output → (B, D): the class token, or the LayerNorm'd mean of the
-        visible tokens (MAE's global pooling for fine-tuning)."""
+        """(B, 1 + Lk, D) encoder output → (B, D): the class token, the LayerNorm'd mean of the
+        visible tokens (MAE's global pooling for fine-tuning), or their attention pooling."""
         if self.pool == "cls":
             return latent[:, 0]
         tokens = latent[:, 1:]
+        if self.attn_pool is not None:
+            return self.attn_pool(tokens, None if key_valid is None else key_valid[:, 1:])
         if key_valid is None:
             mean = tokens.mean(dim=1)
         else:
@@ -264,7 +268,8 @@ def build_task_model(
     elif cfg.method.startswith("resnet50"):
         from kmtr.models.baselines import ResNetBaseline
 
-        net = ResNetBaseline(kind, shape[0], out_dim, width=h.resnet_width, signed_log_c=cfg.arch.signed_log_c)
+        net = ResNetBaseline(kind, shape[0], out_dim, width=h.resnet_width, signed_log_c=cfg.arch.signed_log_c,
+                             magnitude=h.image_magnitude)
     else:
         from kmtr.models.baselines import UNetBaseline
 
