@@ -75,7 +75,7 @@ class TaskConfig:
     seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
     seg_dice_weight: float = 1.0
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
-    image_magnitude: bool = False  # image baselines read magnitude images (UK Biobank's) instead of re/im
+    image_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
 
 

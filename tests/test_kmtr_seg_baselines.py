@@ -175,10 +175,11 @@ def test_resnet_baseline_step(kind: str, c: float | None, magnitude: bool) -> No
 
 
 @pytest.mark.parametrize("kind", ["image", "image_under"])
-def test_unet_baseline_step(kind: str) -> None:
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_unet_baseline_step(kind: str, magnitude: bool) -> None:
     torch.manual_seed(0)
     k, mask = _kspace_and_mask(b=1, s=2, t=2)
-    model = UNetBaseline(kind, num_classes=4, channels=(8, 16, 32), num_res_units=1)
+    model = UNetBaseline(kind, num_classes=4, channels=(8, 16, 32), num_res_units=1, magnitude=magnitude)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     logits = model(k, mask)
     assert logits.shape == (1, 2, 4, 2, 32, 32)

@@ -9,10 +9,13 @@ mask (B, S, T, W) by :func:`baseline_input`:
 
 Models:
 
-* :class:`ResNetBaseline` — a 3-D ResNet-50 over (T, H, W) with the real and imaginary parts of
-  every slice as input channels (2S channels): (B, out_dim) regression / classification outputs.
-* :class:`UNetBaseline` — MONAI's 2-D U-Net on every (slice, frame) image, 2 input channels
-  (re, im): segmentation logits (B, S, C, T, H, W).
+* :class:`ResNetBaseline` — a 3-D ResNet-50 over (T, H, W) with every slice's magnitude image as an
+  input channel (S channels; UK Biobank's images are magnitude images, and the synthetic B0 phase
+  of a store is a nuisance an image model should not have to learn away), or its real and
+  imaginary parts (2S channels): (B, out_dim) regression / classification outputs. k-space inputs
+  are always real and imaginary parts.
+* :class:`UNetBaseline` — MONAI's 2-D U-Net on every (slice, frame) image, magnitude (1 channel) or
+  (re, im) (2 channels): segmentation logits (B, S, C, T, H, W).
 * :func:`cs_reconstruct` — the classical "reconstruct, then analyse" pipeline: per-frame
   compressed-sensing (L1-wavelet) reconstruction with sigpy, single coil.
 """
@@ -131,7 +134,8 @@ class UNetBaseline(nn.Module):
     """MONAI 2-D U-Net on every (slice, frame) image: (B, S, T, H, W) → logits (B, S, C, T, H, W).
 
     Input channels are the real and imaginary parts of the complex image (``kind`` ``image`` or
-    ``image_under``); H and W must be divisible by ``2 ** (len(channels) - 1)``.
+    ``image_under``), or its magnitude with ``magnitude``; H and W must be divisible by
+    ``2 ** (len(channels) - 1)``.
     """
 
     def __init__(
@@ -140,15 +144,16 @@ class UNetBaseline(nn.Module):
         num_classes: int = 6,
         channels: tuple[int, ...] = (32, 64, 128, 256),
         num_res_units: int = 2,
+        magnitude: bool = False,
     ) -> None:
         super().__init__()
         _check_kind(kind)
         if kind == "kspace_under":
             raise ValueError("UNetBaseline segments images: kind must be 'image' or 'image_under', not 'kspace_under'")
-        self.kind = kind
+        self.kind, self.magnitude = kind, magnitude
         self.net = UNet(
             spatial_dims=2,
-            in_channels=2,
+            in_channels=1 if magnitude else 2,
             out_channels=num_classes,
             channels=channels,
             strides=(2,) * (len(channels) - 1),
@@ -159,7 +164,10 @@ class UNetBaseline(nn.Module):
         """kspace (B, S, T, H, W) complex, mask (B, S, T, W) bool → logits (B, S, C, T, H, W)."""
         b, s, t, h, w = kspace.shape
         image = baseline_input(kspace, mask, self.kind)
-        x = torch.view_as_real(image).permute(0, 1, 2, 5, 3, 4).reshape(b * s * t, 2, h, w)
+        if self.magnitude:
+            x = image.abs().reshape(b * s * t, 1, h, w)
+        else:
+            x = torch.view_as_real(image).permute(0, 1, 2, 5, 3, 4).reshape(b * s * t, 2, h, w)
         y = self.net(x)
         return y.reshape(b, s, t, -1, h, w).transpose(2, 3)
 

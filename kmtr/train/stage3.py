@@ -273,7 +273,7 @@ def build_task_model(
     else:
         from kmtr.models.baselines import UNetBaseline
 
-        net = UNetBaseline(kind, NUM_CLASSES, channels=tuple(h.unet_channels))
+        net = UNetBaseline(kind, NUM_CLASSES, channels=tuple(h.unet_channels), magnitude=h.image_magnitude)
     return TaskModel(net, cfg.task, targets, h.seg_dice_weight)
 
 
