@@ -61,4 +61,3 @@ class AttentionPool(nn.Module):
         x, _ = self.attn(q, tokens, tokens, key_padding_mask=pad, need_weights=False)
         x = x + self.mlp(self.norm(x))
         return x.mean(dim=1)
-

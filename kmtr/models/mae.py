@@ -23,7 +23,7 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
   With ``signed_log`` set, input and target are first mapped by ``sign(x)·log1p(|x|/c)`` per
   channel (see :mod:`kmtr.normalise`) and the loss is computed in that domain.
 
-  **Magnitude channel** (``magnitude_c``, the tiny preset): the real and imaginary parts of a
+  **Magnitude channel** (``magnitude_c``, off by default): the real and imaginary parts of a
   sample carry the synthetic B0 phase, which is random per subject, so in a small cohort the
   anatomy (sizes, thicknesses) is a small, non-linear part of them. A third input channel
   ``log1p(|k| / c)`` per sample gives the encoder the phase-free, range-compressed magnitude
