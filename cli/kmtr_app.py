@@ -152,7 +152,8 @@ def benchmark(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     n_boot: int = typer.Option(1000, "--n-boot"),
     phenotype: str = typer.Option("LVEF (%)", "--phenotype", help="phenotype plotted against R"),
-    disease: Optional[str] = typer.Option(None, "--disease", help="disease plotted against R (default the first)"),
+    disease: Optional[str] = typer.Option(
+        None, "--disease", help="disease plotted against R (default the first with both classes in the test split)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     set_: list[str] = typer.Option([], "--set", help="any config key for every run, e.g. --set data.frames=5"),
 ) -> None:

@@ -119,3 +119,16 @@ def test_metric_vs_acceleration(tmp_path):
     _png(figures.metric_vs_acceleration(res, tmp_path / "m.png", mean_guess=7.0, ylabel="MAE LVEF (%)"))
     _png(figures.metric_vs_acceleration(res.drop(columns=["lo", "hi"]), tmp_path / "m2.png", mean_guess=5.7,
                                         higher_is_better=True))
+
+
+def test_headline_disease_skips_diseases_without_both_classes_in_the_test_split():
+    from kmtr.eval.benchmark import TaskComparison, _headline
+
+    values = pd.DataFrame({"k-MTR": [np.nan, 0.6, 0.7], "mean guess": [np.nan, 0.5, 0.5]},
+                          index=["CAD", "high_blood_pressure", "hypertension"])
+    comp = TaskComparison("classification", "AUC", True, values, values, values, pd.DataFrame())
+    assert _headline("classification", comp, "LVEF (%)", None) == "high_blood_pressure"
+    assert _headline("classification", comp, "LVEF (%)", "hypertension") == "hypertension"
+    assert _headline("classification", comp, "LVEF (%)", "CAD") == "CAD"  # asked for by name
+    none = TaskComparison("classification", "AUC", True, values.iloc[:1], values.iloc[:1], values.iloc[:1], pd.DataFrame())
+    assert _headline("classification", none, "LVEF (%)", None) == "CAD"

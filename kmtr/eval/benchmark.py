@@ -321,5 +321,9 @@ def _headline(task: str, comp: TaskComparison, phenotype: str, disease: str | No
     if task == "regression":
         return phenotype if phenotype in rows else rows[0]
     if task == "classification":
-        return disease if disease in rows else rows[0]
+        if disease in rows:
+            return disease
+        # the first disease whose AUC is defined (the test split has both classes), else the first
+        defined = [row for row in rows if np.isfinite(comp.values.loc[row].to_numpy(float)).all()]
+        return (defined or rows)[0]
     return rows[0] if rows else None
