@@ -33,6 +33,7 @@ import numpy as np
 
 from kspace_sim.store.remote import check_remote, filesystem, is_url
 from kspace_sim.sharing.splits import SPLIT_NAMES, SplitOptions, assign_splits
+from kspace_sim.store.checksum import store_checksum_algorithm
 from kspace_sim.store.layout import STATUS_DONE, open_store
 
 __all__ = [
@@ -322,7 +323,8 @@ def build_manifest(
                     _field("subjects", "subject_id", "sc:Text", "subject id (a pseudonym when pseudonymised)", "subject_id"),
                     _field("subjects", "split", "sc:Text", "train, validation or test", "split"),
                     _field("subjects", "status", "sc:Text", "pending, done or failed (only done rows hold data)", "status"),
-                    _field("subjects", "checksum", "sc:Text", "SHA-256 (hex) of the kspace row bytes then the seg row bytes", "checksum"),
+                    _field("subjects", "checksum", "sc:Text",
+                           f"{store_checksum_algorithm(group)} (hex) of the kspace row bytes then the seg row bytes", "checksum"),
                     _field("subjects", "reason", "sc:Text", "failure reason", "reason"),
                 ],
             },
