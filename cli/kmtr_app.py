@@ -52,8 +52,9 @@ def train(
     preset: str = typer.Option("tiny", "--preset", help="paper | tiny"),
     data: Optional[str] = typer.Option(None, "--data", help=f"store path, fsspec URL or Croissant manifest (default {DEFAULT_DEMO_STORE} when present)"),
     model: Optional[str] = typer.Option(None, "--model", help="stage I: image | kspace | both"),
-    init: Optional[str] = typer.Option(None, "--init", help="checkpoint to start stage II/III from (default: the "
-                                       "previous stage of this experiment; 'scratch' = random initialisation)"),
+    init: Optional[str] = typer.Option(None, "--init", help="checkpoint or run to start stage II/III from (default: "
+                                       "the previous stage of this experiment; stage III also takes another task's "
+                                       "k-MTR run; 'scratch' = random initialisation)"),
     diseases: Optional[str] = typer.Option(None, "--diseases", help="classification labels, comma-separated, or all"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every model trained"),

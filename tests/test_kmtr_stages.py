@@ -77,6 +77,19 @@ def test_stage3_every_task_trains_from_stage2(experiment, store8, task):
     assert (experiment / "exp" / f"stage3-{task}" / "last.pt").exists()
 
 
+def test_stage3_starts_from_another_tasks_encoder(experiment, store8, tmp_path):
+    """``--init`` may name a k-MTR stage-III run: its k-space encoder (``net.encoder.*``) is loaded."""
+    seg = train_one(cfg_for(store8, tmp_path, 3, "segmentation", init=str(experiment / "exp" / "stage2")))
+    seg_state = torch.load(Path(seg["run_dir"]) / "last.pt", weights_only=True)["model"]
+    cfg = cfg_for(store8, tmp_path, 3, "regression", init=str(seg["run_dir"]), **{"optim.lr": "0"})
+    reg = train_one(cfg)
+    reg_state = torch.load(Path(reg["run_dir"]) / "last.pt", weights_only=True)["model"]
+    key = "net.encoder.embed.proj.weight"
+    assert torch.equal(reg_state[key], seg_state[key])  # lr 0: still the segmentation run's encoder
+    s2 = torch.load(experiment / "exp" / "stage2" / "last.pt", weights_only=True)["model"]
+    assert not torch.equal(seg_state[key], s2["kspace.embed.proj.weight"])
+
+
 @pytest.mark.parametrize("pool", ["attention", "cls"])
 def test_stage3_heads_read_pooled_tokens(store8, tmp_path, pool):
     """Every pooling of the encoder's tokens trains (here from scratch, with the magnitude input

@@ -12,7 +12,7 @@ from kmtr.config import TrainConfig, config_from_dict
 from kmtr.train.checkpoint import load_checkpoint
 from kmtr.train.runner import ConfigError
 
-__all__ = ["resolve_init", "load_init", "adopt_architecture", "load_prefixed"]
+__all__ = ["resolve_init", "load_init", "adopt_architecture", "encoder_prefix", "load_prefixed"]
 
 
 def resolve_init(cfg: TrainConfig, previous: str) -> Path:
@@ -46,6 +46,17 @@ def adopt_architecture(cfg: TrainConfig, init_cfg: TrainConfig) -> TrainConfig:
     cfg.arch.grad_checkpoint = grad_ckpt
     cfg.data.frames = init_cfg.data.frames
     return cfg
+
+
+def encoder_prefix(state: dict[str, Any]) -> str:
+    """Where the k-space encoder's weights sit in a checkpoint's model state: ``kspace`` in a
+    stage-I or stage-II checkpoint, ``net.encoder`` in a k-MTR stage-III one (e.g. starting
+    regression from a segmentation fine-tune: ``--init runs/<name>/stage3-segmentation``)."""
+    if any(k.startswith("kspace.") for k in state):
+        return "kspace"
+    if any(k.startswith("net.encoder.") for k in state):
+        return "net.encoder"
+    raise ConfigError("the checkpoint holds no k-space encoder (no 'kspace.' or 'net.encoder.' weights)")
 
 
 def load_prefixed(module: nn.Module, state: dict[str, Any], prefix: str) -> None:

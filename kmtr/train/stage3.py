@@ -41,7 +41,7 @@ from kmtr.models.mae import KSpaceMAE, TokenDecoder, count_parameters
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.models.tokenizer import unpatchify
 from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
-from kmtr.train.init import adopt_architecture, load_init, load_prefixed, resolve_init
+from kmtr.train.init import adopt_architecture, encoder_prefix, load_init, load_prefixed, resolve_init
 from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everything
 from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
 
@@ -263,7 +263,7 @@ def build_task_model(
         assert mae is not None
         mae.drop_decoder()
         if state is not None:
-            load_prefixed(mae, state, "kspace")
+            load_prefixed(mae, state, encoder_prefix(state))
         net: nn.Module = KSpaceTaskNet(mae, cfg.task, out_dim, cfg)
     elif cfg.method.startswith("resnet50"):
         from kmtr.models.baselines import ResNetBaseline
