@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import fourier_gaussian
 
 from kmtr.fft import fft2c, ifft2c
 
@@ -85,10 +86,8 @@ def smooth_phase(rng: np.random.Generator, shape: tuple[int, int, int], amplitud
     periodic Gaussian of σ = ``smoothness`` × the mean side, centred, peak ``amplitude``."""
     s, h, w = shape
     sigma = smoothness * 0.5 * (h + w)
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    field = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((s, h, w))) * kernel, s=(h, w))
+    spectrum = np.fft.rfft2(rng.standard_normal((s, h, w)))
+    field = np.fft.irfft2(fourier_gaussian(spectrum, sigma=(0.0, sigma, sigma), n=w), s=(h, w))
     field -= field.mean(axis=(1, 2), keepdims=True)
     peak = np.abs(field).max(axis=(1, 2), keepdims=True)
     return (field * (amplitude / np.maximum(peak, 1e-12))).astype(np.float32)

@@ -107,7 +107,6 @@ def test_kspace_mae_forward_and_loss_terms():
     assert model.decoder.mask_token.grad is not None
 
 
-
 def test_kspace_mae_magnitude_channel():
     """With ``magnitude_c`` every token gets a third channel log1p(|k|/c) of the undersampled
     k-space; the encoder still sees only sampled data and the decoder still predicts re/im."""
