@@ -51,6 +51,7 @@ class ArchConfig:
     mlp_ratio: float = 4.0
     grad_checkpoint: bool = False
     mask_ratio: float = 0.7  # image MAE
+    image_magnitude: bool = False  # image MAE reads and predicts magnitude images |x| (not re, im)
     kspace_rel_weight: float = 1.0
     kspace_rel_eps: float = 1.0  # in units of the per-subject RMS (see kmtr.normalise)
     kspace_rel_to: str = "target"

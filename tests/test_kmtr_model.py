@@ -57,6 +57,26 @@ def test_image_mae_loss_only_on_hidden_tokens():
     assert ifft2c_like.shape == (2, 3, 10, 16, 16)
 
 
+def test_image_mae_magnitude_ignores_phase():
+    """With ``magnitude`` the image MAE reads and predicts |x| (half the values per token), so
+    its representation does not change under any phase map; its reconstruction is real."""
+    torch.manual_seed(0)
+    model = ImageMAE(GRID, VIEWS, CFG, magnitude=True).eval()
+    x = _kspace()
+    tok = model.tokens(x)
+    assert tok.shape == (2, GRID.num_tokens, GRID.patch_dim // 2)
+    assert torch.allclose(tok, patchify(x.abs()[..., None], GRID))
+    phase = torch.exp(1j * 3.0 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1)))
+    assert torch.allclose(model.encode_image(x), model.encode_image(x * phase), atol=1e-5)
+    complex_mae = ImageMAE(GRID, VIEWS, CFG).eval()
+    assert not torch.allclose(complex_mae.tokens(x), complex_mae.tokens(x * phase))
+    out = model(x)
+    assert out["pred"].shape == tok.shape
+    rec = model.reconstruct(out)
+    assert torch.allclose(rec["target"].real, x.abs(), atol=1e-6)
+    assert torch.equal(rec["output"].imag, torch.zeros_like(x.real))
+
+
 def test_kspace_token_keep():
     mask = torch.zeros(1, 3, 10, 16, dtype=torch.bool)
     mask[0, 0, 0, 3] = True  # slice 0, t-block 0, w-block 0
@@ -124,4 +144,6 @@ def test_kspace_mae_magnitude_channel():
     k2 = k.clone()
     k2[unsampled] = k2[unsampled] * 100 + 7
     assert torch.equal(model.encode(tokens, keep)[0], model.encode(*model.encoder_inputs(k2, mask))[0])
-    assert model(k, mask)["pred"].shape == (2, GRID.num_tokens, GRID.patch_dim)
+    out = model(k, mask)
+    assert out["pred"].shape == (2, GRID.num_tokens, GRID.patch_dim)
+    assert torch.allclose(model.reconstruct(out)["input"], k * mask[..., None, :], rtol=1e-4, atol=1e-4)

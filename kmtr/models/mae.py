@@ -92,14 +92,17 @@ def kspace_token_keep(mask: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
 class MaskedAutoencoder(nn.Module):
     """Encoder over the visible tokens, light decoder over all tokens (see module docstring)."""
 
-    def __init__(self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, in_dim: int | None = None) -> None:
+    def __init__(
+        self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, in_dim: int | None = None,
+        out_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.grid, self.cfg = grid, cfg
         self.embed = PatchEmbed(in_dim or grid.patch_dim, cfg.width)
         self.pos = PositionalCode(grid, cfg.width, view_ids)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.encoder = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.grad_checkpoint)
-        self.decoder: TokenDecoder | None = TokenDecoder(grid, view_ids, cfg, grid.patch_dim)
+        self.decoder: TokenDecoder | None = TokenDecoder(grid, view_ids, cfg, out_dim or grid.patch_dim)
         nn.init.normal_(self.cls_token, std=0.02)
         self.apply(init_weights)
 
@@ -219,15 +222,22 @@ class TokenDecoder(nn.Module):
 
 
 class ImageMAE(MaskedAutoencoder):
-    """MAE on complex images with random token masking."""
+    """MAE on images with random token masking: complex images (re, im), or with ``magnitude``
+    their magnitude |x| only (UK Biobank ships magnitude images; the smooth B0 phase then does not
+    reach the image encoder)."""
 
-    def __init__(self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, mask_ratio: float = 0.7) -> None:
-        super().__init__(grid, view_ids, cfg)
-        self.mask_ratio = mask_ratio
+    def __init__(
+        self, grid: TokenGrid, view_ids: tuple[int, ...], cfg: MAEConfig, mask_ratio: float = 0.7,
+        magnitude: bool = False,
+    ) -> None:
+        dim = grid.patch_dim // 2 if magnitude else grid.patch_dim
+        super().__init__(grid, view_ids, cfg, dim, dim)
+        self.mask_ratio, self.magnitude = mask_ratio, magnitude
 
     def tokens(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, S, T, H, W) complex → (B, L, P)."""
-        return patchify(torch.view_as_real(image), self.grid)
+        """(B, S, T, H, W) complex → (B, L, P): P = pt·ph·pw·2 (re, im), or pt·ph·pw with ``magnitude``."""
+        x = image.abs()[..., None] if self.magnitude else torch.view_as_real(image)
+        return patchify(x, self.grid)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """Class token (B, D) of the full (unmasked) image — for later stages."""
@@ -247,9 +257,14 @@ class ImageMAE(MaskedAutoencoder):
         return {"loss": loss, "pred": pred, "target": target, "keep": keep}
 
     def reconstruct(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Complex (B, S, T, H, W) images: target, input (hidden tokens zeroed) and output."""
+        """Complex (B, S, T, H, W) images (real with ``magnitude``): target, input (hidden tokens
+        zeroed) and output."""
         vis_input = out["target"] * out["keep"][..., None]
-        to_c = lambda t: torch.view_as_complex(unpatchify(t.float(), self.grid).contiguous())  # noqa: E731
+        def to_c(t: torch.Tensor) -> torch.Tensor:
+            x = unpatchify(t.float(), self.grid)
+            return torch.complex(x[..., 0], torch.zeros_like(x[..., 0])) if self.magnitude \
+                else torch.view_as_complex(x.contiguous())
+
         return {"target": to_c(out["target"]), "input": to_c(vis_input), "output": to_c(out["pred"])}
 
 
@@ -329,4 +344,7 @@ class KSpaceMAE(MaskedAutoencoder):
     def reconstruct(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Complex (B, S, T, H, W) k-space: target (full), input (undersampled) and output."""
         to_k = lambda t: self.from_model_domain(unpatchify(t, self.grid))  # noqa: E731
-        return {"target": to_k(out["target"]), "input": to_k(out["input"]), "output": to_k(out["pred"])}
+        inputs = out["input"]
+        if self.magnitude_c:  # drop the log-magnitude channel: (pt·ph·pw·3) → (pt·ph·pw·2)
+            inputs = inputs.unflatten(-1, (-1, 3))[..., :2].flatten(-2)
+        return {"target": to_k(out["target"]), "input": to_k(inputs), "output": to_k(out["pred"])}

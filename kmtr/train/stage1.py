@@ -100,7 +100,7 @@ def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, .
         dec_width=a.dec_width, dec_depth=a.dec_depth, dec_heads=a.dec_heads, mlp_ratio=a.mlp_ratio,
         grad_checkpoint=a.grad_checkpoint,
     )
-    image = ImageMAE(grid, view_ids, mcfg, a.mask_ratio) if cfg.models in ("image", "both") else None
+    image = ImageMAE(grid, view_ids, mcfg, a.mask_ratio, a.image_magnitude) if cfg.models in ("image", "both") else None
     kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
                         a.kspace_magnitude_c)
               if cfg.models in ("kspace", "both") else None)
