@@ -247,7 +247,11 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    """Inverse of :func:`config_to_dict`."""
+    """Inverse of :func:`config_to_dict`.
+
+    Raises:
+        ValueError: a key that :class:`TrainConfig` does not have (a run saved by another version).
+    """
     cfg = TrainConfig()
     flat: dict[str, Any] = {}
     for k, v in d.items():
@@ -259,7 +263,9 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
         obj: Any = cfg
         parts = key.split(".")
         for part in parts[:-1]:
-            obj = getattr(obj, part)
+            obj = getattr(obj, part, None)
+        if not dataclasses.is_dataclass(obj) or parts[-1] not in {f.name for f in dataclasses.fields(obj)}:
+            raise ValueError(f"saved config has a key this version of kmtr does not know: {key!r}")
         cur = getattr(obj, parts[-1])
         setattr(obj, parts[-1], tuple(value) if isinstance(cur, tuple) else value)
     return cfg

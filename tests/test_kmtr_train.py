@@ -112,6 +112,10 @@ def test_config_roundtrip_and_presets():
     cfg = preset("paper")
     assert cfg.arch.width % cfg.arch.heads == 0 and cfg.arch.patch == (5, 8, 8)
     assert config_from_dict(config_to_dict(cfg)) == cfg
+    other_version = config_to_dict(cfg)
+    other_version["heads"]["readout_rank"] = 8
+    with pytest.raises(ValueError, match="heads.readout_rank"):
+        config_from_dict(other_version)
     tiny = apply_overrides(preset("tiny"), {"data.frames": "none", "optim.epochs": "3", "optim.lr_image": "1"})
     assert tiny.data.frames is None and tiny.optim.epochs == 3 and tiny.optim.lr_image == 1.0
 
