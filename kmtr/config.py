@@ -219,6 +219,24 @@ def _coerce(current: Any, raw: Any, key: str) -> Any:
     return value
 
 
+def _field_owner(cfg: TrainConfig, key: str) -> tuple[Any, str]:
+    """The section (dataclass) of ``cfg`` holding the dotted ``key`` and the field's name.
+
+    Raises:
+        ValueError: no such section or field.
+    """
+    obj: Any = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not hasattr(obj, part):
+            raise ValueError(f"unknown config section {part!r} in {key!r}")
+        obj = getattr(obj, part)
+    name = parts[-1]
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+        raise ValueError(f"unknown config key {key!r}")
+    return obj, name
+
+
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """Set dotted keys (``section.field`` or a top-level field) in place and return ``cfg``.
 
@@ -228,15 +246,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     for key, raw in overrides.items():
         if raw is None:
             continue
-        obj: Any = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not hasattr(obj, part):
-                raise ValueError(f"unknown config section {part!r} in {key!r}")
-            obj = getattr(obj, part)
-        name = parts[-1]
-        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
-            raise ValueError(f"unknown config key {key!r}")
+        obj, name = _field_owner(cfg, key)
         setattr(obj, name, _coerce(getattr(obj, name), raw, key))
     return cfg
 
@@ -260,14 +270,12 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
         else:
             flat[k] = v
     for key, value in flat.items():
-        obj: Any = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            obj = getattr(obj, part, None)
-        if not dataclasses.is_dataclass(obj) or parts[-1] not in {f.name for f in dataclasses.fields(obj)}:
-            raise ValueError(f"saved config has a key this version of kmtr does not know: {key!r}")
-        cur = getattr(obj, parts[-1])
-        setattr(obj, parts[-1], tuple(value) if isinstance(cur, tuple) else value)
+        try:
+            obj, name = _field_owner(cfg, key)
+        except ValueError as err:
+            raise ValueError(f"saved config written by another version of kmtr: {err}") from None
+        cur = getattr(obj, name)
+        setattr(obj, name, tuple(value) if isinstance(cur, tuple) else value)
     return cfg
 
 
