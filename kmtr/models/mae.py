@@ -260,6 +260,7 @@ class ImageMAE(MaskedAutoencoder):
         """Complex (B, S, T, H, W) images (real with ``magnitude``): target, input (hidden tokens
         zeroed) and output."""
         vis_input = out["target"] * out["keep"][..., None]
+
         def to_c(t: torch.Tensor) -> torch.Tensor:
             x = unpatchify(t.float(), self.grid)
             return torch.complex(x[..., 0], torch.zeros_like(x[..., 0])) if self.magnitude \
