@@ -74,6 +74,8 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="any config key, e.g. --set arch.width=128 (repeatable)"),
 ) -> None:
     """Train k-MTR: stage I (MAEs), II (alignment), III (tasks), or all in sequence. Works under torchrun."""
+    import torch
+
     from kmtr.store import StoreError
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.pipeline import stage_config, train_one, train_pipeline
@@ -107,6 +109,10 @@ def train(
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3)
+    except torch.OutOfMemoryError as exc:
+        _fail(f"out of device memory ({str(exc).splitlines()[0]}); the finished stages and the last checkpoint "
+              "are kept: rerun with a smaller --batch-size or with --grad-checkpoint (benchmarks/bench_stages.py "
+              "measures each stage's peak memory)")
     for summary in summaries:
         loss = summary["last"].get("loss", float("nan"))
         typer.echo(f"done: {summary['global_step']} steps, loss {loss:.4g}, run {summary['run_dir']}")

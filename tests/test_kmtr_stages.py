@@ -220,3 +220,17 @@ def test_benchmark_acceleration_study_is_resumable(store8, tmp_path):
     finally:
         del g["masks/vista_r8"]
         zarr.consolidate_metadata(store8)
+
+
+def test_cli_out_of_memory_is_a_clear_error(store8, tmp_path, monkeypatch):
+    """A CUDA out-of-memory error (raised here by a stand-in for the stage) exits 2 with what to change."""
+    import kmtr.train.pipeline as pipeline
+
+    def oom(cfg, resume=False):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(pipeline, "train_one", oom)
+    res = CliRunner().invoke(app, ["train", "--stage", "1", "--data", store8, "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "out of device memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in res.output
+    assert "--batch-size" in res.output and "--grad-checkpoint" in res.output

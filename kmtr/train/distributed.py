@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_objects", "all_true"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_gather_objects", "all_true", "gather_rows"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,19 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     t = torch.tensor([1 if flag else 0], device=info.device if info.device.type == "cuda" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``x`` (B, …) stacked in rank order → (world_size · B, …), differentiable.
+
+    The backward pass sends each rank the sum over ranks of the gradient on its own rows, so a
+    loss computed identically on every rank from the gathered rows, with DDP's gradient average,
+    gives exactly the single-process gradient of that loss on the whole global batch. Identity
+    when no process group is running (or it has one process). Collective: every rank must call it
+    with the same shape.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)

@@ -24,7 +24,7 @@ from kmtr.eval.retrieval import retrieval_accuracy
 from kmtr.losses import contrastive_loss, cosine_matrix
 from kmtr.models.heads import MLPHead
 from kmtr.models.mae import ImageMAE, KSpaceMAE, count_parameters
-from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
+from kmtr.train.distributed import DistInfo, cleanup_distributed, gather_rows, init_distributed
 from kmtr.train.init import adopt_architecture, load_init, load_prefixed, resolve_init
 from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everything
 from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
@@ -50,8 +50,15 @@ class Stage2Model(nn.Module):
         return z_i, z_k
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """→ {loss, pos_cos (mean cosine of matching pairs), neg_cos (mean over non-matching pairs)}."""
+        """→ {loss, pos_cos (mean cosine of matching pairs), neg_cos (mean over non-matching pairs)}.
+
+        In training under DDP the embeddings of every rank are gathered first, so the loss
+        contrasts the global batch (batch size × processes subjects, as the paper's batch of 256
+        spread over GPUs), not each rank's share; validation (rank 0 alone) stays local.
+        """
         z_i, z_k = self.embed(batch)
+        if self.training:
+            z_i, z_k = gather_rows(z_i), gather_rows(z_k)
         loss = contrastive_loss(z_i, z_k, self.tau, self.lam)
         with torch.no_grad():
             sim = cosine_matrix(z_i, z_k)

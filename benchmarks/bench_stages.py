@@ -1,0 +1,207 @@
+"""Throughput and peak memory of every training stage (I, II, III × 4 tasks) of a preset, on any device.
+
+For each stage the script builds the stage's real model (the builders ``kmtr train`` uses; random
+weights, since only speed and memory are measured), reads batches from the store through the
+stage's DataLoader, and times full optimiser steps as :class:`kmtr.train.loop.Trainer` does them
+(bf16 autocast on CUDA, gradient clipping, AdamW). Printed per stage: parameters, batch, median
+step time, subjects/s and tokens/s, peak device memory (``torch.cuda.max_memory_allocated``: the
+model, AdamW state and activations) and, for comparison, the subjects/s a fresh DataLoader with the
+stage's workers delivers alone (its start-up included). A stage that runs out of memory is
+reported as such and, when gradient checkpointing was off, measured again with it on.
+
+    python benchmarks/bench_stages.py --preset paper [--data STORE] [--steps 3] [--stage2-batch 32]
+
+Without ``--data`` a synthetic 9 × 50 × 128 × 128 store of ``--subjects`` subjects is written
+first (``benchmarks/_store.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import itertools
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from benchmarks._store import synthetic_store  # noqa: E402
+from kmtr.config import TrainConfig  # noqa: E402
+from kmtr.data import prepare_batch  # noqa: E402
+from kmtr.models.mae import count_parameters  # noqa: E402
+from kmtr.train.pipeline import stage_config  # noqa: E402
+from kmtr.train.runner import param_groups  # noqa: E402
+from kmtr.train.stage1 import build_datasets, build_stage1_model, make_optimizer_groups, validate_config  # noqa: E402
+from kmtr.train.stage2 import build_stage2_model  # noqa: E402
+from kmtr.train.stage3 import build_task_model, task_targets  # noqa: E402
+
+STAGES = [(1, ""), (2, ""), (3, "regression"), (3, "classification"), (3, "segmentation"), (3, "reconstruction")]
+
+
+def build(cfg: TrainConfig, ds: Any) -> tuple[nn.Module, list[dict[str, Any]], int]:
+    """(model, AdamW groups, patch tokens per subject × encoders run) for ``cfg``'s stage."""
+    s1 = dataclasses.replace(cfg, stage=1, models="both")
+    tokens = validate_config(s1, ds.shape).num_tokens
+    if cfg.stage == 1:
+        model = build_stage1_model(cfg, validate_config(cfg, ds.shape), ds.info.view_ids)
+        return model, make_optimizer_groups(model, cfg), tokens * len(model.submodels())
+    if cfg.stage == 2:
+        model = build_stage2_model(cfg, ds.shape, ds.info.view_ids, None)
+        return model, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay), 2 * tokens
+    model = build_task_model(cfg, ds.shape, ds.info.view_ids, task_targets(cfg, ds), None)
+    return model, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay), tokens
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
+    """Build the stage, time ``steps`` optimiser steps after ``warmup`` ones; peak memory in GiB."""
+    ds, _ = build_datasets(cfg)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    model, groups, tokens = build(cfg, ds)
+    model.to(device).train()
+    opt = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas))  # type: ignore[arg-type]
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.run.amp and device.type == "cuda" else nullcontext()
+    bs = cfg.data.batch_size
+    loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
+    it = iter(loader)
+
+    def next_batch() -> dict[str, torch.Tensor]:
+        nonlocal it
+        try:
+            raw = next(it)
+        except StopIteration:
+            it = iter(loader)
+            raw = next(it)
+        return prepare_batch(raw, device)
+
+    times, losses = [], []
+    for i in range(warmup + steps):
+        batch = next_batch()
+        sync(device)
+        t0 = time.perf_counter()
+        with autocast:
+            loss = model(batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+        opt.step()
+        sync(device)
+        losses.append(float(loss.detach().float()))
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    del it, loader  # stop the persistent workers before the loader is timed on its own
+    load_rate = loader_rate(ds, cfg.data.num_workers)
+    step_s = float(np.median(times))
+    out = {
+        "params": count_parameters(model), "batch": bs, "step_s": step_s, "subjects_s": bs / step_s,
+        "tokens_s": bs * tokens / step_s, "loader_subjects_s": load_rate,
+        "finite": bool(np.all(np.isfinite(losses))),
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
+        "checkpointing": cfg.arch.grad_checkpoint,
+    }
+    del model, opt
+    return out
+
+
+def loader_rate(ds: Any, workers: int, n: int = 24) -> float:
+    """Subjects/s a fresh DataLoader with ``workers`` workers delivers over the first ``n`` subjects
+    (worker start-up included: a lower bound)."""
+    n = min(n, len(ds))
+    t0 = time.perf_counter()
+    for _ in itertools.islice(DataLoader(ds, batch_size=1, num_workers=workers), n):
+        pass
+    return n / max(time.perf_counter() - t0, 1e-9)
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="paper", choices=["paper", "tiny"])
+    ap.add_argument("--data", help="store (default: a synthetic 9 x 50 x 128 x 128 store)")
+    ap.add_argument("--subjects", type=int, default=40, help="synthetic store size")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per stage")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--stage2-batch", default="", help="stage II batch sizes to try instead of the preset's, e.g. 16,32")
+    ap.add_argument("--stages", default="1,2,regression,classification,segmentation,reconstruction")
+    ap.add_argument("--workers", type=int, help="DataLoader workers (default: the preset's)")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    data = args.data or synthetic_store(args.subjects, 50, 128)
+    out_dir = tempfile.mkdtemp(prefix="kmtr_bench_stages_")
+    wanted = set(args.stages.split(","))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"preset {args.preset}, store {data}, device {name}, torch {torch.__version__}", flush=True)
+    rows = []
+    for stage, task in STAGES:
+        if str(stage) not in wanted and task not in wanted:
+            continue
+        batches = [int(b) for b in args.stage2_batch.split(",") if b] if stage == 2 and args.stage2_batch else [None]
+        for batch in batches:
+            overrides: dict[str, Any] = {"data.data": data, "data.val_split": "", "run.out_dir": out_dir,
+                                         "run.progress": False, "run.tensorboard": False}
+            if batch:
+                overrides["data.batch_size"] = batch
+            if task == "classification":
+                overrides["heads.diseases"] = "all"  # every disease column of the store
+            if args.workers is not None:
+                overrides["data.num_workers"] = args.workers
+            cfg = stage_config(args.preset, stage, task, overrides)
+            label = f"{'I II III'.split()[stage - 1]}{' ' + task if task else ''}"
+            for attempt in range(2):
+                res = None
+                try:
+                    res = measure(cfg, device, args.steps, args.warmup)
+                except RuntimeError as exc:
+                    if not is_oom(exc):
+                        raise
+                if device.type == "cuda":  # after the except block: the traceback's tensors are gone
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                if res is not None:
+                    rows.append({"stage": label, **res})
+                    print(f"{label}: {res}", flush=True)
+                    break
+                rows.append({"stage": label, "batch": cfg.data.batch_size, "checkpointing": cfg.arch.grad_checkpoint,
+                             "oom": True})
+                print(f"{label}: batch {cfg.data.batch_size}, checkpointing {cfg.arch.grad_checkpoint}: out of memory",
+                      flush=True)
+                if attempt == 1 or cfg.arch.grad_checkpoint:
+                    break
+                cfg.arch.grad_checkpoint = True
+    print("\n| stage | batch | grad ckpt | parameters | step (s) | subjects/s | tokens/s | loader subjects/s "
+          "| peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.get("oom"):
+            print(f"| {r['stage']} | {r['batch']} | {r['checkpointing']} | | out of memory | | | | |")
+            continue
+        print(f"| {r['stage']} | {r['batch']} | {r['checkpointing']} | {r['params'] / 1e6:.1f} M | {r['step_s']:.3f} "
+              f"| {r['subjects_s']:.2f} | {r['tokens_s']:,.0f} | {r['loader_subjects_s']:.1f} | {r['peak_gib']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
