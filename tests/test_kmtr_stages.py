@@ -75,6 +75,7 @@ def test_stage3_every_task_trains_from_stage2(experiment, store8, task):
     summary = train_one(cfg_for(store8, experiment, 3, task))
     assert np.isfinite(summary["last"]["loss"]) and summary["global_step"] == 2
     assert (experiment / "exp" / f"stage3-{task}" / "last.pt").exists()
+    assert summary["last"]["tokens_per_s"] > 0  # the k-space encoder's patch tokens are counted
 
 
 def test_stage3_starts_from_another_tasks_encoder(experiment, store8, tmp_path):
@@ -114,6 +115,7 @@ def test_baselines_train_one_step_and_evaluate(experiment, store8, method, task)
 
     summary = train_one(cfg_for(store8, experiment, 3, task, method=method, **{"run.max_steps": "1"}))
     assert np.isfinite(summary["last"]["loss"])
+    assert (summary["last"]["tokens_per_s"] > 0) == (method == "mae")  # image baselines have no tokens
     run = load_run(summary["run_dir"])
     preds = predict_split(run, "validation")
     assert len(preds.rows) == 2 and np.isfinite(preds.pred.astype(float)).all()

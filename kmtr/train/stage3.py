@@ -308,9 +308,12 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
             print(f"stage III {cfg.method} / {cfg.task} {start}: {len(train_ds)} training subjects, "
                   f"{count_parameters(model):,} parameters, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}, "
                   f"device {info.device} x {info.world_size}", flush=True)
+        tokens = 0  # patch tokens per subject for the tokens/s figure (the image baselines have none)
+        if cfg.method in ("kmtr", "mae"):
+            tokens = validate_config(dataclasses.replace(cfg, stage=1, models="kspace"), train_ds.shape).num_tokens
         return fit_model(
             cfg, model, train_ds, val_ds, info, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay),
-            resume=resume, extra_state={"targets": targets},
+            tokens_per_sample=tokens, resume=resume, extra_state={"targets": targets},
         )
     finally:
         if own_dist:
