@@ -236,3 +236,24 @@ def test_cli_out_of_memory_is_a_clear_error(store8, tmp_path, monkeypatch):
     assert res.exit_code == 2
     assert "out of device memory (CUDA out of memory. Tried to allocate 20.00 GiB)" in res.output
     assert "--batch-size" in res.output and "--grad-checkpoint" in res.output
+
+
+def test_eval_measures_phenotypes_on_the_predicted_segmentation(experiment, store8, tmp_path, monkeypatch):
+    """The segmentation report adds phenotypes from short-axis areas, calibrated on the training split."""
+    from kmtr.eval import seg_phenotypes
+    from kmtr.eval.predict import load_run
+    from kmtr.eval.report import evaluate_run
+
+    # the fixture's phenotype columns are p0…p17: give two of them an area model
+    monkeypatch.setitem(seg_phenotypes.FEATURES, "p0", ("lv_max",))
+    monkeypatch.setitem(seg_phenotypes.FEATURES, "p5", ("epi_mean", "lv_mean"))
+    seg = train_one(cfg_for(store8, tmp_path, 3, "segmentation", init=str(experiment / "exp" / "stage2"),
+                            **{"run.max_steps": "1"}))
+    res = evaluate_run(load_run(seg["run_dir"]), tmp_path / "report", "validation", n_boot=20)
+    table = res["tables"]["phenotypes"]
+    assert table["phenotype"].tolist() == ["p0", "p5"]
+    assert table["features"].tolist() == ["lv_max", "epi_mean + lv_mean"]
+    assert (table["n"] == 2).all() and np.isfinite(table["mean_guess_mae"]).all()
+    assert res["sections"][0][0].startswith("Phenotypes from the predicted segmentation")
+    assert (tmp_path / "report" / "kmtr-segmentation_phenotypes_scatter.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "kmtr-segmentation_phenotypes.csv").exists()

@@ -7,7 +7,8 @@ For each run (``runs/<name>/stage3-<task>`` or a baseline ``<method>-<task>``):
 * classification — thresholds chosen on the validation split, then AUC-ROC (95 % CI), F1,
   recall, precision, average precision per disease on test; ROC curves;
 * segmentation — Dice and 95th-percentile Hausdorff distance (mm) per class and view (MONAI);
-  overlays;
+  overlays; ventricular phenotypes measured on the predicted segmentation (short-axis areas,
+  calibrated on the training split: :mod:`kmtr.eval.seg_phenotypes`) beside the mean guess;
 * reconstruction — PSNR and SSIM per subject (and the zero-filled input's for reference);
   reconstructions next to their targets;
 
@@ -49,6 +50,18 @@ def _pm(mean: float, sd: float) -> str:
     return "–" if not np.isfinite(mean) else f"{mean:.3g} ± {sd:.2g}"
 
 
+def _regression_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The report's table of :func:`kmtr.eval.metrics.regression_metrics` output."""
+    return pd.DataFrame({
+        "phenotype": df["phenotype"],
+        "MAE ± SD": [_pm(m, s) for m, s in zip(df["mae"], df["mae_sd"])],
+        "95% CI": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df["mae_lo"], df["mae_hi"])],
+        "mean guess MAE ± SD": [_pm(m, s) for m, s in zip(df["mean_guess_mae"], df["mean_guess_sd"])],
+        "better than mean guess": np.where(df["mae"] < df["mean_guess_mae"], "yes", "no"),
+        "p (Wilcoxon)": df["p_value"],
+    })
+
+
 def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | torch.device = "cpu",
                  n_boot: int = 1000, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
     """Evaluate one run on ``split``; writes CSVs and PNGs into ``out``.
@@ -68,14 +81,7 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
                                         np.asarray(run.targets["mean"]), units=units, n_boot=n_boot, seed=seed)
         result["tables"]["regression"] = df
         figures.scatter_pred_true(test.pred, test.truth["phenotypes"], names, units, out / f"{tag}_scatter.png")
-        result["summary"] = pd.DataFrame({
-            "phenotype": df["phenotype"],
-            "MAE ± SD": [_pm(m, s) for m, s in zip(df["mae"], df["mae_sd"])],
-            "95% CI": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df["mae_lo"], df["mae_hi"])],
-            "mean guess MAE ± SD": [_pm(m, s) for m, s in zip(df["mean_guess_mae"], df["mean_guess_sd"])],
-            "better than mean guess": np.where(df["mae"] < df["mean_guess_mae"], "yes", "no"),
-            "p (Wilcoxon)": df["p_value"],
-        })
+        result["summary"] = _regression_summary(df)
     elif task == "classification":
         val = predict_split(run, cfg.data.val_split or "validation", device, limit=limit)
         names = run.targets["names"]
@@ -108,6 +114,13 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
             "Dice ± SD": [_pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
             "HD95 (mm) ± SD": [_pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
         })
+        section = _segmentation_phenotypes(run, test, out / f"{tag}_phenotypes_scatter.png", device, n_boot, seed,
+                                           split, limit)
+        if section is not None:
+            result["tables"]["phenotypes"] = section
+            result["sections"] = [("Phenotypes from the predicted segmentation (linear calibration on the "
+                                   "training split's predictions, `kmtr/eval/seg_phenotypes.py`)",
+                                   _regression_summary(section))]
     elif task == "reconstruction":
         df = metrics.reconstruction_metrics(test.pred, test.truth["image"])
         zf = metrics.reconstruction_metrics(test.truth["zero_filled"], test.truth["image"])
@@ -126,6 +139,43 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
     for name, table in result["tables"].items():
         table.to_csv(out / f"{tag}_{name}.csv", index=False)
     return result
+
+
+def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, device: str | torch.device,
+                             n_boot: int, seed: int, split: str, limit: int | None) -> pd.DataFrame | None:
+    """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
+    :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
+    with the mean guess. None when the store has no phenotypes the calibration knows."""
+    from kmtr.data import KSpaceDataset
+    from kmtr.eval import seg_phenotypes as sp
+
+    cfg = run.cfg
+    test_ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=False)
+    info = test_ds.info
+    columns = list(info.phenotype_columns)
+    if not info.has_phenotypes or not any(c in sp.FEATURES for c in columns):
+        return None
+    train = predict_split(run, cfg.data.train_split, device, limit=limit)
+    train_ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, cfg.data.mask, cfg.data.frames, with_seg=False)
+    sax = [i for i, v in enumerate(info.view_ids) if v == 0]
+
+    def features(pred: Predictions) -> dict[str, np.ndarray]:
+        return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=1, myo=2, rv=3)
+
+    y_train = train_ds.split_labels("phenotypes")[: len(train.rows)].astype(np.float64)
+    fits = sp.fit_calibration(features(train), y_train, columns)
+    if not fits:
+        return None
+    names = list(fits)
+    predicted = sp.apply_calibration(fits, features(test))
+    idx = [columns.index(c) for c in names]
+    y_test = test_ds.split_labels("phenotypes")[: len(test.rows)][:, idx].astype(np.float64)
+    pred = np.stack([predicted[c] for c in names], axis=1)
+    units = [info.phenotype_units[j] if j < len(info.phenotype_units) else "" for j in idx]
+    df = metrics.regression_metrics(pred, y_test, names, np.nanmean(y_train[:, idx], axis=0), units=units,
+                                    n_boot=n_boot, seed=seed)
+    figures.scatter_pred_true(pred, y_test, names, units, scatter)
+    return df.assign(features=[" + ".join(fits[c]["features"]) for c in names])  # type: ignore[arg-type]
 
 
 def _overlays(test: Predictions, view_names: tuple[str, ...], path: Path) -> None:
@@ -214,6 +264,8 @@ def evaluate_experiment(experiment: str | Path, split: str = "test", out: str | 
         title = f"## {run.cfg.task.capitalize()}: {run.cfg.method} ({path.name}, {len(res['test'].rows)} subjects, " \
                 f"mask {run.cfg.data.mask})"
         sections += [title, "", markdown_table(res["summary"]), ""]
+        for heading, table in res.get("sections", []):
+            sections += [f"{heading}:", "", markdown_table(table), ""]
         for png in sorted(report.glob(f"{run.cfg.method}-{run.cfg.task}_*.png")):
             sections.append(f"![{png.stem}]({png.name})")
         sections.append("")
