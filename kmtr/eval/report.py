@@ -145,9 +145,11 @@ def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, 
                              n_boot: int, seed: int, split: str, limit: int | None) -> pd.DataFrame | None:
     """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
     :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
-    with the mean guess. None when the store has no phenotypes the calibration knows."""
+    with the mean guess. None when the store has no phenotypes the calibration knows or no
+    training subjects to calibrate on."""
     from kmtr.data import KSpaceDataset
     from kmtr.eval import seg_phenotypes as sp
+    from kmtr.store import StoreError
 
     cfg = run.cfg
     test_ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=False)
@@ -155,8 +157,11 @@ def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, 
     columns = list(info.phenotype_columns)
     if not info.has_phenotypes or not any(c in sp.FEATURES for c in columns):
         return None
-    train = predict_split(run, cfg.data.train_split, device, limit=limit)
-    train_ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, cfg.data.mask, cfg.data.frames, with_seg=False)
+    try:
+        train = predict_split(run, cfg.data.train_split, device, limit=limit)
+        train_ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, cfg.data.mask, cfg.data.frames, with_seg=False)
+    except StoreError:  # no training subjects to calibrate on (e.g. an external test-only store)
+        return None
     sax = [i for i, v in enumerate(info.view_ids) if v == 0]
 
     def features(pred: Predictions) -> dict[str, np.ndarray]:
