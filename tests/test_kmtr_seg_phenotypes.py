@@ -53,6 +53,9 @@ def test_calibration_recovers_linear_phenotypes_and_skips_what_it_cannot_fit():
     y[0, 0] = np.nan  # a missing value is left out of that phenotype's fit only
     fits = fit_calibration(f, y, columns)
     assert set(fits) == {"LVEDV (mL)", "LVEF (%)", "LVM (g)"}  # no area model for LA; RV has no values
+    no_rv = dict(f, rv_max=np.zeros(20))  # a segmenter that never predicts the RV
+    assert "RVEDV (mL)" not in fit_calibration(no_rv, np.ones((20, 1)), ["RVEDV (mL)"])
+    assert "RVEDV (mL)" in fit_calibration(f, np.ones((20, 1)), ["RVEDV (mL)"])
     assert fits["LVEDV (mL)"]["n"] == 19 and fits["LVEF (%)"]["n"] == 20
     np.testing.assert_allclose(fits["LVEDV (mL)"]["coef"], [0.8], rtol=1e-8)
     np.testing.assert_allclose(fits["LVEDV (mL)"]["intercept"], 3.0, atol=1e-8)

@@ -90,7 +90,8 @@ def fit_calibration(features: dict[str, np.ndarray], phenotypes: np.ndarray,
 
     Returns:
         ``{column: {"features": names, "coef": (k,), "intercept": float, "n": int}}`` for the columns
-        with at least k + 2 training values and all their features available.
+        with at least k + 2 training values and all their features available and not constant
+        (a class the segmentation never predicts gives no phenotype rather than the mean guess).
     """
     fits: dict[str, dict[str, object]] = {}
     for j, col in enumerate(columns):
@@ -99,8 +100,8 @@ def fit_calibration(features: dict[str, np.ndarray], phenotypes: np.ndarray,
             continue
         x, y = _design(features, names), np.asarray(phenotypes[:, j], dtype=np.float64)
         ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
-        if ok.sum() < len(names) + 2:
-            continue
+        if ok.sum() < len(names) + 2 or np.any(np.ptp(x[ok], axis=0) == 0):
+            continue  # too few values, or a feature the segmentation never varies (e.g. no RV predicted)
         a = np.column_stack([x[ok], np.ones(ok.sum())])
         sol, *_ = np.linalg.lstsq(a, y[ok], rcond=None)
         fits[col] = {"features": list(names), "coef": sol[:-1], "intercept": float(sol[-1]), "n": int(ok.sum())}
