@@ -50,10 +50,10 @@ STAGES = [(1, ""), (2, ""), (3, "regression"), (3, "classification"), (3, "segme
 
 def build(cfg: TrainConfig, ds: Any) -> tuple[nn.Module, list[dict[str, Any]], int]:
     """(model, AdamW groups, patch tokens per subject × encoders run) for ``cfg``'s stage."""
-    s1 = dataclasses.replace(cfg, stage=1, models="both")
-    tokens = validate_config(s1, ds.shape).num_tokens
+    grid = validate_config(dataclasses.replace(cfg, stage=1, models="both"), ds.shape)
+    tokens = grid.num_tokens
     if cfg.stage == 1:
-        model = build_stage1_model(cfg, validate_config(cfg, ds.shape), ds.info.view_ids)
+        model = build_stage1_model(cfg, grid, ds.info.view_ids)
         return model, make_optimizer_groups(model, cfg), tokens * len(model.submodels())
     if cfg.stage == 2:
         model = build_stage2_model(cfg, ds.shape, ds.info.view_ids, None)

@@ -13,6 +13,10 @@ from kmtr_fixtures import store  # noqa: F401
 
 torch.set_num_threads(1)
 
+#: a one-block model on 5 frames: fast enough for two processes on two cores
+TINY_MODEL = {"data.frames": "5", "arch.patch": "5,8,8", "arch.width": "16", "arch.depth": "1", "arch.heads": "2",
+              "arch.dec_width": "16", "arch.dec_depth": "1", "arch.dec_heads": "2"}
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -29,9 +33,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 
     cfg = preset("tiny")
     apply_overrides(cfg, {
-        "data.data": data, "data.frames": "5", "data.num_workers": "0", "data.batch_size": "1",
-        "arch.patch": "5,8,8", "arch.width": "16", "arch.depth": "1", "arch.heads": "2",
-        "arch.dec_width": "16", "arch.dec_depth": "1", "arch.dec_heads": "2", "optim.epochs": "2",
+        "data.data": data, "data.num_workers": "0", "data.batch_size": "1", **TINY_MODEL, "optim.epochs": "2",
         "run.out_dir": out, "run.name": "ddp", "run.progress": "false", "run.png_every_epochs": "0",
         "run.tensorboard": "false", "data.val_split": "none",
     })
@@ -57,9 +59,7 @@ def _tiny_stage2(data: str):
     from kmtr.train.stage2 import build_stage2_model
 
     cfg = preset("tiny", 2)
-    apply_overrides(cfg, {"data.data": data, "data.frames": "5", "arch.patch": "5,8,8", "arch.width": "16",
-                          "arch.depth": "1", "arch.heads": "2", "arch.dec_width": "16", "arch.dec_depth": "1",
-                          "arch.dec_heads": "2", "heads.proj_dim": "8"})
+    apply_overrides(cfg, {"data.data": data, **TINY_MODEL, "heads.proj_dim": "8"})
     ds = KSpaceDataset(data, "train", "vista_r4", 5)
     torch.manual_seed(0)
     return build_stage2_model(cfg, ds.shape, ds.info.view_ids, None), ds.shape

@@ -72,8 +72,9 @@ class Predictions:
     segmentation (N, S, T, H, W) uint8; reconstruction (N, S, T, H, W) float32 magnitudes of the
     per-subject normalised image. ``truth`` holds the matching arrays (``phenotypes`` (N, P),
     ``diseases`` (N, D) of the selected columns, ``seg`` + ``seg_present`` (N, S), ``image`` and
-    ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes and
-    ``pixel_spacing`` (N, S, 2) mm); ``rows`` (N,) store rows.
+    ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes,
+    ``pixel_spacing`` (N, S, 2) mm and, when the store has them, ``phenotypes``); ``rows`` (N,)
+    store rows.
     """
 
     task: str
@@ -119,6 +120,8 @@ def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu
             keep("image_frame0", batch["image"][:, :, 0].abs())
             spacing = ds.group["subjects/pixel_spacing"]
             keep("pixel_spacing", torch.from_numpy(np.stack([np.asarray(spacing[int(r)]) for r in raw["row"]])))
+            if "phenotypes" in batch:  # for the phenotypes measured on the predicted segmentation
+                keep("phenotypes", batch["phenotypes"])
     arrays: dict[str, np.ndarray] = {k: np.concatenate(v) for k, v in truth.items()}
     arrays["view_names"] = np.asarray(ds.info.view_names)
     return Predictions(task, np.concatenate(rows), np.concatenate(preds), arrays)

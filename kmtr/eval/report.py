@@ -115,7 +115,7 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
             "HD95 (mm) ± SD": [_pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
         })
         section = _segmentation_phenotypes(run, test, out / f"{tag}_phenotypes_scatter.png", device, n_boot, seed,
-                                           split, limit)
+                                           limit)
         if section is not None:
             result["tables"]["phenotypes"] = section
             result["sections"] = [("Phenotypes from the predicted segmentation (linear calibration on the "
@@ -142,24 +142,21 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
 
 
 def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, device: str | torch.device,
-                             n_boot: int, seed: int, split: str, limit: int | None) -> pd.DataFrame | None:
+                             n_boot: int, seed: int, limit: int | None) -> pd.DataFrame | None:
     """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
     :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
     with the mean guess. None when the store has no phenotypes the calibration knows or no
     training subjects to calibrate on."""
-    from kmtr.data import KSpaceDataset
     from kmtr.eval import seg_phenotypes as sp
-    from kmtr.store import StoreError
+    from kmtr.store import StoreError, open_store, read_store_info
 
     cfg = run.cfg
-    test_ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=False)
-    info = test_ds.info
+    info = read_store_info(open_store(cfg.data.data), cfg.data.data)
     columns = list(info.phenotype_columns)
-    if not info.has_phenotypes or not any(c in sp.FEATURES for c in columns):
+    if "phenotypes" not in test.truth or not any(c in sp.FEATURES for c in columns):
         return None
     try:
         train = predict_split(run, cfg.data.train_split, device, limit=limit)
-        train_ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, cfg.data.mask, cfg.data.frames, with_seg=False)
     except StoreError:  # no training subjects to calibrate on (e.g. an external test-only store)
         return None
     sax = [i for i, v in enumerate(info.view_ids) if v == 0]
@@ -167,14 +164,14 @@ def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, 
     def features(pred: Predictions) -> dict[str, np.ndarray]:
         return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=1, myo=2, rv=3)
 
-    y_train = train_ds.split_labels("phenotypes")[: len(train.rows)].astype(np.float64)
+    y_train = train.truth["phenotypes"].astype(np.float64)
     fits = sp.fit_calibration(features(train), y_train, columns)
     if not fits:
         return None
     names = list(fits)
     predicted = sp.apply_calibration(fits, features(test))
     idx = [columns.index(c) for c in names]
-    y_test = test_ds.split_labels("phenotypes")[: len(test.rows)][:, idx].astype(np.float64)
+    y_test = test.truth["phenotypes"][:, idx].astype(np.float64)
     pred = np.stack([predicted[c] for c in names], axis=1)
     units = [info.phenotype_units[j] if j < len(info.phenotype_units) else "" for j in idx]
     df = metrics.regression_metrics(pred, y_test, names, np.nanmean(y_train[:, idx], axis=0), units=units,
