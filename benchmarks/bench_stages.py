@@ -70,6 +70,9 @@ def sync(device: torch.device) -> None:
 def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
     """Build the stage, time ``steps`` optimiser steps after ``warmup`` ones; peak memory in GiB."""
     ds, _ = build_datasets(cfg)
+    if len(ds) < cfg.data.batch_size:
+        raise SystemExit(f"stage {cfg.stage}{' ' + cfg.task if cfg.stage == 3 else ''}: the store has {len(ds)} training "
+                         f"subjects, fewer than one batch of {cfg.data.batch_size} (use --subjects or a larger store)")
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
