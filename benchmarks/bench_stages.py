@@ -6,8 +6,9 @@ stage's DataLoader, and times full optimiser steps as :class:`kmtr.train.loop.Tr
 (bf16 autocast on CUDA, gradient clipping, AdamW). Printed per stage: parameters, batch, median
 step time, subjects/s and tokens/s, peak device memory (``torch.cuda.max_memory_allocated``: the
 model, AdamW state and activations) and, for comparison, the subjects/s a fresh DataLoader with the
-stage's workers delivers alone (its start-up included). A stage that runs out of memory is
-reported as such and, when gradient checkpointing was off, measured again with it on.
+stage's workers delivers alone (its start-up included) and its ratio to the model's rate (below 1:
+the loader limits training). A stage that runs out of memory is reported as such and, when
+gradient checkpointing was off, measured again with it on.
 
     python benchmarks/bench_stages.py --preset paper [--data STORE] [--steps 3] [--stage2-batch 32]
 
@@ -196,14 +197,15 @@ def main() -> None:
                     break
                 cfg.arch.grad_checkpoint = True
     print("\n| stage | batch | grad ckpt | parameters | step (s) | subjects/s | tokens/s | loader subjects/s "
-          "| peak memory (GiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| loader ÷ model | peak memory (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("oom"):
-            print(f"| {r['stage']} | {r['batch']} | {r['checkpointing']} | | out of memory | | | | |")
+            print(f"| {r['stage']} | {r['batch']} | {r['checkpointing']} | | out of memory | | | | | |")
             continue
         print(f"| {r['stage']} | {r['batch']} | {r['checkpointing']} | {r['params'] / 1e6:.1f} M | {r['step_s']:.3f} "
-              f"| {r['subjects_s']:.2f} | {r['tokens_s']:,.0f} | {r['loader_subjects_s']:.1f} | {r['peak_gib']:.1f} |")
+              f"| {r['subjects_s']:.2f} | {r['tokens_s']:,.0f} | {r['loader_subjects_s']:.1f} "
+              f"| {r['loader_subjects_s'] / r['subjects_s']:.2f} | {r['peak_gib']:.1f} |")
 
 
 if __name__ == "__main__":
