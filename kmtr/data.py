@@ -181,6 +181,11 @@ class KSpaceDataset(Dataset):
             self._cache[row] = (kspace, mask, seg)
         return kspace, mask, seg
 
+    def unaugmented(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kspace (S, T', H, W) complex as stored, mask (S, T', W)) of the i-th subject, no augmentation."""
+        kspace, mask, _ = self._load(int(self.rows[i]))
+        return kspace, mask
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
         kspace, mask, seg = self._load(row)

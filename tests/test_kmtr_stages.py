@@ -153,6 +153,34 @@ def test_regression_targets_use_training_statistics(store8, tmp_path):
     assert seg_layers(6, 4) == [2, 3, 4, 6] or seg_layers(6, 4)[-1] == 6
 
 
+def test_heads_read_the_kspace_spectrum_standardised_on_the_training_split(store8, tmp_path):
+    from kmtr.eval.predict import load_run
+    from kmtr.models.spectrum import spectrum_statistics
+
+    steps = {"run.max_steps": "1"}
+    run = load_run(train_one(cfg_for(store8, tmp_path, 3, "regression", init="scratch", **steps))["run_dir"])
+    spectrum = run.model.net.spectrum
+    train_ds, _ = build_datasets(run.cfg)
+    mean, std = spectrum_statistics(spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds))))
+    np.testing.assert_allclose(spectrum.mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(spectrum.std.numpy(), np.where(std > 1e-6, std, 1.0), rtol=1e-5)
+    assert spectrum.n_features == 9 * 16 * 5  # static + 4 frame differences per view, 16 rings
+    assert run.model.net.head.net[0].in_features == 32 + spectrum.n_features
+
+    off = train_one(cfg_for(store8, tmp_path / "off", 3, "classification", init="scratch",
+                            **steps, **{"heads.spectrum_rings": "0"}))
+    assert load_run(off["run_dir"]).model.net.spectrum is None
+    # a run saved before the heads read the spectrum (no such key in its config) still loads
+    ckpt_path = Path(off["run_dir"]) / "last.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    del ckpt["config"]["heads"]["spectrum_rings"]
+    torch.save(ckpt, ckpt_path)
+    old = load_run(off["run_dir"])
+    assert old.model.net.spectrum is None and old.model.net.head.heads[0].net[0].in_features == 32
+    with pytest.raises(ConfigError, match="spectrum_rings"):
+        train_one(cfg_for(store8, tmp_path / "bad", 3, "regression", init="scratch", **{"heads.spectrum_rings": "1"}))
+
+
 def _cli_args(store: str, out: Path) -> list[str]:
     args = ["--preset", "tiny", "--data", store, "--epochs", "1", "--batch-size", "2", "--out", str(out),
             "--frames", "5", "--patch", "5,8,8", "--workers", "0"]

@@ -58,6 +58,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
         raise ValueError(f"{path} is a stage-{cfg.stage} run; evaluation needs stage III runs")
     ds = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
     targets = extra.get("targets", {})
+    if not any(k.startswith("net.spectrum.") for k in state["model"]):
+        cfg.heads.spectrum_rings = 0  # a run trained before the heads read the k-space spectrum
     model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets)
     model.load_state_dict(state["model"])
     model.to(device).eval()

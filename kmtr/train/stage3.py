@@ -17,7 +17,9 @@ Tasks (``cfg.task``):
 
 Methods (``cfg.method``), all reading the same store, splits and labels:
 
-* ``kmtr`` — the stage-II k-space encoder + a task head (the paper's model);
+* ``kmtr`` — the stage-II k-space encoder + a task head (the paper's model); the regression and
+  classification heads also read the k-space's radial power spectrum (:mod:`kmtr.models.spectrum`,
+  standardised with training-split statistics; ``heads.spectrum_rings = 0`` turns it off);
 * ``mae`` — the stage-I k-space encoder + the same head (no contrastive alignment);
 * ``resnet50`` / ``resnet50_u`` / ``resnet50_k`` — ResNet-50 on fully sampled images,
   zero-filled undersampled images, zero-filled k-space (regression, classification);
@@ -39,6 +41,7 @@ from kmtr.losses import masked_bce, masked_mse
 from kmtr.models.heads import AttentionPool, MLPHead, MultiHead
 from kmtr.models.mae import KSpaceMAE, TokenDecoder, count_parameters
 from kmtr.models.segmentation import SegmentationDecoder
+from kmtr.models.spectrum import KSpaceSpectrum, spectrum_statistics
 from kmtr.models.tokenizer import unpatchify
 from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from kmtr.train.init import adopt_architecture, encoder_prefix, load_init, load_prefixed, resolve_init
@@ -74,7 +77,9 @@ class KSpaceTaskNet(nn.Module):
 
     Regression and classification heads read the mean of the encoder's visible output tokens
     (``heads.pool = mean``, MAE's fine-tuning default), its class token (``cls``) or an attention
-    pooling of its tokens (``attention``, :class:`kmtr.models.heads.AttentionPool`).
+    pooling of its tokens (``attention``, :class:`kmtr.models.heads.AttentionPool`), concatenated
+    with the standardised radial power spectrum of the same undersampled k-space
+    (:class:`kmtr.models.spectrum.KSpaceSpectrum`, ``heads.spectrum_rings`` rings; 0 = off).
 
     ``forward(kspace, mask)`` with kspace (B, S, T, H, W) complex (normalised, fully sampled: it is
     undersampled here by ``mask`` (B, S, T, W)) returns (B, out) for regression/classification,
@@ -92,10 +97,15 @@ class KSpaceTaskNet(nn.Module):
         pooled_task = task in ("regression", "classification")
         self.pool_norm = nn.LayerNorm(width) if pooled_task and h.pool == "mean" else None
         self.attn_pool = AttentionPool(width, encoder.cfg.heads) if pooled_task and h.pool == "attention" else None
+        if h.spectrum_rings < 0 or h.spectrum_rings == 1:
+            raise ConfigError(f"heads.spectrum_rings must be 0 (off) or at least 2, not {h.spectrum_rings}")
+        self.spectrum = (KSpaceSpectrum((grid.s, grid.t, grid.h, grid.w), h.spectrum_rings)
+                         if pooled_task and h.spectrum_rings else None)
+        in_dim = width + (self.spectrum.n_features if self.spectrum is not None else 0)
         if task == "regression":
-            self.head: nn.Module = MLPHead(width, h.head_hidden, out_dim)
+            self.head: nn.Module = MLPHead(in_dim, h.head_hidden, out_dim)
         elif task == "classification":
-            self.head = MultiHead(width, h.head_hidden, out_dim)
+            self.head = MultiHead(in_dim, h.head_hidden, out_dim)
         elif task == "segmentation":
             self.layers = seg_layers(encoder.cfg.depth, h.seg_features)
             self.head = SegmentationDecoder(grid, width, len(self.layers), h.seg_width, out_dim, h.seg_temporal_kernel)
@@ -109,7 +119,10 @@ class KSpaceTaskNet(nn.Module):
         enc = self.encoder
         tokens, keep = enc.encoder_inputs(kspace, mask)
         if self.task in ("regression", "classification"):
-            return self.head(self.pooled(*enc.encode(tokens, keep)))
+            features = self.pooled(*enc.encode(tokens, keep))
+            if self.spectrum is not None:
+                features = torch.cat([features, self.spectrum(kspace, mask).to(features.dtype)], dim=1)
+            return self.head(features)
         if self.task == "segmentation":
             _, full, feats = enc.encode_features(tokens, keep, self.layers[:-1])
             return self.head([*feats, full], keep)
@@ -308,6 +321,9 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
             print(f"stage III {cfg.method} / {cfg.task} {start}: {len(train_ds)} training subjects, "
                   f"{count_parameters(model):,} parameters, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}, "
                   f"device {info.device} x {info.world_size}", flush=True)
+        if getattr(model.net, "spectrum", None) is not None:
+            model.net.spectrum.set_statistics(*spectrum_statistics(
+                model.net.spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds)))))
         tokens = 0  # patch tokens per subject for the tokens/s figure (the image baselines have none)
         if cfg.method in ("kmtr", "mae"):
             tokens = validate_config(dataclasses.replace(cfg, stage=1, models="kspace"), train_ds.shape).num_tokens
