@@ -10,7 +10,7 @@ Per subject the Dataset yields (shapes from the store; ``T'`` = selected frames)
 * ``phenotypes`` (P,) float32 (NaN = missing), ``diseases`` (D,) int8 — when present.
 
 :func:`prepare_batch` then moves a collated batch to the device and, there, normalises k-space
-per subject (``batch["scale"]`` (B,), see :mod:`kmtr.normalise`) and computes the complex image
+per subject from its sampled lines only (``batch["scale"]`` (B,), see :mod:`kmtr.normalise`) and computes the complex image
 ``batch["image"] = ifft2c(kspace)`` (B, S, T', H, W) — on the GPU when training on one.
 
 The store is opened lazily, once per process (DataLoader workers open their own handle;
@@ -211,12 +211,13 @@ def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device | str) ->
         batch: collated Dataset samples (``kspace`` (B, S, T, H, W) complex, ``mask`` (B, S, T, W) …).
 
     Returns:
-        The batch on ``device`` with ``kspace`` normalised per subject, ``scale`` (B,) float32
+        The batch on ``device`` with ``kspace`` normalised per subject by the RMS of its sampled
+        lines (``mask``), ``scale`` (B,) float32
         (``kspace · scale`` is the stored k-space) and ``image`` = ``ifft2c(kspace)`` (B, S, T, H, W).
     """
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     k = out["kspace"]
-    scale = torch.stack([subject_scale(k[b]) for b in range(k.shape[0])])
+    scale = torch.stack([subject_scale(k[b], out["mask"][b]) for b in range(k.shape[0])])  # sampled lines only
     out["kspace"] = normalise(k, scale)
     out["scale"] = scale
     out["image"] = ifft2c(out["kspace"])

@@ -1,9 +1,11 @@
 """Invertible k-space normalisation.
 
 1. **Per-subject scale** (always): ``k_n = k / s`` with ``s = sqrt(mean |k|²)`` over the
-   subject's (S, T, H, W) k-space (after frame selection and augmentation). By Parseval this is
-   also the RMS of the complex image, so normalised images have unit RMS. ``s`` travels with each
-   sample (``batch["scale"]``); ``k = k_n · s`` undoes it.
+   **sampled** points of the subject's (S, T, H, W) k-space only (the lines its acquisition mask
+   keeps, after frame selection and augmentation): a scanner has nothing else, so no information
+   from the unsampled lines reaches a model's input through the scale, at training or test time.
+   The fully sampled k-space and the images (training targets, stage-II image branch) are divided
+   by the same ``s``. ``s`` travels with each sample (``batch["scale"]``); ``k = k_n · s`` undoes it.
 2. **Signed log** (optional, model-side): applied to the real and imaginary channels separately,
    ``f(x) = sign(x) · log1p(|x| / c)``, inverse ``x = sign(y) · c · expm1(|y|)``. It compresses
    k-space's dynamic range (DC ≫ periphery) for the k-space MAE's input and target.
@@ -16,9 +18,17 @@ import torch
 __all__ = ["subject_scale", "normalise", "denormalise", "signed_log", "signed_log_inverse"]
 
 
-def subject_scale(k: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """RMS magnitude of a subject's k-space ``(S, T, H, W)`` complex → 0-d float32 tensor (> 0)."""
-    return torch.sqrt(torch.mean(k.abs().float() ** 2)).clamp_min(eps)
+def subject_scale(k: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """RMS magnitude of a subject's **sampled** k-space → 0-d float32 tensor (> 0).
+
+    Args:
+        k: (S, T, H, W) complex k-space (values on unsampled lines are ignored).
+        mask: (S, T, W) bool or 0/1, True = sampled phase-encode line (repeated along H).
+    """
+    m = mask.to(device=k.device, dtype=torch.float32)[..., None, :]  # (S, T, 1, W)
+    power = (k.real.float() ** 2 + k.imag.float() ** 2) * m
+    count = m.sum() * k.shape[-2]
+    return torch.sqrt(power.sum() / count.clamp_min(1.0)).clamp_min(eps)
 
 
 def normalise(k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

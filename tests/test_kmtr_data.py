@@ -60,10 +60,24 @@ def test_augment_sample_is_the_image_space_transform():
 
 def test_normalisation_is_invertible():
     k = _rand_complex(9, 5, 8, 8).to(torch.complex64) * 37.0
-    s = subject_scale(k)
+    s = subject_scale(k, torch.ones(9, 5, 8, dtype=torch.bool))
     kn = normalise(k, s)
     assert torch.allclose(torch.mean(kn.abs() ** 2), torch.tensor(1.0), atol=1e-5)
     assert torch.allclose(denormalise(kn, s), k, rtol=1e-5, atol=1e-4)
+
+
+def test_scale_reads_only_the_sampled_lines():
+    """The normalisation constant is the RMS of the sampled points: the unsampled lines, which a
+    scanner never measures, cannot change it (issue 21)."""
+    k = _rand_complex(3, 4, 8, 8).to(torch.complex64)
+    mask = torch.rand(3, 4, 8, generator=torch.Generator().manual_seed(0)) < 0.4
+    mask[..., 4] = True
+    s = subject_scale(k, mask)
+    sampled = k[mask[..., None, :].expand_as(k)]
+    assert torch.allclose(s, torch.sqrt(torch.mean(sampled.abs() ** 2)), rtol=1e-6)
+    changed = k.clone()
+    changed[~mask[..., None, :].expand_as(k)] *= 1000.0
+    assert torch.equal(subject_scale(changed, mask), s)
     y = torch.linspace(-50, 50, 101)
     assert torch.allclose(signed_log_inverse(signed_log(y, 0.1), 0.1), y, rtol=1e-5, atol=1e-5)
 
@@ -94,6 +108,11 @@ def test_dataset_samples_and_batch_transform(store):  # noqa: F811
     # the reconstructed image has the fixture's [0, 1] magnitude (after undoing the scale)
     mag = (batch["image"][0] * batch["scale"][0]).abs()
     assert float(mag.max()) <= 1.0 + 1e-4
+    # the scale comes from the sampled lines alone: the unsampled ones can be anything
+    raw_batch = next(iter(DataLoader(ds, batch_size=2)))
+    noisy = dict(raw_batch, kspace=raw_batch["kspace"].clone())
+    noisy["kspace"][~raw_batch["mask"][..., None, :].expand_as(noisy["kspace"])] *= 50.0
+    assert torch.equal(prepare_batch(noisy, "cpu")["scale"], prepare_batch(raw_batch, "cpu")["scale"])
 
 
 def test_dataset_augmentation_is_deterministic_per_epoch(store):  # noqa: F811

@@ -90,7 +90,7 @@ def test_module_standardises_with_its_statistics_and_ignores_autocast():
     spec.set_statistics(mean, std)
     from kmtr.normalise import normalise, subject_scale
 
-    k = torch.stack([normalise(kk, subject_scale(kk)) for kk, _ in samples])
+    k = torch.stack([normalise(kk, subject_scale(kk, mm)) for kk, mm in samples])
     m = torch.stack([mm for _, mm in samples])
     z = spec(k, m)
     np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-4)

@@ -15,9 +15,9 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
   k-space centre. The second, magnitude-aware term is a relative error per complex sample,
   normalised by the *target* magnitude ``|k|`` (a constant weight, so the term is a convex
   weighted MSE that also fits the dim periphery; ``ε`` caps the weight of near-zero samples).
-  k-space is normalised to unit RMS per subject, so ``ε = 1`` (default) weights samples dimmer
-  than the RMS like plain MSE and down-weights the bright centre by ``1/|k|²``; in short runs on
-  the fixture ``ε = 0.1`` mostly taught the model to output zeros (NMSE ≈ 1), ``ε = 1`` did not.
+  k-space is normalised per subject by the RMS of its sampled lines (about unit RMS), so
+  ``ε = 1`` (default) weights samples dimmer than that RMS like plain MSE and down-weights the
+  bright centre by ``1/|k|²``; in short runs on the fixture ``ε = 0.1`` mostly taught the model to output zeros (NMSE ≈ 1), ``ε = 1`` did not.
   ``rel_to="prediction"`` uses ``|k̂|`` instead (the formula as first written in the issue);
   that version flattens to 1 for large ``|k̂|`` and is not the default.
   With ``signed_log`` set, input and target are first mapped by ``sign(x)·log1p(|x|/c)`` per

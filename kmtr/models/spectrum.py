@@ -7,7 +7,8 @@ the training split (:func:`spectrum_statistics`) and are saved in the model's bu
 
 Two groups of features, each a log mean power over the **sampled** k-space points of a radial
 frequency ring (ring 0 is the centre sample, rings 1…R−1 have log-spaced edges out to the
-corner). They are computed on k-space normalised per subject to unit RMS (:mod:`kmtr.normalise`).
+corner). They are computed on k-space normalised per subject by the RMS of its sampled lines
+(:mod:`kmtr.normalise`).
 
 - **static** ``(S, R)``: the power over all selected frames. The radial spectrum of a slice
   encodes the sizes of the structures in it (a ring of wall thickness ``w`` has its spectral
@@ -157,7 +158,7 @@ def spectrum_statistics(
         if not pending:
             return
         device = spectrum.rings.device  # the model's device: statistics computed where it runs
-        k = torch.stack([normalise(kk, subject_scale(kk)) for kk, _ in pending]).to(device)
+        k = torch.stack([normalise(kk, subject_scale(kk, mm)) for kk, mm in pending]).to(device)
         f = spectrum.raw(k, torch.stack([m for _, m in pending]).to(device)).double().cpu().numpy()
         total[:] += f.sum(axis=0)
         total_sq[:] += (f**2).sum(axis=0)
