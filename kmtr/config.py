@@ -67,8 +67,8 @@ class TaskConfig:
     lam: float = 0.5  # weight of the image→k-space term
     proj_dim: int = 128
     head_hidden: int = 256  # 2-layer MLP heads (regression, classification)
-    pool: str = "mean"  # what the heads read: mean of the encoder's output tokens | cls (class token) | attention
-    spectrum_rings: int = 16  # k-space heads also read the radial power spectrum (kmtr.models.spectrum); 0 = off
+    pool: str = "cls"  # heads read: cls (the stage-II-aligned class token) | mean (of the output tokens) | attention
+    spectrum_rings: int = 0  # radial-spectrum rings, read only by the methods spectrum_ridge, kmtr_spectrum (0 = 16)
     diseases: str = "CAD,high_blood_pressure,hypertension"  # comma list of labels/diseases columns, or "all"
     balance: str = "weighted"  # weighted (positive-class weight) | sampler (balanced sampling) | none
     threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden

@@ -108,16 +108,30 @@ def test_classification_known_answers():
     prob = np.stack([p_sep, p_known, p_one], 1)
     label = np.stack([y_sep, y_known, y_one], 1)
     df = classification_metrics(prob, label, [0.5, 0.5, 0.5], ["sep", "known", "one"], n_boot=100)
-    assert list(df.columns) == ["disease", "n", "n_pos", "threshold", "auc", "auc_lo", "auc_hi", "f1", "recall",
-                                "precision", "ap", "ap_lo", "ap_hi"]
+    assert list(df.columns) == ["disease", "n", "n_pos", "threshold", "auc", "auc_lo", "auc_hi", "f1_at_threshold",
+                                "recall_at_threshold", "precision_at_threshold", "f1_at_0.5", "recall_at_0.5",
+                                "precision_at_0.5", "ap", "ap_lo", "ap_hi"]
     sep, known, one = (df.iloc[i] for i in range(3))
     assert (sep["n"], sep["n_pos"]) == (7, 3)
     assert sep["auc"] == 1.0 and sep["ap"] == 1.0 and sep["auc_lo"] == 1.0
-    assert sep["f1"] == 1.0 and sep["recall"] == 1.0 and sep["precision"] == 1.0
+    assert sep["f1_at_threshold"] == 1.0 and sep["recall_at_threshold"] == 1.0 and sep["precision_at_threshold"] == 1.0
     assert known["n"] == 4 and known["auc"] == pytest.approx(0.75)
-    assert known["recall"] == 0.5 and known["precision"] == 1.0 and known["f1"] == pytest.approx(2 / 3)
+    assert known["recall_at_threshold"] == 0.5 and known["precision_at_threshold"] == 1.0
+    assert known["f1_at_threshold"] == pytest.approx(2 / 3)
     assert np.isnan(one["auc"]) and np.isnan(one["ap"]) and np.isnan(one["auc_lo"])
-    assert one["f1"] == 0.0 and one["precision"] == 0.0  # zero_division=0
+    assert one["f1_at_threshold"] == 0.0 and one["precision_at_threshold"] == 0.0  # zero_division=0
+
+
+def test_classification_reports_both_the_validation_threshold_and_0_5():
+    """F1, recall and precision at the validation-chosen threshold and at 0.5 side by side (issue 21)."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.8])
+    df = classification_metrics(p[:, None], y[:, None], [0.32], ["d"], n_boot=10)
+    row = df.iloc[0]
+    assert row["threshold"] == 0.32
+    assert (row["recall_at_threshold"], row["precision_at_threshold"], row["f1_at_threshold"]) == (1.0, 1.0, 1.0)
+    assert row["recall_at_0.5"] == pytest.approx(1 / 3) and row["precision_at_0.5"] == 1.0
+    assert row["f1_at_0.5"] == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------------- segmentation

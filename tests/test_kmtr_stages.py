@@ -153,12 +153,15 @@ def test_regression_targets_use_training_statistics(store8, tmp_path):
     assert seg_layers(6, 4) == [2, 3, 4, 6] or seg_layers(6, 4)[-1] == 6
 
 
-def test_heads_read_the_kspace_spectrum_standardised_on_the_training_split(store8, tmp_path):
+def test_only_kmtr_spectrum_reads_the_kspace_spectrum(store8, tmp_path):
+    """k-MTR's heads read the class token alone; the spectrum is the separately named method
+    kmtr_spectrum (issue 21), standardised on the training split."""
     from kmtr.eval.predict import load_run
     from kmtr.models.spectrum import spectrum_statistics
 
     steps = {"run.max_steps": "1"}
-    run = load_run(train_one(cfg_for(store8, tmp_path, 3, "regression", init="scratch", **steps))["run_dir"])
+    run = load_run(train_one(cfg_for(store8, tmp_path, 3, "regression", init="scratch", method="kmtr_spectrum",
+                                     **steps))["run_dir"])
     spectrum = run.model.net.spectrum
     train_ds, _ = build_datasets(run.cfg)
     mean, std = spectrum_statistics(spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds))))
@@ -166,19 +169,23 @@ def test_heads_read_the_kspace_spectrum_standardised_on_the_training_split(store
     np.testing.assert_allclose(spectrum.std.numpy(), np.where(std > 1e-6, std, 1.0), rtol=1e-5)
     assert spectrum.n_features == 9 * 16 * 5  # static + 4 frame differences per view, 16 rings
     assert run.model.net.head.net[0].in_features == 32 + spectrum.n_features
+    assert run.cfg.method == "kmtr_spectrum" and (Path(run.path).name == "kmtr_spectrum-regression")
 
-    off = train_one(cfg_for(store8, tmp_path / "off", 3, "classification", init="scratch",
-                            **steps, **{"heads.spectrum_rings": "0"}))
-    assert load_run(off["run_dir"]).model.net.spectrum is None
-    # a run saved before the heads read the spectrum (no such key in its config) still loads
-    ckpt_path = Path(off["run_dir"]) / "last.pt"
+    # k-MTR ignores heads.spectrum_rings: its heads read the class token (width 32) and nothing else
+    pure = train_one(cfg_for(store8, tmp_path / "pure", 3, "classification", init="scratch",
+                             **steps, **{"heads.spectrum_rings": "16"}))
+    net = load_run(pure["run_dir"]).model.net
+    assert net.spectrum is None and net.pool == "cls" and net.head.heads[0].net[0].in_features == 32
+    # a k-MTR run of an older kmtr whose heads read the spectrum is refused, not reported as k-MTR
+    ckpt_path = Path(run.path) / "last.pt"
     ckpt = torch.load(ckpt_path, weights_only=False)
-    del ckpt["config"]["heads"]["spectrum_rings"]
+    ckpt["config"]["method"] = "kmtr"
     torch.save(ckpt, ckpt_path)
-    old = load_run(off["run_dir"])
-    assert old.model.net.spectrum is None and old.model.net.head.heads[0].net[0].in_features == 32
+    with pytest.raises(ValueError, match="older kmtr"):
+        load_run(run.path)
     with pytest.raises(ConfigError, match="spectrum_rings"):
-        train_one(cfg_for(store8, tmp_path / "bad", 3, "regression", init="scratch", **{"heads.spectrum_rings": "1"}))
+        train_one(cfg_for(store8, tmp_path / "bad", 3, "regression", init="scratch", method="kmtr_spectrum",
+                          **{"heads.spectrum_rings": "1"}))
 
 
 def _cli_args(store: str, out: Path) -> list[str]:

@@ -156,7 +156,9 @@ def _ap(y: np.ndarray, p: np.ndarray) -> float:
 
 def classification_metrics(prob: np.ndarray, label: np.ndarray, thresholds: Sequence[float], names: Sequence[str],
                            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per-disease AUC-ROC and average precision (bootstrap 95 % intervals), F1, recall, precision.
+    """Per-disease AUC-ROC and average precision (bootstrap 95 % intervals), F1, recall and precision
+    at the validation-chosen threshold and at 0.5 (the paper reports the former; both are given so a
+    reader sees how much the threshold choice matters).
 
     Args:
         prob: (N, D) predicted probabilities.
@@ -166,9 +168,11 @@ def classification_metrics(prob: np.ndarray, label: np.ndarray, thresholds: Sequ
         names: (D,) disease names.
 
     Returns:
-        One row per disease: ``disease, n, n_pos, threshold, auc, auc_lo, auc_hi, f1, recall,
-        precision, ap, ap_lo, ap_hi``; AUC/AP NaN when only one class is present; F1, recall and
-        precision are 0 where undefined (``zero_division=0``), NaN when no subject is labelled.
+        One row per disease: ``disease, n, n_pos, threshold, auc, auc_lo, auc_hi,
+        f1_at_threshold, recall_at_threshold, precision_at_threshold`` (at ``threshold``, the one
+        given, e.g. chosen on validation), ``f1_at_0.5, recall_at_0.5, precision_at_0.5``, ``ap,
+        ap_lo, ap_hi``; AUC/AP NaN when only one class is present; F1, recall and precision are 0
+        where undefined (``zero_division=0``), NaN when no subject is labelled.
     """
     prob = np.asarray(prob, dtype=float).reshape(len(prob), -1)
     label = np.asarray(label).reshape(len(label), -1)
@@ -185,14 +189,15 @@ def classification_metrics(prob: np.ndarray, label: np.ndarray, thresholds: Sequ
         if len(y):
             auc, auc_lo, auc_hi = bootstrap_ci(_auc, y, p, n_boot=n_boot, seed=seed)
             ap, ap_lo, ap_hi = bootstrap_ci(_ap, y, p, n_boot=n_boot, seed=seed)
-            hard = (p >= thresholds[j]).astype(int)
-            f1 = f1_score(y, hard, zero_division=0)
-            rec = recall_score(y, hard, zero_division=0)
-            prec = precision_score(y, hard, zero_division=0)
         else:
-            auc = auc_lo = auc_hi = ap = ap_lo = ap_hi = f1 = rec = prec = nan
-        row.update(auc=auc, auc_lo=auc_lo, auc_hi=auc_hi, f1=float(f1), recall=float(rec), precision=float(prec),
-                   ap=ap, ap_lo=ap_lo, ap_hi=ap_hi)
+            auc = auc_lo = auc_hi = ap = ap_lo = ap_hi = nan
+        row.update(auc=auc, auc_lo=auc_lo, auc_hi=auc_hi)
+        for tag, thr in (("threshold", thresholds[j]), ("0.5", 0.5)):
+            hard = (p >= thr).astype(int)
+            scores = ((f1_score(y, hard, zero_division=0), recall_score(y, hard, zero_division=0),
+                       precision_score(y, hard, zero_division=0)) if len(y) else (nan, nan, nan))
+            row.update({f"{name}_at_{tag}": float(v) for name, v in zip(("f1", "recall", "precision"), scores)})
+        row.update(ap=ap, ap_lo=ap_lo, ap_hi=ap_hi)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -15,7 +15,7 @@ from kmtr.data import KSpaceDataset, prepare_batch
 from kmtr.fft import ifft2c
 from kmtr.train.checkpoint import load_checkpoint
 
-__all__ = ["TrainedRun", "load_run", "Predictions", "predict_split", "run_folders"]
+__all__ = ["TrainedRun", "load_run", "Predictions", "predict_split", "run_folders", "find_experiment"]
 
 
 @dataclass
@@ -43,6 +43,27 @@ def run_folders(experiment: str | Path) -> list[Path]:
     return out
 
 
+def find_experiment(path: str | Path) -> Path:
+    """The experiment folder to evaluate: ``path`` itself when it holds stage-III runs (or is one),
+    else its only sub-folder that does (``kmtr train --out RUNS`` writes ``RUNS/<name>/``).
+
+    Raises:
+        FileNotFoundError: no stage-III run in ``path`` or one level below.
+        ValueError: several experiments below ``path`` (the message lists them).
+    """
+    path = Path(path)
+    if run_folders(path):
+        return path
+    found = sorted(p for p in path.iterdir() if p.is_dir() and run_folders(p)) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no stage-III run (last.pt + config.json) in {path} or its sub-folders")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+        raise ValueError(f"{path} holds {len(found)} experiments ({names}): name one, e.g. "
+                         f"`kmtr eval {found[0]}`")
+    return found[0]
+
+
 def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | None = None) -> TrainedRun:
     """Rebuild a stage-III model from ``<path>/last.pt`` (``data`` overrides the store location)."""
     from kmtr.train.stage3 import build_task_model
@@ -58,8 +79,9 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
         raise ValueError(f"{path} is a stage-{cfg.stage} run; evaluation needs stage III runs")
     ds = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
     targets = extra.get("targets", {})
-    if not any(k.startswith("net.spectrum.") for k in state["model"]):
-        cfg.heads.spectrum_rings = 0  # a run trained before the heads read the k-space spectrum
+    if cfg.method in ("kmtr", "mae") and any(k.startswith("net.spectrum.") for k in state["model"]):
+        raise ValueError(f"{path} was trained by an older kmtr whose {cfg.method} heads also read the k-space "
+                         f"spectrum (not the paper's method): retrain it, or train --method kmtr_spectrum")
     model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets)
     model.load_state_dict(state["model"])
     model.to(device).eval()

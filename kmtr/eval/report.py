@@ -99,8 +99,10 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
             "AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(a) else "–"
                              for a, lo, hi in zip(df["auc"], df["auc_lo"], df["auc_hi"])],
             "AUC > 0.5 beyond CI": np.where(df["auc_lo"] > 0.5, "yes", "no"),
-            "F1": df["f1"], "recall": df["recall"], "precision": df["precision"], "AP": df["ap"],
-            "threshold": df["threshold"],
+            "threshold (validation)": df["threshold"], "F1 @ val. threshold": df["f1_at_threshold"],
+            "recall @ val. threshold": df["recall_at_threshold"],
+            "precision @ val. threshold": df["precision_at_threshold"], "F1 @ 0.5": df["f1_at_0.5"],
+            "recall @ 0.5": df["recall_at_0.5"], "precision @ 0.5": df["precision_at_0.5"], "AP": df["ap"],
         })
     elif task == "segmentation":
         view_names, class_names = test.truth["view_names"], run.targets["names"]

@@ -17,10 +17,14 @@ Tasks (``cfg.task``):
 
 Methods (``cfg.method``), all reading the same store, splits and labels:
 
-* ``kmtr`` — the stage-II k-space encoder + a task head (the paper's model); the regression and
-  classification heads also read the k-space's radial power spectrum (:mod:`kmtr.models.spectrum`,
-  standardised with training-split statistics; ``heads.spectrum_rings = 0`` turns it off);
+* ``kmtr`` — the stage-II k-space encoder + a task head (the paper's model): the regression and
+  classification heads read the stage-II-aligned class token (``heads.pool = cls``; ``mean`` and
+  ``attention`` are options);
 * ``mae`` — the stage-I k-space encoder + the same head (no contrastive alignment);
+* ``spectrum_ridge`` — no encoder: scikit-learn ridge / logistic regression on the radial power
+  spectrum of the undersampled k-space (:mod:`kmtr.train.spectrum_ridge`);
+* ``kmtr_spectrum`` — k-MTR whose heads also read that spectrum (not the paper's method; never a
+  default);
 * ``resnet50`` / ``resnet50_u`` / ``resnet50_k`` — ResNet-50 on fully sampled images,
   zero-filled undersampled images, zero-filled k-space (regression, classification);
 * ``unet`` / ``unet_u`` — U-Net on fully sampled / zero-filled undersampled images (segmentation).
@@ -29,7 +33,7 @@ Methods (``cfg.method``), all reading the same store, splits and labels:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,20 +53,91 @@ from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everyth
 from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
 
 __all__ = [
-    "TASKS", "METHODS", "KSpaceTaskNet", "TaskModel", "task_targets", "build_task_model", "train_stage3",
+    "TASKS", "METHODS", "MethodSpec", "method_spec", "SPECTRUM_RINGS", "spectrum_rings", "KSpaceTaskNet", "TaskModel",
+    "task_targets", "build_task_model", "train_stage3",
 ]
 
 TASKS = ("regression", "classification", "segmentation", "reconstruction")
-#: method → (input, tasks it can do, the stage whose checkpoint it starts from or "")
-METHODS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "kmtr": ("kspace_under", TASKS, "stage2"),
-    "mae": ("kspace_under", TASKS, "stage1"),
-    "resnet50": ("image", ("regression", "classification"), ""),
-    "resnet50_u": ("image_under", ("regression", "classification"), ""),
-    "resnet50_k": ("kspace_under", ("regression", "classification"), ""),
-    "unet": ("image", ("segmentation",), ""),
-    "unet_u": ("image_under", ("segmentation",), ""),
+class MethodSpec(NamedTuple):
+    """One stage-III method: what it reads, which tasks it does, where it starts, and what it is
+    (the description :func:`kmtr.eval.benchmark.method_table` prints beside every comparison)."""
+
+    input: str  # image | image_under | kspace_under
+    tasks: tuple[str, ...]
+    init_from: str  # the stage whose checkpoint it starts from, or "" (from scratch)
+    label: str = ""  # name in tables
+    pretraining: str = "none"
+    features: str = ""  # what the head reads
+    recipe: str = ""  # how it is fitted
+
+
+_FROM_SCRATCH = "trained from scratch, AdamW + warm-up + cosine"
+#: method → :class:`MethodSpec` (a plain ``(input, tasks, init_from)`` tuple also works: see :func:`method_spec`)
+METHODS: dict[str, MethodSpec] = {
+    "kmtr": MethodSpec(
+        "kspace_under", TASKS, "stage2", "k-MTR", "stage I k-space MAE + stage II contrastive alignment with images",
+        "encoder's class token (heads.pool = cls) / encoder features (segmentation, reconstruction)",
+        "fine-tuned end to end, AdamW + warm-up + cosine"),
+    "mae": MethodSpec(
+        "kspace_under", TASKS, "stage1", "MAE w/o stage II", "stage I k-space MAE only (no alignment)",
+        "as k-MTR", "as k-MTR"),
+    "resnet50": MethodSpec(
+        "image", ("regression", "classification"), "", "ResNet-50 (full images)", "none (from scratch)",
+        "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view)",
+        _FROM_SCRATCH),
+    "resnet50_u": MethodSpec(
+        "image_under", ("regression", "classification"), "", "ResNet-50^u", "none (from scratch)",
+        "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view)",
+        _FROM_SCRATCH),
+    "resnet50_k": MethodSpec(
+        "kspace_under", ("regression", "classification"), "", "ResNet-50^k", "none (from scratch)",
+        "3-D ResNet-50 on zero-filled undersampled k-space (real, imaginary per view)",
+        _FROM_SCRATCH),
+    "unet": MethodSpec(
+        "image", ("segmentation",), "", "U-Net (full images)", "none (from scratch)",
+        "MONAI 2-D U-Net per view and frame on fully sampled magnitude images",
+        _FROM_SCRATCH),
+    "unet_u": MethodSpec(
+        "image_under", ("segmentation",), "", "U-Net^u", "none (from scratch)",
+        "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
+        _FROM_SCRATCH),
+    "spectrum_ridge": MethodSpec(
+        "kspace_under", ("regression", "classification"), "", "spectrum ridge", "none (no encoder)",
+        "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py)",
+        "scikit-learn ridge (regression) / logistic regression (classification), regularisation chosen on "
+        "the validation split"),
+    "kmtr_spectrum": MethodSpec(
+        "kspace_under", ("regression", "classification"), "stage2", "k-MTR + spectrum",
+        "as k-MTR", "k-MTR's class token concatenated with the standardised radial power spectrum (not the paper)",
+        "as k-MTR"),
 }
+#: rings of the radial spectrum read by the spectrum methods when ``heads.spectrum_rings`` is 0
+SPECTRUM_RINGS = 16
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registry entry of ``name`` as a :class:`MethodSpec`.
+
+    Raises:
+        ConfigError: unknown method.
+    """
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    entry = METHODS[name]
+    return entry if isinstance(entry, MethodSpec) else MethodSpec(*entry)
+
+
+def spectrum_rings(cfg: TrainConfig) -> int:
+    """Rings of the radial spectrum this run's method reads (0 = none: k-MTR, the MAE and the image
+    baselines never read it, whatever ``heads.spectrum_rings`` says)."""
+    if cfg.method not in ("spectrum_ridge", "kmtr_spectrum"):
+        return 0
+    rings = cfg.heads.spectrum_rings or SPECTRUM_RINGS
+    if rings < 2:
+        raise ConfigError(f"heads.spectrum_rings must be 0 (the default, {SPECTRUM_RINGS}) or at least 2, not {rings}")
+    return rings
+
+
 NUM_CLASSES = 6
 
 
@@ -75,18 +150,19 @@ def seg_layers(depth: int, n: int) -> list[int]:
 class KSpaceTaskNet(nn.Module):
     """The k-space encoder (stage I or II) with a task head; input undersampled k-space only.
 
-    Regression and classification heads read the mean of the encoder's visible output tokens
-    (``heads.pool = mean``, MAE's fine-tuning default), its class token (``cls``) or an attention
-    pooling of its tokens (``attention``, :class:`kmtr.models.heads.AttentionPool`), concatenated
-    with the standardised radial power spectrum of the same undersampled k-space
-    (:class:`kmtr.models.spectrum.KSpaceSpectrum`, ``heads.spectrum_rings`` rings; 0 = off).
+    Regression and classification heads read the encoder's class token (``heads.pool = cls``, the
+    representation stage II aligns), the LayerNorm'd mean of its visible output tokens (``mean``,
+    MAE's fine-tuning default) or an attention pooling of its tokens (``attention``,
+    :class:`kmtr.models.heads.AttentionPool`). Only for the method ``kmtr_spectrum`` is this
+    concatenated with the standardised radial power spectrum of the same undersampled k-space
+    (:class:`kmtr.models.spectrum.KSpaceSpectrum`, ``rings`` > 0).
 
     ``forward(kspace, mask)`` with kspace (B, S, T, H, W) complex (normalised, fully sampled: it is
     undersampled here by ``mask`` (B, S, T, W)) returns (B, out) for regression/classification,
     (B, S, C, T, H, W) logits for segmentation, a complex (B, S, T, H, W) image for reconstruction.
     """
 
-    def __init__(self, encoder: KSpaceMAE, task: str, out_dim: int, cfg: TrainConfig) -> None:
+    def __init__(self, encoder: KSpaceMAE, task: str, out_dim: int, cfg: TrainConfig, rings: int = 0) -> None:
         super().__init__()
         self.encoder, self.task = encoder.drop_decoder(), task
         width, grid = encoder.cfg.width, encoder.grid
@@ -97,10 +173,8 @@ class KSpaceTaskNet(nn.Module):
         pooled_task = task in ("regression", "classification")
         self.pool_norm = nn.LayerNorm(width) if pooled_task and h.pool == "mean" else None
         self.attn_pool = AttentionPool(width, encoder.cfg.heads) if pooled_task and h.pool == "attention" else None
-        if h.spectrum_rings < 0 or h.spectrum_rings == 1:
-            raise ConfigError(f"heads.spectrum_rings must be 0 (off) or at least 2, not {h.spectrum_rings}")
-        self.spectrum = (KSpaceSpectrum((grid.s, grid.t, grid.h, grid.w), h.spectrum_rings)
-                         if pooled_task and h.spectrum_rings else None)
+        self.spectrum = (KSpaceSpectrum((grid.s, grid.t, grid.h, grid.w), rings)
+                         if pooled_task and rings else None)
         in_dim = width + (self.spectrum.n_features if self.spectrum is not None else 0)
         if task == "regression":
             self.head: nn.Module = MLPHead(in_dim, h.head_hidden, out_dim)
@@ -218,7 +292,8 @@ def task_targets(cfg: TrainConfig, train_ds: KSpaceDataset) -> dict[str, Any]:
     info, task = train_ds.info, cfg.task
     if task == "regression":
         if not info.has_phenotypes:
-            raise ConfigError(f"task regression: {info.url} has no labels/phenotypes")
+            raise ConfigError(f"task regression: {info.url} has no labels/phenotypes; build the store with labels "
+                              f"(`kspace-sim build --labels` from subjects with seg_sa / seg_la_* segmentations)")
         y = train_ds.split_labels("phenotypes").astype(np.float64)
         n = np.isfinite(y).sum(axis=0)
         empty = [info.phenotype_columns[j] if j < len(info.phenotype_columns) else str(j) for j in np.flatnonzero(n == 0)]
@@ -231,7 +306,8 @@ def task_targets(cfg: TrainConfig, train_ds: KSpaceDataset) -> dict[str, Any]:
                 "mean": mean.tolist(), "std": std.tolist()}
     if task == "classification":
         if not info.has_diseases:
-            raise ConfigError(f"task classification: {info.url} has no labels/diseases")
+            raise ConfigError(f"task classification: {info.url} has no labels/diseases; build the store with a "
+                              f"participant table (`kspace-sim build --labels --table ukbNNNN.csv`)")
         cols = list(info.disease_columns)
         wanted = cols if cfg.heads.diseases.strip() == "all" else [c.strip() for c in cfg.heads.diseases.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in cols]
@@ -251,7 +327,9 @@ def task_targets(cfg: TrainConfig, train_ds: KSpaceDataset) -> dict[str, Any]:
                 "train_positives": pos.tolist(), "train_negatives": neg.tolist()}
     if task == "segmentation":
         if not info.has_seg:
-            raise ConfigError(f"task segmentation: {info.url} has no 'seg' array (built without segmentations)")
+            raise ConfigError(f"task segmentation: {info.url} has no 'seg' array (built without segmentations); "
+                              f"rebuild it from subjects with seg_*.nii.gz files (`kspace-sim build --seg DIR` for "
+                              f"DICOM zips)")
         return {"out_dim": NUM_CLASSES, "names": [info.label_map.get(str(i), str(i)) for i in range(NUM_CLASSES)]}
     if task == "reconstruction":
         return {"out_dim": 0, "names": []}
@@ -263,21 +341,24 @@ def build_task_model(
     state: dict[str, Any] | None = None,
 ) -> TaskModel:
     """The method's network for the task (encoder weights from ``state`` for kmtr / mae)."""
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    kind, tasks, _ = METHODS[cfg.method]
+    spec = method_spec(cfg.method)
+    kind, tasks = spec.input, spec.tasks
     if cfg.task not in tasks:
         raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does {', '.join(tasks)})")
     h = cfg.heads
     out_dim = targets["out_dim"]
-    if cfg.method in ("kmtr", "mae"):
+    if cfg.method == "spectrum_ridge":
+        from kmtr.train.spectrum_ridge import SpectrumLinear
+
+        net: nn.Module = SpectrumLinear(shape, spectrum_rings(cfg), out_dim)
+    elif cfg.method in ("kmtr", "mae", "kmtr_spectrum"):
         s1 = dataclasses.replace(cfg, stage=1, models="kspace")
         mae = build_stage1_model(s1, validate_config(s1, shape), view_ids).kspace
         assert mae is not None
         mae.drop_decoder()
         if state is not None:
             load_prefixed(mae, state, encoder_prefix(state))
-        net: nn.Module = KSpaceTaskNet(mae, cfg.task, out_dim, cfg)
+        net = KSpaceTaskNet(mae, cfg.task, out_dim, cfg, spectrum_rings(cfg))
     elif cfg.method.startswith("resnet50"):
         from kmtr.models.baselines import ResNetBaseline
 
@@ -299,9 +380,14 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
     """
     if cfg.task not in TASKS:
         raise ConfigError(f"unknown task {cfg.task!r}; choose from {', '.join(TASKS)}")
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    previous = METHODS[cfg.method][2]
+    spec = method_spec(cfg.method)
+    if cfg.task not in spec.tasks:
+        raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does {', '.join(spec.tasks)})")
+    if cfg.method == "spectrum_ridge":
+        from kmtr.train.spectrum_ridge import fit_spectrum_ridge
+
+        return fit_spectrum_ridge(cfg, resume)
+    previous = spec.init_from
     state = None
     init = None
     if previous and cfg.init != "scratch":
@@ -325,7 +411,7 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
             model.net.spectrum.set_statistics(*spectrum_statistics(
                 model.net.spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds)))))
         tokens = 0  # patch tokens per subject for the tokens/s figure (the image baselines have none)
-        if cfg.method in ("kmtr", "mae"):
+        if cfg.method in ("kmtr", "mae", "kmtr_spectrum"):
             tokens = validate_config(dataclasses.replace(cfg, stage=1, models="kspace"), train_ds.shape).num_tokens
         return fit_model(
             cfg, model, train_ds, val_ds, info, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay),
