@@ -218,7 +218,7 @@ def preview(
     console.print(f"wrote {path}")
 
 
-for _module in ("cli.masks_cmd", "cli.labels_cmd", "cli.convert_cmd", "cli.store_cmds", "cli.sharing_cmds"):
+for _module in ("cli.masks_cmd", "cli.labels_cmd", "cli.convert_cmd", "cli.store_cmds", "cli.sharing_cmds", "cli.export_cmd"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:  # a command module not shipped in this build

@@ -1,0 +1,262 @@
+"""kspace-sim export: ISMRMRD and CMRxRecon files read back with the official readers, headers,
+resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+h5py = pytest.importorskip("h5py")
+ismrmrd = pytest.importorskip("ismrmrd")
+
+from cli.kspace_sim_app import app  # noqa: E402
+from kspace_sim.build import BuildConfig, build_store  # noqa: E402
+from kspace_sim.export import ExportConfig, ExportError, export_store  # noqa: E402
+from kspace_sim.export.ismrmrd_export import acquisition_rows, read_ismrmrd_view  # noqa: E402
+from kspace_sim.export.runner import RECORDS_DIR  # noqa: E402
+from kspace_sim.masks import acs_lines_mask  # noqa: E402
+from kspace_sim.simulate import MaskSpec, SimulationParams  # noqa: E402
+from synthetic_subjects import write_cohort  # noqa: E402
+
+PARAMS = SimulationParams(crop=32, frames=10)
+MASKS = [MaskSpec("gaussian", 4), MaskSpec("uniform", 2)]
+EIDS = [f"10000{i:02d}" for i in range(3)]
+runner = CliRunner()
+
+
+def _build(cohort: Path, out: Path, **kw) -> Path:
+    build_store(BuildConfig(input_dir=str(cohort), out=str(out), masks=MASKS, params=PARAMS, seed=3, workers=0,
+                            progress=False, labels=False, test_size=1, **kw))
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return write_cohort(tmp_path_factory.mktemp("cohort"), EIDS)
+
+
+@pytest.fixture(scope="module")
+def store(cohort, tmp_path_factory) -> Path:
+    return _build(cohort, tmp_path_factory.mktemp("store") / "s.zarr")
+
+
+@pytest.fixture(scope="module")
+def store_f16(cohort, tmp_path_factory) -> Path:
+    return _build(cohort, tmp_path_factory.mktemp("store") / "f16.zarr", storage="float16")
+
+
+def _export(store: Path, out: Path, fmt: str, **kw):
+    return export_store(ExportConfig(store=str(store), out=str(out), fmt=fmt, workers=0, progress=False, **kw))
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "export_manifest.json").read_text())
+
+
+def test_ismrmrd_round_trip_and_header(store, tmp_path):
+    out = tmp_path / "mrd"
+    rep = _export(store, out, "ismrmrd", mask="gaussian_r4")
+    assert rep.exported == 3 and rep.files == 3 * 9
+    g = zarr.open_group(str(store), mode="r")
+    acs = acs_lines_mask("gaussian", 32, 4.0)
+    assert acs.sum() > 0
+    for row, sub in enumerate(_manifest(out)["subjects"]):
+        assert sub["subject_id"] == EIDS[row] and sub["key"] == f"P{row + 1:03d}"
+        kspace, mask = g["kspace"][row], g["masks/gaussian_r4"][row]
+        ks, ms = [], []
+        for s, view in enumerate(g.attrs["view_order"]):
+            k, m, hdr = read_ismrmrd_view(out / sub["key"] / f"{view}.h5")  # through ismrmrd.File
+            ks.append(k[0])
+            ms.append(m)
+            enc = hdr.encoding[0]
+            assert (enc.encodedSpace.matrixSize.x, enc.encodedSpace.matrixSize.y, enc.encodedSpace.matrixSize.z) == (32, 32, 1)
+            ps = g["subjects/pixel_spacing"][row, s]
+            assert enc.encodedSpace.fieldOfView_mm.x == pytest.approx(32 * ps[0], rel=1e-6)
+            assert enc.encodedSpace.fieldOfView_mm.y == pytest.approx(32 * ps[1], rel=1e-6)
+            lim = enc.encodingLimits
+            assert (lim.kspace_encoding_step_1.minimum, lim.kspace_encoding_step_1.maximum, lim.kspace_encoding_step_1.center) == (0, 31, 16)
+            assert (lim.phase.minimum, lim.phase.maximum) == (0, 9)
+            assert enc.trajectory.value == "cartesian"
+            assert enc.parallelImaging.accelerationFactor.kspace_encoding_step_1 == 4
+            assert hdr.acquisitionSystemInformation.receiverChannels == 1
+            assert hdr.subjectInformation.patientID == EIDS[row]
+            users = {p.name: p.value for p in hdr.userParameters.userParameterString}
+            assert users["view"] == view and users["mask"] == "gaussian_r4"
+        assert np.array_equal(np.stack(ms), mask)
+        assert np.array_equal(np.stack(ks), kspace * mask[:, :, None, :])  # bit for bit
+
+
+def test_ismrmrd_flags_with_the_official_reader(store, tmp_path):
+    out = tmp_path / "mrd"
+    _export(store, out, "ismrmrd", mask="gaussian_r4", subjects=[EIDS[0]])
+    acs = acs_lines_mask("gaussian", 32, 4.0)
+    with ismrmrd.File(str(out / "P001" / "sax2.h5"), "r") as f:
+        acqs = list(f["dataset"].acquisitions)
+    phases = np.array([a.idx.phase for a in acqs])
+    lines = np.array([a.idx.kspace_encode_step_1 for a in acqs])
+    assert (np.diff(phases) >= 0).all() and len(acqs) == 10 * 8
+    for i, a in enumerate(acqs):
+        first = i == 0 or phases[i - 1] != phases[i]
+        last = i == len(acqs) - 1 or phases[i + 1] != phases[i]
+        assert a.is_flag_set(ismrmrd.ACQ_FIRST_IN_ENCODE_STEP1) == first == a.is_flag_set(ismrmrd.ACQ_FIRST_IN_PHASE)
+        assert a.is_flag_set(ismrmrd.ACQ_LAST_IN_ENCODE_STEP1) == last == a.is_flag_set(ismrmrd.ACQ_LAST_IN_PHASE)
+        assert a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) == bool(acs[lines[i]])
+        assert a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING) == bool(acs[lines[i]])
+        assert a.is_flag_set(ismrmrd.ACQ_LAST_IN_MEASUREMENT) == (i == len(acqs) - 1)
+        assert a.number_of_samples == 32 and a.active_channels == 1 and a.center_sample == 16
+    assert acqs[0].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE) and acqs[-1].is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)
+
+
+def test_vectorised_rows_equal_the_packages_acquisitions():
+    """The rows we build at once are byte-equal to ismrmrd.Acquisition objects written by ismrmrd.File."""
+    from ismrmrd.file import Acquisitions
+
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((2, 3, 8, 6)) + 1j * rng.standard_normal((2, 3, 8, 6))).astype(np.complex64)  # 2 coils
+    mask = rng.random((3, 6)) < 0.5
+    mask[:, 0] = True
+    acs = np.zeros(6, bool)
+    acs[2:4] = True
+    rows = acquisition_rows(k, mask, acs)
+    tt, yy = np.nonzero(mask)
+    for i, (t, ky) in enumerate(zip(tt, yy)):
+        a = ismrmrd.Acquisition.from_array(np.ascontiguousarray(k[:, t, :, ky]), center_sample=4, scan_counter=i)
+        a.idx.kspace_encode_step_1, a.idx.phase = int(ky), int(t)
+        a.read_dir[:], a.phase_dir[:], a.slice_dir[:] = (1, 0, 0), (0, 1, 0), (0, 0, 1)
+        a.channel_mask[0] = 3
+        a.flags = int(rows["head"]["flags"][i])  # flag logic is checked in the test above
+        head, traj, data = Acquisitions.to_numpy(a)
+        assert rows["head"][i].tobytes() == head.tobytes()
+        assert np.array_equal(rows["data"][i], data) and rows["traj"][i].size == traj.size == 0
+
+
+def _read_mat_as_challenge(path: Path, name: str) -> np.ndarray:
+    """As the CMRxRecon loaders read a file: h5py, compound {real, imag}, reversed axes."""
+    with h5py.File(path, "r") as f:
+        raw = f[name][()]
+        assert f[name].attrs["MATLAB_class"] in (b"single", b"logical")
+    if raw.dtype.names:
+        raw = raw["real"] + 1j * raw["imag"]
+    return np.transpose(raw, list(range(raw.ndim))[::-1])
+
+
+def test_cmrxrecon_round_trip(store, tmp_path):
+    out = tmp_path / "cmrx"
+    rep = _export(store, out, "cmrxrecon", mask="gaussian_r4")
+    assert rep.exported == 3 and rep.files == 3 * 6
+    g = zarr.open_group(str(store), mode="r")
+    views = g.attrs["views"]
+    man = _manifest(out)
+    assert man["mask"]["acceleration"]["achieved_acceleration_without_acs"] == pytest.approx(g.attrs["masks"]["gaussian_r4"]["achieved_acceleration_without_acs"])
+    assert man["mask"]["acceleration"]["acs_lines"] == 3
+    assert man["layout"]["cine_lax_slices"] == ["la_2ch", "la_3ch", "la_4ch"]
+    sets = {"train": "TrainingSet", "validation": "ValidationSet", "test": "TestSet"}
+    from scipy.io.matlab import matfile_version
+
+    for row, sub in enumerate(man["subjects"]):
+        base = out / "MultiCoil" / "Cine" / sets[sub["split"]]
+        assert sub["split"] == ["train", "validation", "test"][int(g["subjects/split"][row])]
+        kspace, mask = g["kspace"][row], g["masks/gaussian_r4"][row]
+        for stem, group in (("cine_sax", "sax"), ("cine_lax", "lax")):
+            full_path = base / "FullSample" / sub["key"] / f"{stem}.mat"
+            assert matfile_version(str(full_path)) == (2, 0)  # a v7.3 MAT-file header
+            full = _read_mat_as_challenge(full_path, "kspace_full")  # (kx, ky, coils, slices, frames)
+            kus = _read_mat_as_challenge(base / "UnderSample_Task2" / sub["key"] / f"{stem}_kus_gaussian_r4.mat", "kus")
+            m = _read_mat_as_challenge(base / "Mask_Task2" / sub["key"] / f"{stem}_mask_gaussian_r4.mat", "mask")
+            z = len(views[group])
+            assert full.shape == (32, 32, 1, z, 10) and kus.shape == full.shape and m.shape == (32, 32, z, 10)
+            assert full.dtype == np.complex64
+            rows = views[group]
+            assert np.array_equal(full[:, :, 0].transpose(2, 3, 0, 1), kspace[rows])  # (S, T, H, W), bit for bit
+            assert np.array_equal(m[0].transpose(1, 2, 0).astype(bool), mask[rows])
+            assert (m == m[:1]).all()
+            assert np.array_equal(kus, full * m[:, :, None])
+
+
+def test_float16_store_exports_its_decoded_kspace(store_f16, tmp_path):
+    from kspace_sim.store.kspace_codec import decode_float16
+
+    store = store_f16
+    out = tmp_path / "cmrx"
+    _export(store, out, "cmrxrecon", subjects=[EIDS[1]])
+    g = zarr.open_group(str(store), mode="r")
+    k = decode_float16(g["kspace"][1], float(g["subjects/kspace_scale"][1]))
+    sub = _manifest(out)["subjects"][0]
+    split = {"train": "TrainingSet", "validation": "ValidationSet", "test": "TestSet"}[sub["split"]]
+    full = _read_mat_as_challenge(out / "MultiCoil/Cine" / split / "FullSample/P002/cine_sax.mat", "kspace_full")
+    assert np.array_equal(full[:, :, 0].transpose(2, 3, 0, 1), k[:6])
+
+
+def test_interrupted_export_resumes(store, tmp_path):
+    out = tmp_path / "cmrx"
+    _export(store, out, "cmrxrecon")
+    sums = (out / "SHA256SUMS").read_text()
+    man = _manifest(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mat")}
+    # subject 1: its completion record is gone (killed before the client recorded it)
+    (out / RECORDS_DIR / "P001.json").unlink()
+    # subject 2: one file corrupted in place (same size)
+    victim = out / next(iter(man["subjects"][1]["files"]))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    rep = _export(store, out, "cmrxrecon")
+    assert (rep.exported, rep.skipped) == (2, 1)
+    assert (out / "SHA256SUMS").read_text() == sums  # redone files are bit-identical
+    for p, t in mtimes.items():
+        redone = "P001" in p.parts or "P002" in p.parts
+        assert (p.stat().st_mtime_ns != t) == redone, p
+    assert not list(out.rglob(".*.tmp-*"))
+    rep = _export(store, out, "cmrxrecon")
+    assert (rep.exported, rep.skipped) == (0, 3)
+
+
+def test_split_and_subject_selection(store, tmp_path):
+    g = zarr.open_group(str(store), mode="r")
+    test_rows = np.flatnonzero(g["subjects/split"][:] == 2)
+    rep = _export(store, tmp_path / "t", "ismrmrd", split="test")
+    assert rep.exported == len(test_rows) == 1
+    assert [s["row"] for s in _manifest(tmp_path / "t")["subjects"]] == list(test_rows)
+    with pytest.raises(ExportError, match="not in the store"):
+        _export(store, tmp_path / "u", "ismrmrd", subjects=["999"])
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_files(store, tmp_path):
+    _export(store, tmp_path / "serial", "ismrmrd")
+    export_store(ExportConfig(store=str(store), out=str(tmp_path / "dask"), fmt="ismrmrd", workers=2, progress=False))
+    assert (tmp_path / "serial" / "SHA256SUMS").read_text() == (tmp_path / "dask" / "SHA256SUMS").read_text()
+
+
+def _cli(*args: str):
+    return runner.invoke(app, ["export", *args])
+
+
+def test_bad_input_one_line_exit_2(store, store_f16, tmp_path):
+    out = tmp_path / "x"
+    for args, needle in (
+        (["--format", "nifti"], "unknown format"),
+        (["--format", "ismrmrd", "--mask", "vista_r8"], "no mask 'vista_r8'"),
+        (["--format", "ismrmrd", "--split", "holdout"], "unknown split"),
+    ):
+        res = _cli(str(store), "--out", str(out), "--workers", "0", *args)
+        assert res.exit_code == 2, res.output
+        assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert not out.exists()  # refused before any work
+    other = store_f16
+    done = tmp_path / "done"
+    assert _cli(str(store), "--format", "cmrxrecon", "--out", str(done), "--workers", "0", "--subjects", EIDS[0]).exit_code == 0
+    res = _cli(str(other), "--format", "cmrxrecon", "--out", str(done), "--workers", "0")
+    assert res.exit_code == 2 and "another store" in res.output and len(res.output.strip().splitlines()) == 1
+    res = _cli(str(store), "--format", "ismrmrd", "--out", str(done), "--workers", "0")
+    assert res.exit_code == 2 and "cmrxrecon export" in res.output
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("mine")
+    res = _cli(str(store), "--format", "ismrmrd", "--out", str(unrelated), "--workers", "0")
+    assert res.exit_code == 2 and "not an export folder" in res.output
