@@ -163,14 +163,26 @@ def lax_view(axes_px, theta, n_frames=6, scales=None, shape=(160, 150), spacing=
     return mask, affine, long_axis
 
 
+def line_step(theta: float, spacing: float = 1.2) -> float:
+    """World length (mm) of one step of the 8-connected digital line along the in-plane direction
+    ``theta`` on square pixels: one pixel along the major pixel axis per step."""
+    return spacing / max(abs(np.cos(theta)), abs(np.sin(theta)))
+
+
 @pytest.mark.parametrize("theta", [0.0, 0.5, 1.3])
 def test_area_length_on_ellipse(theta: float) -> None:
     a, b = 40.0, 24.0  # mm
     mask, affine, axis = lax_view((a, b), theta)
     m = atrial_area_length(mask, affine, (1.2, 1.2, 6.0), axis)
     np.testing.assert_allclose(m.area_cm2, np.pi * a * b / 100, rtol=0.01)
-    np.testing.assert_allclose(m.length_cm, 2 * a / 10, rtol=0.02)
-    np.testing.assert_allclose(single_plane_volume(m.area_cm2, m.length_cm), 4 / 3 * np.pi * a * b * b / 1000, rtol=0.03)
+    # the published L joins the first and last pixel centres of the digital line inside the
+    # ellipse: on average the chord 2a less one line step (demo/truth.py)
+    length = 2 * a - line_step(theta)
+    np.testing.assert_allclose(m.length_cm, length / 10, rtol=0.015)
+    np.testing.assert_allclose(single_plane_volume(m.area_cm2, m.length_cm), 8 / (3 * np.pi) * (np.pi * a * b) ** 2 / length / 1000, rtol=0.03)
+    extent = atrial_area_length(mask, affine, (1.2, 1.2, 6.0), axis, length_method="extent")
+    np.testing.assert_allclose(extent.area_cm2, m.area_cm2)
+    np.testing.assert_allclose(extent.length_cm, 2 * a / 10, rtol=0.02)
     assert (m.n_large_components == 1).all()
 
 
@@ -202,8 +214,9 @@ def _atria(scales2=None, scales4=None, ra_scales=None, edit=None):
 def test_biplane_la_and_single_plane_ra() -> None:
     r, s = _atria()
     assert r.reasons == []
-    la = 4 / 3 * np.pi * (38 * 24) * (36 * 22) / ((38 + 36) / 2) * s**3 / 1000  # = 8/(3π)·A4·A2/L̄
-    ra = 4 / 3 * np.pi * 30 * 20 * 20 * s**3 / 1000
+    k, step = 8 / (3 * np.pi), line_step(0.2)  # published L: the chord 2a·s less one line step
+    la = k * (np.pi * 38 * 24) * (np.pi * 36 * 22) * s**4 / ((2 * 38 * s - step + 2 * 36 * s - step) / 2) / 1000
+    ra = k * (np.pi * 30 * 20) ** 2 * s**4 / (2 * 30 * s - step) / 1000
     for vals, v in ((r.values[:4], la), (r.values[4:], ra)):
         expected = [v.max(), v.min(), v.max() - v.min(), 100 * (v.max() - v.min()) / v.max()]
         np.testing.assert_allclose(vals, expected, rtol=0.03)

@@ -35,7 +35,7 @@ from kspace_sim.demo.params import sample_heart_parameters
 from kspace_sim.demo.participants import DISEASES, participants_table, sample_participant
 from kspace_sim.demo.phantom import N_FRAMES, cycle_state
 from kspace_sim.demo.render import TISSUE, align_sax_grid, render_view, sample_intensities, view_geometries
-from kspace_sim.demo.truth import PHENOTYPE_COLUMNS, analytic_phenotypes, frame_interval_s
+from kspace_sim.demo.truth import PHENOTYPE_COLUMNS, analytic_phenotypes, frame_interval_s, line_step_mm
 from kspace_sim.seeding import derive_rng
 from kspace_sim.sources.subject import IMAGE_FILES, SEG_FILES, SubjectVolumes
 
@@ -98,9 +98,10 @@ def demo_subject(
     record = sample_participant(eid, seed, prevalence, prevalence_scale)
     params = sample_heart_parameters(record, seed)
     state = cycle_state(params)
-    phenotypes, curves = analytic_phenotypes(params, state)
-    es = int(curves["es_frame"])
     views = view_geometries(params, derive_rng(seed, eid, "demo", "views"))
+    steps = {name: line_step_mm(params, views[name].affine) for name in ("la_2ch", "la_4ch")}
+    phenotypes, curves = analytic_phenotypes(params, state, steps)
+    es = int(curves["es_frame"])
     myo_ed_ml = curves["lv_myocardium_volume_ml"][0]  # type: ignore[index]
     target_ml = {
         "lv_ed": phenotypes["LVEDV (mL)"],

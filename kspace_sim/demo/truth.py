@@ -8,7 +8,18 @@
 - HR = 60 / (T·dt) with ``dt`` rounded to float32 as stored in the NIfTI header; LVCO = LVSV·HR/1000.
 - Atria: area–length formulas of REFERENCES.md applied per frame to the exact truncated-ellipse
   cross-sections of the atria in the 2ch (φ = 90°) and 4ch (φ = 0°) planes (LA biplane, RA single
-  plane), max/min over the 50 frames.
+  plane), max/min over the 50 frames. Area = the section's exact area. Length = what the
+  published measure (ukbb_cardiac, :mod:`kspace_sim.labels.atria`) measures on that section: the
+  section is symmetric about the long axis, so its major axis is the long axis and the line meets
+  it in the chord ``ℓ = z_c + Z − max(0, z_c − Z)`` (:func:`atrium_section`); L is the distance
+  between the first and the last pixel centre of the digital line inside that chord. The line
+  advances ``s`` mm per pixel step (``s = 1 / max(|u·e_i|/dx, |u·e_j|/dy)``, ``u`` the long axis,
+  ``e_i``, ``e_j`` the view's pixel directions: one pixel along the major pixel axis per step), and
+  for a chord sampled at steps ``s`` with a uniformly random phase the expected first–last
+  distance is exactly ``ℓ − s`` (each end loses a uniform part of a step). So the truth uses
+  ``L = ℓ − s`` when the view geometry is given (``line_steps_mm``); without it, ``L = ℓ`` (the
+  continuous section, as before 0.3: the extent measure it was compared with loses less than a
+  step because the atrium's flat base fills a whole pixel row).
 """
 
 from __future__ import annotations
@@ -26,7 +37,10 @@ from kspace_sim.demo.phantom import (
     rv_volume_mm3,
 )
 
-__all__ = ["PHENOTYPE_COLUMNS", "PLANE_ANGLE_2CH_DEG", "PLANE_ANGLE_4CH_DEG", "frame_interval_s", "analytic_phenotypes"]
+__all__ = [
+    "PHENOTYPE_COLUMNS", "PLANE_ANGLE_2CH_DEG", "PLANE_ANGLE_4CH_DEG", "frame_interval_s", "line_step_mm",
+    "analytic_phenotypes",
+]  # fmt: skip
 
 PHENOTYPE_COLUMNS: tuple[str, ...] = (
     "LVEDV (mL)", "LVESV (mL)", "LVSV (mL)", "LVEF (%)", "LVCO (L/min)", "LVM (g)",
@@ -44,11 +58,25 @@ def frame_interval_s(p: HeartParameters) -> float:
     return float(np.float32(p.rr_s / N_FRAMES))
 
 
-def analytic_phenotypes(p: HeartParameters, state: CycleState) -> tuple[dict[str, float], dict[str, object]]:
+def line_step_mm(p: HeartParameters, affine: np.ndarray) -> float:
+    """World length (mm) of one step of the 8-connected digital line along the heart's long axis
+    in a long-axis view with voxel→RAS ``affine`` (4×4; its first two columns are the pixel steps)."""
+    u = p.rotation_world_from_local[:, 2]
+    a = np.asarray(affine, dtype=np.float64)
+    per_mm = [abs(float(u @ a[:3, k])) / float(np.linalg.norm(a[:3, k])) ** 2 for k in (0, 1)]  # pixels per mm along u
+    return 1.0 / max(per_mm)
+
+
+def analytic_phenotypes(
+    p: HeartParameters, state: CycleState, line_steps_mm: dict[str, float] | None = None
+) -> tuple[dict[str, float], dict[str, object]]:
     """The 18 phenotypes (REFERENCES.md column names and units) and per-frame curves.
 
     Args:
         p: heart parameters; ``state``: :func:`cycle_state` at all ``N_FRAMES`` frames.
+        line_steps_mm: ``{"la_2ch": s, "la_4ch": s}`` (mm, :func:`line_step_mm`): the atrial
+            lengths are then those the published digital-line measure is expected to give
+            (section chord − s, see the module docstring); None = the continuous chords.
 
     Returns:
         ``(phenotypes, curves)``; ``curves`` holds ``es_frame``, ``heart_rate_bpm``, the per-frame LV
@@ -71,7 +99,10 @@ def analytic_phenotypes(p: HeartParameters, state: CycleState) -> tuple[dict[str
         sections[t, 1] = atrium_section(shapes["la"], PLANE_ANGLE_4CH_DEG)
         sections[t, 2] = atrium_section(shapes["ra"], PLANE_ANGLE_4CH_DEG)
     area_cm2 = sections[..., 0] / 100.0
-    length_cm = sections[..., 1] / 10.0
+    chord_cm = sections[..., 1] / 10.0
+    steps = line_steps_mm or {}
+    step_cm = np.array([steps.get("la_2ch", 0.0), steps.get("la_4ch", 0.0), steps.get("la_4ch", 0.0)]) / 10.0
+    length_cm = np.where(chord_cm > step_cm, chord_cm - step_cm, chord_cm)
     la_ml = _AREA_LENGTH_K * area_cm2[:, 1] * area_cm2[:, 0] / ((length_cm[:, 1] + length_cm[:, 0]) / 2.0)
     ra_ml = _AREA_LENGTH_K * area_cm2[:, 2] ** 2 / length_cm[:, 2]
 
@@ -101,5 +132,9 @@ def analytic_phenotypes(p: HeartParameters, state: CycleState) -> tuple[dict[str
         "la_length_2ch_cm": length_cm[:, 0].tolist(),
         "la_length_4ch_cm": length_cm[:, 1].tolist(),
         "ra_length_4ch_cm": length_cm[:, 2].tolist(),
+        "la_chord_2ch_cm": chord_cm[:, 0].tolist(),
+        "la_chord_4ch_cm": chord_cm[:, 1].tolist(),
+        "ra_chord_4ch_cm": chord_cm[:, 2].tolist(),
+        "line_step_mm": {k: float(v) for k, v in steps.items()},
     }
     return phenotypes, curves

@@ -62,8 +62,11 @@ def atrial_label_values(seg_la_4ch_max: int) -> tuple[int, int]:
     return (4, 5) if seg_la_4ch_max > 2 else (1, 2)
 
 
-def subject_phenotypes(vol: SubjectVolumes) -> PhenotypeResult:
+def subject_phenotypes(vol: SubjectVolumes, atrial_length_method: str = "ukbb_cardiac") -> PhenotypeResult:
     """The 18 phenotypes of ``vol`` (volumes mL, EF %, LVCO L/min, LVM g).
+
+    ``atrial_length_method``: the atrial length L (``"ukbb_cardiac"``, the published measure, or
+    ``"extent"``; :mod:`kspace_sim.labels.atria`).
 
     Raises:
         SubjectError: a segmentation with label values outside the UK Biobank conventions, or
@@ -108,6 +111,7 @@ def subject_phenotypes(vol: SubjectVolumes) -> PhenotypeResult:
             None if s2 is None else spacing("seg_la_2ch"),
             None if s4 is None else spacing("seg_la_4ch"),
             long_axis_from_sax(sa_affine),
+            atrial_length_method,
         )
         values[n_v:] = a.values
         reasons += a.reasons
