@@ -1,0 +1,92 @@
+"""Multi-coil k-space from the store's coil-free k-space: the numpy reference.
+
+    k_c = FFT( S_c * IFFT(k) ) + sigma * (L n)_c ,   c = 1 … C
+
+with the project's centred orthonormal FFT (:mod:`kspace_sim.fft`), maps ``S`` from
+:mod:`kspace_sim.coils` and noise from :mod:`kspace_sim.noise`. The trainer's torch version
+(``kmtr.coils.coil_kspace``) computes the same thing and is held equal to this one by a test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kspace_sim.coils import validate_n_coils
+from kspace_sim.fft import fft2c, ifft2c
+from kspace_sim.noise import coil_noise, noise_sigma, validate_noise_cov
+
+__all__ = ["coil_kspace", "coil_images"]
+
+
+def _check_maps(maps: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:
+    maps = np.asarray(maps)
+    if maps.ndim < 3 or not np.iscomplexobj(maps):
+        raise ValueError(f"coil maps must be complex (C, ..., H, W), got {maps.dtype} {maps.shape}")
+    validate_n_coils(maps.shape[0])
+    try:
+        np.broadcast_shapes(maps.shape[1:], data_shape)
+    except ValueError:
+        raise ValueError(f"coil maps {maps.shape} do not broadcast against data {data_shape} (after the coil axis)") from None
+    if maps.shape[-2:] != data_shape[-2:]:
+        raise ValueError(f"coil maps are {maps.shape[-2:]} in (H, W), the data {data_shape[-2:]}")
+    return maps
+
+
+def coil_images(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """``S_c * image``: ``(C, *image.shape)`` complex64 from an image ``(..., H, W)`` and maps ``(C, ..., H, W)``."""
+    maps = _check_maps(maps, np.shape(image))
+    return (maps * np.asarray(image)[None]).astype(np.complex64, copy=False)
+
+
+def coil_kspace(
+    kspace: np.ndarray,
+    maps: np.ndarray,
+    snr_db: float | None = None,
+    noise_cov: np.ndarray | None = None,
+    seed: int = 0,
+    region: np.ndarray | None = None,
+    sigma: float | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Coil k-space ``(C, *kspace.shape)`` complex64 from coil-free k-space.
+
+    Args:
+        kspace: fully sampled coil-free k-space ``(..., H, W)`` complex (e.g. one subject's
+            ``(S, T, H, W)`` from the store).
+        maps: coil maps ``(C, ..., H, W)`` complex, broadcastable against ``kspace`` after the
+            coil axis (e.g. ``(C, S, 1, H, W)`` for per-slice maps over all frames).
+        snr_db: requested SNR (dB, finite; see :mod:`kspace_sim.noise`); None and ``sigma`` None =
+            noise-free.
+        noise_cov: ``(C, C)`` Hermitian positive-definite noise covariance in units of sigma^2
+            (None = independent coils of equal noise).
+        seed: seed of the noise generator (``np.random.default_rng(seed)``), e.g.
+            :func:`kspace_sim.noise.noise_seed`; the same seed gives bit-identical output.
+        region: bool mask broadcastable to ``kspace`` defining the SNR's signal (e.g. the heart,
+            segmentation labels > 0); None = the foreground of ``|IFFT(k)|``.
+        sigma: the per-coil noise standard deviation itself (instead of ``snr_db``, e.g. read from
+            a store); give at most one of the two.
+        workers: scipy.fft threads.
+
+    Returns:
+        ``(C, *kspace.shape)`` complex64. Noise: ``sigma * L n`` with ``n`` =
+        :func:`kspace_sim.noise.standard_complex_noise` of shape ``(C, *kspace.shape)`` drawn first
+        from the generator, ``cov = L L^H``.
+    """
+    kspace = np.asarray(kspace)
+    if kspace.ndim < 2 or not np.iscomplexobj(kspace):
+        raise ValueError(f"k-space must be complex (..., H, W), got {kspace.dtype} {kspace.shape}")
+    maps = _check_maps(maps, kspace.shape)
+    n_coils = maps.shape[0]
+    if snr_db is not None and sigma is not None:
+        raise ValueError("give the SNR or the noise sigma, not both")
+    image = ifft2c(kspace, workers=workers)
+    if snr_db is not None:
+        sigma = noise_sigma(image, snr_db, region)
+    if sigma is not None and noise_cov is not None:
+        validate_noise_cov(noise_cov, n_coils)  # before the FFTs
+    out = np.empty((n_coils, *kspace.shape), dtype=np.complex64)
+    for c in range(n_coils):
+        out[c] = fft2c(maps[c] * image, workers=workers, overwrite=True)
+    if sigma is not None:
+        out += coil_noise(np.random.default_rng(seed), out.shape, sigma, noise_cov)
+    return out
