@@ -197,6 +197,31 @@ def test_bad_subjects_are_recorded_and_build_goes_on(tmp_path):
     assert g.attrs["builds"][-1]["failed"][0]["reason"]
 
 
+def test_rerun_retries_failed_subjects(tmp_path):
+    """A subject that failed (corrupt input) is retried by the next run of the same build once its
+    input is fixed; the done ones are skipped, and the result equals an uninterrupted build."""
+    inp = tmp_path / "in"
+    write_cohort(inp, EIDS[:3])
+    sa = inp / EIDS[1] / "sa.nii.gz"
+    good = sa.read_bytes()
+    sa.write_bytes(good[: len(good) // 3])  # truncated
+    out = tmp_path / "s.zarr"
+    first = build_store(_cfg(inp, out))
+    assert [sid for sid, _ in first.failed] == [EIDS[1]] and first.done == 2
+    assert zarr.open_group(str(out), mode="r")["subjects/status"][:].tolist() == [1, 2, 1]
+    sa.write_bytes(good)  # the input is fixed
+    second = build_store(_cfg(inp, out))
+    assert second.processed == 1 and second.skipped == 2 and second.done == 3 and not second.failed
+    g = zarr.open_group(str(out), mode="r")
+    assert g["subjects/status"][:].tolist() == [1, 1, 1] and str(g["subjects/reason"][1]) == ""
+    assert [b["processed"] for b in g.attrs["builds"]] == [3, 1]
+    ref = tmp_path / "ref.zarr"
+    build_store(_cfg(inp, ref))
+    a, b = _arrays(ref), _arrays(out)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 def test_cli_rejects_bad_requests_before_work(tmp_path, cohort):
     runner = CliRunner()
     out = tmp_path / "x.zarr"

@@ -323,7 +323,7 @@ def test_vectorised_quadrics_match_ellipsoids() -> None:
 
 
 def test_label_builder_reads_the_participant_table(tmp_path: Path) -> None:
-    diseases = pytest.importorskip("kspace_sim.labels.diseases")
+    from kspace_sim.labels import diseases
     from kspace_sim.demo.participants import participants_table
 
     eids = demo_eids(400, 5)

@@ -102,7 +102,7 @@ def test_labels_command(cohort: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_cohort_matches_ground_truth(tmp_path: Path) -> None:
-    demo = pytest.importorskip("kspace_sim.demo")
+    from kspace_sim import demo
     root = tmp_path / "demo"
     eids = demo.write_demo_cohort(root, 2, seed=3)
     for policy, key in (("any", "diseases"), ("prevalent", "diseases_prevalent")):
@@ -123,7 +123,7 @@ def test_demo_cohort_matches_ground_truth(tmp_path: Path) -> None:
 
 def test_demo_participants_table_labels(tmp_path: Path) -> None:
     """The demo's participant table (many participants, no images) gives the generator's flags."""
-    participants = pytest.importorskip("kspace_sim.demo.participants")
+    from kspace_sim.demo import participants
     eids = [str(2_000_000 + i) for i in range(300)]
     records = [participants.sample_participant(e, 5, prevalence_scale=3.0) for e in eids]
     path = tmp_path / "participants.csv"

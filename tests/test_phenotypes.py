@@ -34,8 +34,9 @@ def _ellipsoid(centre_mm, axes_mm, spacing=SPACING, shape=SHAPE):
     return sum(((g - c) / a) ** 2 for g, c, a in zip(grids, centre_mm, axes_mm)) <= 1.0
 
 
-def ventricle_phantom() -> np.ndarray:
-    """(X, Y, Z, T) seg_sa: LV blood pool ellipsoid, myocardial shell, RV ellipsoid beside it."""
+def ventricle_phantom(rv_scale: np.ndarray = RV_SCALE) -> np.ndarray:
+    """(X, Y, Z, T) seg_sa: LV blood pool ellipsoid, myocardial shell, RV ellipsoid beside it
+    (its semi-axes scaled by ``rv_scale[t]`` in frame t)."""
     seg = np.zeros((*SHAPE, T), dtype=np.uint8)
     c_lv = (45.0, 45.0, 40.0)
     c_rv = (45.0 + 20 + MYO + 14 + 2, 45.0, 40.0)
@@ -43,7 +44,7 @@ def ventricle_phantom() -> np.ndarray:
         lv_axes = tuple(a * LV_SCALE[t] for a in LV_AXES)
         lv = _ellipsoid(c_lv, lv_axes)
         epi = _ellipsoid(c_lv, tuple(a + MYO for a in lv_axes))
-        rv = _ellipsoid(c_rv, tuple(a * RV_SCALE[t] for a in RV_AXES)) & ~epi
+        rv = _ellipsoid(c_rv, tuple(a * rv_scale[t] for a in RV_AXES)) & ~epi
         seg[..., t][epi] = 2
         seg[..., t][lv] = 1
         seg[..., t][rv] = 3
@@ -81,6 +82,22 @@ def test_ventricular_volumes_on_ellipsoids(phantom: np.ndarray) -> None:
         rvedv, rvesv, rvedv - rvesv, 100 * (rvedv - rvesv) / rvedv,
     ]
     np.testing.assert_allclose(r.values, expected, rtol=0.02)
+
+
+def test_rv_end_systole_is_the_lv_end_systole_frame() -> None:
+    """RVESV is read at the LV's ES frame (REFERENCES.md: the same ED/ES frames), not at the RV's
+    own smallest volume: here the RV is smallest at frame 6, two frames after the LV (frame 4)."""
+    rv_scale = np.array([1.0, 0.97, 0.93, 0.9, 0.86, 0.8, 0.74, 0.9])
+    seg = ventricle_phantom(rv_scale)
+    rv_ml = (seg == 3).sum(axis=(0, 1, 2)) * np.prod(SPACING) * 1e-3  # (T,) voxel-counted RV volumes
+    assert int(np.argmin(rv_ml)) == 6
+    r = ventricular_phenotypes(seg, SPACING, DT)
+    assert r.reasons == [] and r.es == 4
+    rvedv, rvesv, rvsv, rvef = r.values[6:10]
+    assert rvesv == pytest.approx(rv_ml[4], rel=1e-9) and rvedv == pytest.approx(rv_ml[0], rel=1e-9)
+    assert rvesv > 1.1 * rv_ml[6]  # the two frames give clearly different volumes
+    assert rvsv == pytest.approx(rv_ml[0] - rv_ml[4], rel=1e-9)
+    assert rvef == pytest.approx(100 * (rv_ml[0] - rv_ml[4]) / rv_ml[0], rel=1e-9)
 
 
 def test_voxel_volume_uses_spacing(phantom: np.ndarray) -> None:
