@@ -162,9 +162,14 @@ def benchmark(
     disease: Optional[str] = typer.Option(
         None, "--disease", help="disease plotted against R (default the first with both classes in the test split)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
+    lr_search: int = typer.Option(0, "--lr-search", help="learning rates tried per method and task on the validation "
+                                  "split before its full run, the same for every method (0 = off; at most 5)"),
+    lr_search_epochs: Optional[int] = typer.Option(None, "--lr-search-epochs",
+                                                   help="epochs per try (default a quarter of the task's epochs)"),
     set_: list[str] = typer.Option([], "--set", help="any config key for every run, e.g. --set data.frames=5"),
 ) -> None:
-    """Train (what is missing) and compare k-MTR with the baselines: tables, paired tests, metric vs R."""
+    """Train (what is missing) and compare k-MTR with the baselines: what each method is, its recipe, tables,
+    paired tests, metric vs R."""
     import torch
 
     from kmtr.eval.benchmark import DEFAULT_METHODS, run_benchmark
@@ -175,15 +180,19 @@ def benchmark(
 
     data = _data_or_demo(data)
     tasks = list(task) or ["regression", "classification"]
-    bad = [t for t in tasks if t not in DEFAULT_METHODS] + [m for m in method if m not in METHODS]
+    bad_tasks = [t for t in tasks if t not in DEFAULT_METHODS]
+    if bad_tasks:
+        _fail(f"unknown task {bad_tasks[0]!r}; choose from {', '.join(DEFAULT_METHODS)}")
+    bad = [m for m in method if m not in METHODS]
     if bad:
-        _fail(f"unknown task or method {bad[0]!r}")
-    methods = {t: [m for m in method if t in METHODS[m][1]] for t in tasks} if method else None
+        _fail(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
+    methods = {t: list(method) for t in tasks} if method else None  # a method that cannot do a task: exit 2
     overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs, **_set_overrides(set_)}
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     try:
         report = run_benchmark(preset, tasks, acc, pattern, methods, overrides, name, out, dev, n_boot,
-                               phenotype=phenotype, disease=disease)
+                               phenotype=phenotype, disease=disease, lr_search=lr_search,
+                               lr_search_epochs=lr_search_epochs)
     except (StoreError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     except NonFiniteLossError as exc:

@@ -6,6 +6,11 @@ For each acceleration R (a mask ``<pattern>_r<R>`` already in the store) the exp
 predictions are cached beside each run (``predictions_<split>.npz``), so an interrupted benchmark
 continues with what is still missing.
 
+The report starts with what was compared: one row per method (input, pre-training, features,
+recipe; :data:`kmtr.train.stage3.METHODS`) and the learning rate each (method, task) trained
+with, searched on the validation split with the same budget for every method when asked
+(``lr_search``, :mod:`kmtr.eval.lr_search`).
+
 Per task and R, one comparison table in the layout of the paper's Tables 1 and 2 (rows =
 phenotypes / diseases / classes, columns = methods, value [95 % bootstrap interval], best per row
 in bold, † where a method is worse than the mean guess) and a table of paired tests of k-MTR
@@ -31,21 +36,25 @@ from kmtr.eval.stats import bootstrap_ci, paired_bootstrap, wilcoxon_paired
 from kmtr.eval.tables import comparison_table
 
 __all__ = [
-    "DEFAULT_METHODS", "METHOD_LABELS", "TaskComparison", "compare_regression", "compare_classification",
+    "DEFAULT_METHODS", "METHOD_LABELS", "TaskComparison", "method_table", "check_request", "threshold_table",
+    "compare_regression", "compare_classification",
     "compare_segmentation", "compare_reconstruction", "cached_predictions", "run_benchmark",
 ]
 
 DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
-    "regression": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k"),
-    "classification": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k"),
+    "regression": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
+    "classification": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
     "segmentation": ("kmtr", "mae", "unet", "unet_u"),
     "reconstruction": ("kmtr", "mae"),
 }
 METHOD_LABELS = {
     "kmtr": "k-MTR", "mae": "MAE w/o stage II", "resnet50": "ResNet-50 (full images)",
     "resnet50_u": "ResNet-50^u", "resnet50_k": "ResNet-50^k", "unet": "U-Net (full images)", "unet_u": "U-Net^u",
-    "mean_guess": "mean guess", "zero_filled": "zero-filled",
+    "mean_guess": "mean guess", "zero_filled": "zero-filled", "spectrum_ridge": "spectrum ridge",
+    "kmtr_spectrum": "k-MTR + spectrum",
 }
+INPUT_WORDS = {"image": "fully sampled images", "image_under": "zero-filled undersampled images",
+               "kspace_under": "undersampled k-space"}
 MEAN_GUESS = "mean guess"
 
 
@@ -68,7 +77,74 @@ class TaskComparison:
 
 
 def _label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    if method in METHOD_LABELS:
+        return METHOD_LABELS[method]
+    from kmtr.train.stage3 import METHODS, method_spec
+
+    return (method_spec(method).label or method) if method in METHODS else method
+
+
+def method_table(methods: Sequence[str]) -> pd.DataFrame:
+    """What each method is: one row per method (name in the tables, input, pre-training, features,
+    recipe), from the method registry :data:`kmtr.train.stage3.METHODS`."""
+    from kmtr.train.stage3 import method_spec
+
+    rows = []
+    for m in methods:
+        spec = method_spec(m)
+        rows.append({"method": m, "in the tables": _label(m), "input": INPUT_WORDS.get(spec.input, spec.input),
+                     "pre-training": spec.pretraining, "features": spec.features or "–",
+                     "recipe": spec.recipe or "–"})
+    return pd.DataFrame(rows)
+
+
+def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Sequence[str]],
+                  overrides: dict[str, Any], masks: Sequence[str], lr_search: int = 0) -> None:
+    """Everything a benchmark needs, checked before any run folder is written.
+
+    Raises:
+        ConfigError: an unknown task or method, a method that does not do a task, a store without
+            the labels (or segmentations) a task needs, a bad ``lr_search`` count.
+        StoreError: a mask, split or frame count the store does not have.
+    """
+    from kmtr.data import KSpaceDataset
+    from kmtr.eval.lr_search import MAX_TRIES
+    from kmtr.train.pipeline import stage_config
+    from kmtr.train.runner import ConfigError
+    from kmtr.train.stage3 import TASKS, method_spec, task_targets
+
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        for m in methods[task]:
+            spec = method_spec(m)
+            if task not in spec.tasks:
+                raise ConfigError(f"method {m} does not do {task} (it does {', '.join(spec.tasks)}): leave it out, "
+                                  f"or benchmark {task} with other --method options")
+    if not 0 <= lr_search <= MAX_TRIES:
+        raise ConfigError(f"--lr-search takes 0 (off) to {MAX_TRIES} learning rates, not {lr_search}")
+    for mask in masks:
+        for task in tasks:
+            cfg = stage_config(preset_name, 3, task, {**overrides, "data.mask": mask})
+            ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, mask, cfg.data.frames, with_seg=False)
+            task_targets(cfg, ds)  # labels present, diseases known and with both classes in training
+            if cfg.data.val_split:
+                KSpaceDataset(cfg.data.data, cfg.data.val_split, mask, cfg.data.frames, with_seg=False)
+            elif lr_search or "spectrum_ridge" in methods[task]:
+                raise ConfigError("the learning-rate search and spectrum_ridge choose their settings on the "
+                                  "validation split: set data.val_split")
+
+
+def threshold_table(method: str, val: Predictions, test: Predictions, names: Sequence[str], criterion: str
+                    ) -> pd.DataFrame:
+    """F1, recall and precision on the test split at the threshold chosen on validation and at 0.5."""
+    from kmtr.eval.metrics import choose_threshold, classification_metrics
+
+    thresholds = [choose_threshold(val.pred[:, j], val.truth["diseases"][:, j], criterion) for j in range(len(names))]
+    df = classification_metrics(test.pred, test.truth["diseases"], thresholds, names, n_boot=10)
+    keep = ["disease", "threshold", "f1_at_threshold", "recall_at_threshold", "precision_at_threshold", "f1_at_0.5",
+            "recall_at_0.5", "precision_at_0.5"]
+    return df[keep].assign(method=_label(method))[["method", *keep]]
 
 
 def _paired_rows(rows: Sequence[str], methods: Sequence[str], test: Callable[[int, str], Any]) -> pd.DataFrame:
@@ -222,45 +298,72 @@ def run_benchmark(
     seed: int = 0,
     phenotype: str = "LVEF (%)",
     disease: str | None = None,
+    lr_search: int = 0,
+    lr_search_epochs: int | None = None,
 ) -> Path:
     """Train what is missing, evaluate every method on the test split, write tables and plots.
+
+    Args:
+        lr_search: learning rates tried per (method, task) on the validation split before the
+            full run (0 = off: every method trains with its preset's learning rate); the same
+            count and length for every method (:mod:`kmtr.eval.lr_search`).
+        lr_search_epochs: epochs per try (default a quarter of the task's epochs, at least 1).
 
     Returns the report folder ``<out_dir>/<name>/report``.
 
     Raises:
         StoreError: a mask ``<pattern>_r<R>`` is not in the store (checked for every R first).
+        ConfigError: see :func:`check_request` — all before any run folder is written.
     """
+    from kmtr.eval.lr_search import search_lr
+    from kmtr.eval.report import markdown_table
     from kmtr.store import open_store, read_store_info
     from kmtr.train.pipeline import is_finished, stage_config, train_one, train_pipeline
     from kmtr.train.runner import run_dir
+    from kmtr.train.stage3 import method_spec
 
     overrides = dict(overrides or {})
-    methods = {t: tuple(methods[t]) if methods and t in methods else DEFAULT_METHODS[t] for t in tasks}
+    methods = {t: tuple(methods[t]) if methods and t in methods else DEFAULT_METHODS.get(t, ()) for t in tasks}
     data = overrides.get("data.data") or stage_config(preset_name, 1, "", overrides).data.data
     info = read_store_info(open_store(data), data)
     masks = [f"{pattern}_r{int(r) if float(r).is_integer() else r}" for r in accs]
     for m in masks:
         info.check_mask(m)  # every R before any training
+    check_request(preset_name, tasks, methods, {**overrides, "data.data": data}, masks, lr_search)
     report = Path(out_dir) / name / "report"
     report.mkdir(parents=True, exist_ok=True)
-    sections = [f"# Benchmark: {name} ({data}, test split)", ""]
+    every = list(dict.fromkeys(m for t in tasks for m in methods[t]))
+    sections = [f"# Benchmark: {name} ({data}, test split)", "", "## Methods compared", "",
+                markdown_table(method_table(every)), ""]
+    recipes: list[dict[str, Any]] = []
+    results: list[str] = []
     curves: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
     guesses: dict[str, list[float]] = {t: [] for t in tasks}
     for r, mask in zip(accs, masks):
         base = {**overrides, "data.data": data, "data.mask": mask, "run.name": f"{name}/{mask}", "run.out_dir": out_dir}
-        uses_mae = any(m in ("kmtr", "mae") for t in tasks for m in methods[t])
-        uses_kmtr = any(m == "kmtr" for t in tasks for m in methods[t])
-        if uses_mae:
-            train_pipeline(preset_name, (1, 2) if uses_kmtr else (1,), (), base)
+        inits = {method_spec(m).init_from for t in tasks for m in methods[t]}
+        if inits & {"stage1", "stage2"}:
+            train_pipeline(preset_name, (1, 2) if "stage2" in inits else (1,), (), base)
         for task in tasks:
             preds: dict[str, Predictions] = {}
+            vals: dict[str, Predictions] = {}
             targets: dict[str, Any] = {}
             for method in methods[task]:
                 cfg = stage_config(preset_name, 3, task, {**base, "method": method})
-                if not is_finished(cfg):
+                preset_lr = cfg.optim.lr
+                searched = None
+                if lr_search:
+                    epochs = lr_search_epochs or max(1, cfg.optim.epochs // 4)
+                    searched = search_lr(cfg, lr_search, epochs, Path(out_dir) / name / mask / "lr-search")
+                    if searched is not None:
+                        cfg.optim.lr = searched.chosen
+                recipes.append(_recipe_row(r, method, task, cfg, preset_lr, searched))
+                if not is_finished(cfg, same_config=True):
                     print(f"== R = {r:g}: {method} / {task}", flush=True)
-                    train_one(cfg, resume=True)
+                    train_one(cfg, resume="auto")
                 preds[method], targets = cached_predictions(run_dir(cfg), "test", device)
+                if task == "classification":
+                    vals[method], _ = cached_predictions(run_dir(cfg), cfg.data.val_split or "validation", device)
             rows0 = next(iter(preds.values())).rows
             if any(not np.array_equal(p.rows, rows0) for p in preds.values()):
                 raise RuntimeError("methods were evaluated on different subjects")
@@ -271,13 +374,18 @@ def run_benchmark(
             comp.hi.to_csv(report / f"{tag}_hi.csv")
             if not comp.paired.empty:
                 comp.paired.to_csv(report / f"{tag}_paired.csv", index=False)
-            sections += [f"## {task.capitalize()}, {mask} (R = {r:g}): {comp.metric}, {len(rows0)} test subjects", "",
-                         comp.markdown(), ""]
+            results += [f"## {task.capitalize()}, {mask} (R = {r:g}): {comp.metric}, {len(rows0)} test subjects", "",
+                        comp.markdown(), ""]
             if not comp.paired.empty:
-                from kmtr.eval.report import markdown_table
-
-                sections += ["Paired tests, k-MTR − method (negative = k-MTR lower):", "",
-                             markdown_table(comp.paired), ""]
+                results += ["Paired tests, k-MTR − method (negative = k-MTR lower):", "",
+                            markdown_table(comp.paired), ""]
+            if vals:
+                criterion = stage_config(preset_name, 3, task, base).heads.threshold
+                thr = pd.concat([threshold_table(m, vals[m], preds[m], targets["names"], criterion) for m in vals])
+                thr.to_csv(report / f"{tag}_thresholds.csv", index=False)
+                results += [f"F1, recall and precision on the test split at the threshold chosen on the validation "
+                            f"split (max {criterion}; `*_at_threshold`) and at 0.5 (`*_at_0.5`):", "",
+                            markdown_table(thr), ""]
             head = _headline(task, comp, phenotype, disease)
             if head is not None:
                 for col in comp.values.columns:
@@ -286,6 +394,13 @@ def run_benchmark(
                         continue
                     curves[task].append({"method": col, "acc": float(r), "value": comp.values.loc[head, col],
                                          "lo": comp.lo.loc[head, col], "hi": comp.hi.loc[head, col], "row": head})
+    recipe_df = pd.DataFrame(recipes)
+    recipe_df.to_csv(report / "recipes.csv", index=False)
+    search_note = (f"learning rates searched on the validation split: {lr_search} per method, the same number of "
+                   f"short runs for every method (grids in `kmtr/eval/lr_search.py`)" if lr_search else
+                   "no learning-rate search (`--lr-search N` to search): every method trains with its preset's "
+                   "learning rate")
+    sections += ["## Recipes (stage III)", "", f"{search_note}.", "", markdown_table(recipe_df), "", *results]
     if len(accs) > 1:
         for task, pts in curves.items():
             if not pts:
@@ -301,6 +416,19 @@ def run_benchmark(
             sections += [f"## {task.capitalize()} against R: {df['row'].iloc[0]}", "", f"![{task}]({path.name})", ""]
     (report / "benchmark.md").write_text("\n".join(sections))
     return report
+
+
+def _recipe_row(r: float, method: str, task: str, cfg: Any, preset_lr: float, searched: Any) -> dict[str, Any]:
+    """One row of the recipes table: what (method, task) trained with, and how its learning rate was chosen."""
+    if method == "spectrum_ridge":
+        lr, how = "–", "closed form; regularisation chosen on validation (regularisation.json in the run)"
+    elif searched is not None:
+        tried = ", ".join(f"{lr:g}: {loss:.4g}" for lr, loss in zip(searched.tried, searched.val_loss))
+        lr, how = f"{searched.chosen:g}", f"searched ({searched.epochs} epochs per try; validation loss {tried})"
+    else:
+        lr, how = f"{cfg.optim.lr:g}", "preset" if cfg.optim.lr == preset_lr else "set"
+    return {"R": f"{r:g}", "method": _label(method), "task": task, "learning rate": lr, "chosen by": how,
+            "epochs": cfg.optim.epochs if method != "spectrum_ridge" else "–", "batch": cfg.data.batch_size}
 
 
 def _compare(task: str, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int
