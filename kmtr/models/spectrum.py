@@ -1,9 +1,11 @@
-"""Radial power spectrum of undersampled cine k-space: a fixed descriptor for the k-space task heads.
+"""Radial power spectrum of undersampled cine k-space: a fixed, hand-crafted descriptor.
 
-The regression and classification heads of :class:`kmtr.train.stage3.KSpaceTaskNet` read the
-pooled encoder output **and** this descriptor, computed from the same undersampled k-space (no
-image, no inverse FFT). It has no parameters to learn. Its standardisation statistics come from
-the training split (:func:`spectrum_statistics`) and are saved in the model's buffers.
+It is read by two separately named methods, never by k-MTR itself (issue 21): ``spectrum_ridge``
+(:mod:`kmtr.train.spectrum_ridge`: ridge / logistic regression on the descriptor alone, no
+encoder) and ``kmtr_spectrum`` (k-MTR's heads reading the descriptor beside the class token). It
+is computed from the undersampled k-space only (no image, no inverse FFT) and has no parameters to
+learn. Its standardisation statistics come from the training split (:func:`spectrum_statistics`)
+and are saved in the model's buffers.
 
 Two groups of features, each a log mean power over the **sampled** k-space points of a radial
 frequency ring (ring 0 is the centre sample, rings 1…R−1 have log-spaced edges out to the
@@ -19,8 +21,8 @@ corner). They are computed on k-space normalised per subject by the RMS of its s
 
 Why: on the 256-subject demo the tiny k-space transformer's pooled output regressed LVEDV, LVEF
 and LVM no better than the mean guess, and its disease AUCs were at chance; a linear model on
-these features beats the mean guess for all three phenotypes. ``heads.spectrum_rings = 0``
-turns the descriptor off (the heads then read the encoder alone).
+these features beats the mean guess for all three phenotypes. How far such second-order k-space
+statistics go is a question worth a baseline of its own.
 """
 
 from __future__ import annotations
