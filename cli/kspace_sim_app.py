@@ -121,9 +121,9 @@ def build(
     crop: int = typer.Option(128, help="crop H = W"),
 ) -> None:
     """Simulate k-space, masks and labels for a cohort into a Zarr v3 store (resumable)."""
-    from kspace_sim.build import BuildConfig, build_store
+    from kspace_sim.build import BuildConfig, build_store, validate_build
     from kspace_sim.paths import default_store_path, demo_cohort_dir
-    from kspace_sim.simulate import MaskSpec, SimulationParams, validate_masks
+    from kspace_sim.simulate import MaskSpec, SimulationParams
     from kspace_sim.sources.discover import InputError
     from kspace_sim.labels.diseases import TableError
     from kspace_sim.sharing.manifest import ManifestError
@@ -132,15 +132,10 @@ def build(
     pattern = mask or _default_pattern()
     specs = [MaskSpec(pattern, r, bank_size=default_bank_size(pattern, mask_bank)) for r in acc]
     params = SimulationParams(crop=crop, frames=frames)
-    try:
-        params.validate()
-        validate_masks(specs, params)
-    except ValueError as exc:
-        _fail(str(exc))
     if input is not None and not input.exists():
         _fail(f"input path {input} does not exist")
-    if storage not in ("complex64", "float16"):
-        _fail(f"--storage must be complex64 or float16, not {storage!r}")
+    if test_size is not None and test_size >= 1 and float(test_size).is_integer():
+        test_size = int(test_size)  # a count of subjects
     key = None
     if pseudonymise or key_file:
         from kspace_sim.privacy import load_pseudonym_key
@@ -151,11 +146,7 @@ def build(
             _fail(str(exc))
     is_demo = input is None
     if is_demo:
-        from kspace_sim.demo import write_demo_cohort
-
         input = demo_cohort_dir(demo_subjects, seed)
-        console.print(f"no --input: using the demo cohort ({demo_subjects} subjects) in {input}")
-        write_demo_cohort(input, demo_subjects, seed=seed, workers=max(workers, 1), progress=True)
     out = out or default_store_path([s.name for s in specs], is_demo)
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
@@ -164,6 +155,15 @@ def build(
         codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
         test_size=test_size, manifest=str(manifest) if manifest else None, ukb_application=ukb_application,
     )
+    try:
+        validate_build(cfg)  # every parameter combination, before the demo cohort or the store is written
+    except ValueError as exc:
+        _fail(str(exc))
+    if is_demo:
+        from kspace_sim.demo import write_demo_cohort
+
+        console.print(f"no --input: using the demo cohort ({demo_subjects} subjects) in {input}")
+        write_demo_cohort(input, demo_subjects, seed=seed, workers=max(workers, 1), progress=True)
     try:
         report = build_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {sid} failed:[/] {reason}"))
     except (InputError, StoreError, ValueError, TableError, ManifestError) as exc:

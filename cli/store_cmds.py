@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         try:
             rep = add_mask_to_store(store, MaskSpec(mask, acc, bank_size=default_bank_size(mask, mask_bank)), workers=workers, scheduler=scheduler)
         except (ValueError, StoreError) as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2)
         console.print(
             f"masks/{rep.name}: {rep.written} subjects written, {rep.skipped} already present, "

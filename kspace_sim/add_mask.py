@@ -24,7 +24,7 @@ from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
 from kspace_sim.masks.registry import validate_mask_request
 
-__all__ = ["AddMaskReport", "add_mask_to_store"]
+__all__ = ["AddMaskReport", "add_mask_to_store", "validate_mask_spec"]
 
 
 @dataclass
@@ -87,21 +87,61 @@ def add_mask_to_store(
     """Write ``masks/<spec.name>`` for every done subject of the store at ``url``.
 
     Raises:
-        ValueError: an unknown pattern or an R impossible for the store's W (before any work).
+        ValueError: an unknown pattern, an R or options the pattern cannot make for the store's
+            T and W (before anything is written; see :func:`validate_mask_spec`).
         StoreError: not a store of this format/version.
+
+    A mask this call creates and cannot finish (an error, an interrupt) is removed again.
     """
     group = open_store(url, "r+", storage_options)
     n, s, t, _, w = group["kspace"].shape
-    validate_mask_request(spec.pattern, spec.acceleration, t, w)
+    validate_mask_spec(spec, t, w)
     seed = int(group.attrs["global_seed"])
     t0 = time.perf_counter()
     status = group["subjects/status"][:]
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
-    if f"masks/{spec.name}" in group:
+    if f"masks/{spec.name}" in group:  # r+ reads unconsolidated metadata: a mask an interrupted run created
         finished, counts = _scan_written_rows(group[f"masks/{spec.name}"], status == STATUS_DONE, acs)
     else:
         create_mask_array(group, spec.name, n, s, t, w)
-        finished, counts = np.zeros(n, dtype=bool), np.zeros(4, dtype=np.int64)
+        try:
+            return _fill(group, url, spec, workers, scheduler, progress, storage_options, t0, (n, s, t, w),
+                         np.zeros(n, dtype=bool), np.zeros(4, dtype=np.int64))
+        except Exception:
+            # a mask this call created and could not finish is removed again: nothing is left behind
+            # (an interrupted run keeps its rows: the rerun resumes them)
+            del group[f"masks/{spec.name}"]
+            raise
+    return _fill(group, url, spec, workers, scheduler, progress, storage_options, t0, (n, s, t, w), finished, counts)
+
+
+def validate_mask_spec(spec: MaskSpec, n_frames: int, n_lines: int) -> None:
+    """Raise ``ValueError`` (before anything is written) unless ``spec`` can be made for T frames
+    and W phase-encoding lines: the pattern's own checks (e.g. VISTA needs R > 1), its options,
+    a bank size >= 0."""
+    if spec.bank_size < 0:
+        raise ValueError(f"mask bank size must be >= 0, got {spec.bank_size}")
+    validate_mask_request(spec.pattern, spec.acceleration, n_frames, n_lines, **spec.options)
+    acs_lines_mask(spec.pattern, n_lines, spec.acceleration, **spec.options)
+
+
+def _fill(
+    group: zarr.Group,
+    url: str,
+    spec: MaskSpec,
+    workers: int,
+    scheduler: str | None,
+    progress: bool,
+    storage_options: dict[str, Any] | None,
+    t0: float,
+    shape: tuple[int, int, int, int],
+    finished: np.ndarray,
+    counts: np.ndarray,
+) -> AddMaskReport:
+    """Write the missing rows of ``masks/<spec.name>``, log the run and consolidate."""
+    n, s, t, w = shape
+    seed = int(group.attrs["global_seed"])
+    status = group["subjects/status"][:]
     ids = [str(x) for x in group["subjects/id"][:]]
     rows = [i for i in range(n) if status[i] == STATUS_DONE and not finished[i]]
     skipped = int(((status == STATUS_DONE) & finished).sum())

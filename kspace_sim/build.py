@@ -24,7 +24,7 @@ import kspace_sim
 from kspace_sim.cluster import dask_client
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
-from kspace_sim.sharing.splits import SplitOptions, assign_splits
+from kspace_sim.sharing.splits import SplitOptions, assign_splits, default_test_size
 from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, validate_masks
 from kspace_sim.sources.discover import SubjectSource, discover_subjects
 from kspace_sim.sources.subject import SubjectError
@@ -39,7 +39,7 @@ from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
 from kspace_sim.views import LABEL_MAP
 
-__all__ = ["BuildConfig", "BuildReport", "build_store", "process_subject", "git_commit"]
+__all__ = ["BuildConfig", "BuildReport", "build_store", "validate_build", "validate_split", "process_subject", "git_commit"]
 
 
 @dataclass
@@ -200,6 +200,44 @@ def process_subject(
     return SubjectRecord(row=row, ok=False, reason=source.scrub(reason), seconds=time.perf_counter() - t0)
 
 
+def validate_build(cfg: BuildConfig) -> None:
+    """Check every parameter of a build, and their combinations, before anything is written.
+
+    Raises:
+        ValueError: one line naming the first problem (simulation parameters, a mask that cannot
+            be made with its R and options, two masks of the same name, storage, compression,
+            chunking, label policy, split fractions).
+    """
+    from kspace_sim.store.layout import CHUNKINGS, COMPRESSIONS, STORAGES
+
+    cfg.params.validate()
+    if not cfg.masks:
+        raise ValueError("at least one mask (pattern, R) is needed")
+    validate_masks(cfg.masks, cfg.params)
+    for what, value, allowed in (
+        ("storage", cfg.storage, STORAGES),
+        ("compression", cfg.compression, COMPRESSIONS),
+        ("chunking", cfg.chunking, CHUNKINGS),
+        ("policy", cfg.policy, ("any", "prevalent")),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+
+
+def validate_split(cfg: BuildConfig, n_subjects: int) -> None:
+    """The split the build ends with is possible for ``n_subjects`` subjects (the same counting as
+    :func:`kspace_sim.sharing.splits.stratified_split`): checked before anything is written."""
+    from kspace_sim.sharing.splits import _as_count
+
+    test_size = default_test_size(n_subjects) if cfg.test_size is None else cfg.test_size
+    n_test = _as_count(test_size, n_subjects, "test_size")
+    n_val = int(round(cfg.val_fraction * n_subjects))
+    if n_test + n_val > n_subjects:
+        raise ValueError(f"test ({n_test}) + validation ({n_val}) subjects exceed the {n_subjects} subjects of the input")
+
+
 def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
     """Compute every bank member as its own Dask task; returns the banks scattered to the workers."""
     from kspace_sim.masks.registry import bank_member
@@ -332,11 +370,9 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         InputError, ValueError, StoreError: before any work, for a missing input, a bad mask
             request or an incompatible existing store.
     """
-    cfg.params.validate()
-    validate_masks(cfg.masks, cfg.params)
-    if not cfg.masks:
-        raise ValueError("at least one mask (pattern, R) is needed")
+    validate_build(cfg)
     sources = discover_subjects(cfg.input_dir, cfg.seg_dir)
+    validate_split(cfg, len(sources))
     table_path, diseases = _resolve_table(cfg)
     if cfg.pseudonym_key is not None:
         sources = sorted((s.pseudonymised(cfg.pseudonym_key) for s in sources), key=lambda s: s.subject_id)

@@ -166,10 +166,15 @@ def simulate_subject(
 
 
 def validate_masks(specs: list[MaskSpec], params: SimulationParams) -> None:
-    """Fail before any work on an unknown pattern or an impossible R."""
+    """Fail before any work on an unknown pattern, an impossible R, options the pattern refuses
+    (e.g. VISTA with R = 1) or two masks with the same name."""
+    seen: set[str] = set()
     for spec in specs:
         if spec.bank_size < 0:
             raise ValueError(f"mask bank size must be >= 0, got {spec.bank_size}")
-        validate_mask_request(spec.pattern, spec.acceleration, params.frames, params.crop)
+        validate_mask_request(spec.pattern, spec.acceleration, params.frames, params.crop, **spec.options)
         acs_lines_mask(spec.pattern, params.crop, spec.acceleration, **spec.options)
+        if spec.name in seen:
+            raise ValueError(f"mask {spec.name} requested twice")
+        seen.add(spec.name)
 

@@ -38,6 +38,16 @@ def _with_default_acs(fn, default=default_acs_lines):  # type: ignore[no-untyped
     return fn
 
 
+def _check_acs_request(
+    n_frames: int, n_lines: int, acceleration: float, *, acs_lines: int | None = None, sigma_fraction: float = 0.25
+) -> None:
+    """The registry's ``check_request`` hook of the ACS patterns: the ACS block must fit in the
+    ``round(W / R)`` lines of a frame (and Gaussian's density must have a width)."""
+    _resolve_acs(n_lines, acceleration, acs_lines)
+    if sigma_fraction <= 0:
+        raise ValueError("sigma_fraction must be > 0")
+
+
 def _resolve_acs(n_lines: int, acceleration: float, acs_lines: int | None) -> tuple[int, int]:
     n = lines_per_frame(n_lines, acceleration)
     acs = default_acs_lines(n_lines, acceleration) if acs_lines is None else int(acs_lines)
@@ -152,3 +162,16 @@ def uniform_mask(
     for t in range(n_frames):
         out[t, rng.choice(free, size=m, replace=False)] = True
     return out
+
+
+def _check_equispaced(n_frames: int, n_lines: int, acceleration: float, *, acs_lines: int | None = None) -> None:
+    _resolve_acs(n_lines, acceleration, acs_lines)
+
+
+def _check_uniform(n_frames: int, n_lines: int, acceleration: float, *, acs_lines: int | None = 0) -> None:
+    _resolve_acs(n_lines, acceleration, acs_lines)
+
+
+gaussian_mask.check_request = _check_acs_request  # type: ignore[attr-defined]
+equispaced_mask.check_request = _check_equispaced  # type: ignore[attr-defined]
+uniform_mask.check_request = _check_uniform  # type: ignore[attr-defined]

@@ -29,6 +29,31 @@ def _kernel():  # sigpy (and its numba kernel) imported lazily: it is slow to im
     return _poisson
 
 
+def check_poisson_request(
+    n_frames: int,
+    n_lines: int,
+    acceleration: float,
+    *,
+    seed: int = 0,
+    radial: bool = False,
+    max_attempts: int = 30,
+    max_evaluations: int = 48,
+) -> None:
+    """Raise ``ValueError`` for a request :func:`poisson_mask` would refuse, without computing it
+    (the registry's ``check_request`` hook)."""
+    if not (isinstance(n_frames, (int, np.integer)) and n_frames >= 2):
+        raise ValueError(f"poisson needs T >= 2 frames, got {n_frames}")
+    if not (isinstance(n_lines, (int, np.integer)) and n_lines >= 2):
+        raise ValueError(f"poisson needs W >= 2 lines, got {n_lines}")
+    r_target = float(acceleration)
+    if not np.isfinite(r_target) or r_target <= 1 or r_target > n_lines:
+        raise ValueError(f"poisson needs 1 < R <= W={n_lines}, got R={acceleration}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if max_attempts < 1 or max_evaluations < 1:
+        raise ValueError("max_attempts and max_evaluations must be >= 1")
+
+
 @register_pattern("poisson", "k-t Poisson-disc lines (sigpy.mri.poisson on the (T, W) plane)")
 def poisson_mask(
     n_frames: int,
@@ -53,17 +78,8 @@ def poisson_mask(
     Returns:
         ``(T, W)`` bool, True = line sampled in that frame.
     """
-    if not (isinstance(n_frames, (int, np.integer)) and n_frames >= 2):
-        raise ValueError(f"poisson needs T >= 2 frames, got {n_frames}")
-    if not (isinstance(n_lines, (int, np.integer)) and n_lines >= 2):
-        raise ValueError(f"poisson needs W >= 2 lines, got {n_lines}")
+    check_poisson_request(n_frames, n_lines, acceleration, seed=seed, max_attempts=max_attempts, max_evaluations=max_evaluations)
     r_target = float(acceleration)
-    if not np.isfinite(r_target) or r_target <= 1 or r_target > n_lines:
-        raise ValueError(f"poisson needs 1 < R <= W={n_lines}, got R={acceleration}")
-    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if max_attempts < 1 or max_evaluations < 1:
-        raise ValueError("max_attempts and max_evaluations must be >= 1")
 
     kernel = _kernel()
     ny, nx = int(n_frames), int(n_lines)
@@ -97,3 +113,6 @@ def poisson_mask(
             hi = slope
     assert best is not None
     return best
+
+
+poisson_mask.check_request = check_poisson_request  # type: ignore[attr-defined]

@@ -80,15 +80,28 @@ def _load_builtin() -> None:
     from kspace_sim.masks import poisson, vista  # noqa: F401
 
 
-def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_lines: int) -> None:
-    """Raise ``ValueError`` before any work for an unknown pattern or an impossible R."""
-    get_pattern(pattern)
+def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_lines: int, **options: Any) -> None:
+    """Raise ``ValueError`` before any work for an unknown pattern, an impossible R or options the
+    pattern would reject.
+
+    Besides the checks every pattern shares (W >= 2, T >= 1, 1 <= R <= W), a pattern function may
+    carry a ``check_request(n_frames, n_lines, acceleration, **options)`` attribute raising
+    ``ValueError`` for what it alone cannot do (VISTA and Poisson need R > 1 and T >= 2, the ACS
+    patterns need the ACS block to fit in ``round(W / R)`` lines): cheap, no mask is computed.
+    """
+    fn = get_pattern(pattern)
     if n_lines < 2 or n_frames < 1:
         raise ValueError(f"mask needs W >= 2 lines and T >= 1 frames, got W={n_lines}, T={n_frames}")
     if not np.isfinite(acceleration) or acceleration < 1:
         raise ValueError(f"acceleration R must be >= 1, got {acceleration}")
     if acceleration > n_lines:
         raise ValueError(f"acceleration R={acceleration} exceeds the number of lines W={n_lines}")
+    check = getattr(fn, "check_request", None)
+    if check is not None:
+        try:
+            check(n_frames, n_lines, acceleration, **options)
+        except TypeError as exc:  # an option the pattern does not take
+            raise ValueError(f"mask pattern {pattern!r}: {exc}") from None
 
 
 def acs_block_start(n_lines: int, acs_lines: int) -> int:
@@ -158,7 +171,7 @@ def make_mask(
         bank: optional precomputed patterns ``(K, T, W)``.
         options: pattern-specific keyword options.
     """
-    validate_mask_request(pattern, acceleration, n_frames, n_lines)
+    validate_mask_request(pattern, acceleration, n_frames, n_lines, **options)
     out = np.empty((n_slices, n_frames, n_lines), dtype=bool)
     if bank is not None:
         if bank.ndim != 3 or bank.shape[1:] != (n_frames, n_lines):
@@ -183,7 +196,7 @@ def mask_bank(
     """``(size, T, W)`` patterns with seeds ``derive_seed(seed, 'bank', j)``, for :func:`make_mask`."""
     if size < 1:
         raise ValueError(f"mask bank size must be >= 1, got {size}")
-    validate_mask_request(pattern, acceleration, n_frames, n_lines)
+    validate_mask_request(pattern, acceleration, n_frames, n_lines, **options)
     return np.stack([bank_member(pattern, j, n_frames, n_lines, acceleration, seed, **options) for j in range(size)])
 
 

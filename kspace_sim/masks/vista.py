@@ -520,6 +520,46 @@ def _compute(n_frames: int, n_lines: int, acceleration: float, seed: int, acs_li
     return out
 
 
+def _resolved_params(prm: VistaParams, n_lines: int, n: int, acceleration: float, acs_lines: int) -> VistaParams:
+    """Validate ``prm`` and resolve its defaults for VISTA's grid (the ACS block removed)."""
+    prm.validate()
+    p, m = n_lines - acs_lines, n - acs_lines
+    r_inner = p / m if acs_lines else float(acceleration)
+    resolved = prm.resolve(p, r_inner)
+    resolved.validate()
+    return resolved
+
+
+def check_vista_request(
+    n_frames: int,
+    n_lines: int,
+    acceleration: float,
+    *,
+    seed: int = 0,
+    iterations: int = 120,
+    s: float = 1.4,
+    alpha: float = 0.28,
+    sigma: float | None = None,
+    time_scale: float | None = None,
+    step_size: float = 0.25,
+    max_step: float | None = None,
+    snap_every: int | None = None,
+    interleave_at: int | None = None,
+    fill_from: int | None = None,
+    fill_fraction: float = 1.0,
+    acs_lines: int = 0,
+    cycle_frames: int | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """Raise ``ValueError`` for any request :func:`vista_mask` would refuse (R <= 1, T < 2, ...),
+    without computing a mask: the registry's ``check_request`` hook, run before a build writes."""
+    n = _validate_request(n_frames, n_lines, acceleration, seed, acs_lines, cycle_frames)
+    prm = VistaParams(iterations, s, alpha, sigma, time_scale, step_size, max_step, snap_every,
+                      interleave_at, fill_from, fill_fraction)
+    _resolved_params(prm, n_lines, n, acceleration, acs_lines)
+
+
 @register_pattern("vista", "VISTA variable-density incoherent k-t sampling (Ahmad et al. 2015)")
 def vista_mask(
     n_frames: int,
@@ -573,11 +613,7 @@ def vista_mask(
     n = _validate_request(n_frames, n_lines, acceleration, seed, acs_lines, cycle_frames)
     prm = VistaParams(iterations, s, alpha, sigma, time_scale, step_size, max_step, snap_every,
                       interleave_at, fill_from, fill_fraction)
-    prm.validate()
-    p, m = n_lines - acs_lines, n - acs_lines
-    r_inner = p / m if acs_lines else float(acceleration)
-    resolved = prm.resolve(p, r_inner)
-    resolved.validate()
+    resolved = _resolved_params(prm, n_lines, n, acceleration, acs_lines)
     compute = lambda: _compute(int(n_frames), int(n_lines), float(acceleration), int(seed), int(acs_lines),  # noqa: E731
                                None if cycle_frames is None or cycle_frames >= n_frames else int(cycle_frames),
                                prm)
@@ -595,3 +631,6 @@ def vista_mask(
         **asdict(resolved),
     }
     return MaskCache(cache_dir).get_or_compute(key, compute, shape=(n_frames, n_lines))
+
+
+vista_mask.check_request = check_vista_request  # type: ignore[attr-defined]
