@@ -1,6 +1,14 @@
-"""A tiny store written directly with zarr, following docs/store-format.md (format version 1).
+"""A tiny store of synthetic arrays, written through the simulator's own layout code.
 
-Used by the kmtr tests and benchmarks; it does not use the simulator.
+The trainer's tests and benchmarks need stores of any size, fast, with chosen statuses and splits;
+building one from phantom subjects (tests/test_contract.py does that) would take too long for
+each of them. So the arrays here are synthetic (smooth random magnitudes, a beating disk, random
+line masks), but the store around them is the simulator's: created by
+:func:`kspace_sim.store.layout.create_store` (arrays, dtypes, chunks, the 16-byte xxh3 checksum
+column, split and status codes), with the simulator's label map (6 classes), its 18 phenotype
+column names and units, its disease columns (``labels/disease_codes.toml``), its FFT convention
+and the real checksum of every subject's rows. Drift between the two halves of the contract
+then breaks these tests too.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ import numpy as np
 import pytest
 import zarr
 
-VIEW_ORDER = ["sax0", "sax1", "sax2", "sax3", "sax4", "sax5", "la_2ch", "la_3ch", "la_4ch"]
+from kspace_sim.fft import FFT_CONVENTION, fft2c
+from kspace_sim.labels.codes import load_disease_codes
+from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
+from kspace_sim.store.checksum import subject_checksum
+from kspace_sim.store.layout import consolidate, create_store
+from kspace_sim.views import LABEL_MAP, VIEW_ORDER
 
-
-def _fft2c(x: np.ndarray) -> np.ndarray:
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), norm="ortho"), axes=ax).astype(np.complex64)
+#: the simulator's disease columns, in its order (CAD, high_blood_pressure, hypertension, ...)
+DISEASE_COLUMNS: list[str] = [d.name for d in load_disease_codes()]
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, ...], h: int, w: int, cutoff: float) -> np.ndarray:
@@ -39,10 +50,25 @@ def _line_mask(rng: np.random.Generator, s: int, t: int, w: int, r: float) -> np
     return mask
 
 
+def _labels(disk: np.ndarray, base: np.ndarray, s: int) -> np.ndarray:
+    """(S, T, H, W) uint8 in the simulator's label map: short-axis views LV blood pool (1) with
+    myocardium (2) where the smooth field is high and RV (3) where it is low; long-axis views the
+    LV (1), LA (4) and, in the 4ch view, RA (5); no labels in the 3ch view (never segmented)."""
+    seg = np.zeros((s,) + disk.shape, np.uint8)
+    hi = base[:, None] > 0.6
+    lo = base[:, None] < 0.25
+    seg[:] = disk[None]
+    seg[:6][hi[:6] & (seg[:6] == 1)] = 2
+    seg[:6][lo[:6] & (seg[:6] == 1)] = 3
+    seg[6:][hi[6:] & (seg[6:] == 1)] = 4
+    seg[8][lo[8] & (seg[8] == 1)] = 5
+    seg[7] = 0
+    return seg
+
+
 def write_store(
     path: str | Path,
     n: int = 6,
-    s: int = 9,
     t: int = 10,
     h: int = 32,
     w: int = 32,
@@ -54,55 +80,64 @@ def write_store(
     with_labels: bool = True,
     storage: str = "complex64",
 ) -> str:
-    """Write a store of ``n`` synthetic subjects; returns its path.
+    """Write a store of ``n`` synthetic subjects (9 views × ``t`` × ``h`` × ``h``); returns its path.
 
     Defaults: rows 0-3 train, row 4 validation, row 5 test but *failed* (so 'test' is empty).
     ``storage='float16'`` writes (N, S, T, H, W, 2) float16 pairs of ``k / subjects/kspace_scale``.
+    ``format_version`` other than 1 gives a store the reader must refuse. ``w`` must equal ``h``
+    (the simulator's crops are square).
     """
+    if w != h:
+        raise ValueError(f"the simulator's crops are square: h = {h}, w = {w}")
     rng = np.random.default_rng(seed)
     masks = masks if masks is not None else {"vista_r4": 4.0, "gaussian_r8": 8.0}
     status = status if status is not None else [1] * (n - 1) + [2]
     split = split if split is not None else ([0] * max(n - 2, 0) + [1, 2])[:n]
-    g = zarr.open_group(str(path), mode="w-")
-    if storage == "float16":
-        ks = g.create_array("kspace", shape=(n, s, t, h, w, 2), chunks=(1, 1, t, h, w, 2), shards=(1, s, t, h, w, 2),
-                            dtype="float16", fill_value=0, compressors=None)
-    else:
-        ks = g.create_array("kspace", shape=(n, s, t, h, w), chunks=(1, 1, t, h, w), shards=(1, s, t, h, w),
-                            dtype="complex64", fill_value=0j, compressors=None)
-    ks.attrs["storage"] = storage
-    kscale = np.ones(n, np.float32)
-    sg = g.create_array("seg", shape=(n, s, t, h, w), chunks=(1, 1, t, h, w), shards=(1, s, t, h, w),
-                        dtype="uint8", fill_value=0)
-    marrs = {
-        name: g.create_array(f"masks/{name}", shape=(n, s, t, w), chunks=(1, s, t, w), dtype=bool, fill_value=False)
-        for name in masks
+    s = len(VIEW_ORDER)
+    attrs: dict[str, Any] = {
+        "simulator_version": "fixture",
+        "git_commit": "",
+        "created": "2026-01-01T00:00:00+00:00",
+        "global_seed": seed,
+        "parameters": {"simulation": {"frames": t, "crop": h}, "kspace_storage": storage},
+        "fft_convention": FFT_CONVENTION,
+        "label_map": {str(k): v for k, v in LABEL_MAP.items()},
+        "masks": {name: {"pattern": name.split("_r")[0], "acceleration": r} for name, r in masks.items()},
+        "builds": [],
+        "pseudonymised": False,
     }
+    ids = [f"S{i:04d}" for i in range(n)]
+    g = create_store(str(path), ids, frames=t, size=h, mask_names=list(masks), attrs=attrs, storage=storage,
+                     chunking="sharded")
     yy, xx = np.mgrid[0:h, 0:w]
+    kscale = np.ones(n, np.float32)
+    checksums = np.zeros(g["subjects/checksum"].shape, np.uint8)
     for i in range(n):
         base = _smooth(rng, (s,), h, w, cutoff=0.06)
         phase = 2 * np.pi * (_smooth(rng, (s,), h, w, cutoff=0.03) - 0.5)
         tt = np.arange(t)[:, None, None]
         radius = 0.25 * min(h, w) * (1 + 0.2 * np.sin(2 * np.pi * tt / t))
-        disk = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radius**2).astype(np.float64)  # (T, H, W)
+        disk = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radius**2).astype(np.uint8)  # (T, H, W)
         mag = np.clip(0.6 * base[:, None] + 0.4 * disk[None], 0, 1)  # (S, T, H, W)
-        img = mag * np.exp(1j * phase[:, None])
-        k = _fft2c(img)
+        k = fft2c(mag * np.exp(1j * phase[:, None])).astype(np.complex64)
         if storage == "float16":
             kscale[i] = max(np.abs(k.real).max(), np.abs(k.imag).max()) / 2.0**15
-            ks[i] = np.stack([k.real / kscale[i], k.imag / kscale[i]], axis=-1).astype(np.float16)
+            stored = np.stack([k.real / kscale[i], k.imag / kscale[i]], axis=-1).astype(np.float16)
         else:
-            ks[i] = k
-        sg[i] = (disk[None] * (1 + (base[:, None] > 0.5))).astype(np.uint8)  # (S, T, H, W) labels 0, 1, 2
+            stored = k
+        seg = _labels(disk, base, s)
+        g["kspace"][i] = stored
+        g["seg"][i] = seg
         for name, r in masks.items():
-            marrs[name][i] = _line_mask(rng, s, t, w, r)
+            g[f"masks/{name}"][i] = _line_mask(rng, s, t, w, r)
+        checksums[i] = np.frombuffer(subject_checksum(stored, seg), np.uint8)
     present = np.ones((n, s), bool)
-    present[:, 7] = False  # 3ch never has a segmentation
+    present[:, VIEW_ORDER.index("la_3ch")] = False  # 3ch never has a segmentation
+    done = np.asarray(status) == 1
     small = {
-        "id": np.array([f"S{i:04d}" for i in range(n)]),
         "status": np.asarray(status, np.int8),
         "reason": np.array(["" if st == 1 else "synthetic failure" for st in status]),
-        "checksum": np.zeros((n, 32), np.uint8),
+        "checksum": np.where(done[:, None], checksums, 0).astype(np.uint8),
         "split": np.asarray(split, np.int8),
         "seg_present": present,
         "pixel_spacing": np.full((n, s, 2), 1.8, np.float32),
@@ -114,36 +149,21 @@ def write_store(
         "source_frames": np.full(n, t, np.int16),
     }
     for key, values in small.items():
-        dtype = str if values.dtype.kind == "U" else values.dtype
-        g.create_array(f"subjects/{key}", shape=values.shape, chunks=values.shape, dtype=dtype)[:] = values
-    g["subjects/split"].attrs["codes"] = {"train": 0, "validation": 1, "test": 2}
+        g[f"subjects/{key}"][...] = values
     if with_labels:
-        ph = rng.standard_normal((n, 18)).astype(np.float32)
+        ph = rng.standard_normal((n, len(PHENOTYPE_COLUMNS))).astype(np.float32)
         ph[0, 3] = np.nan
-        pa = g.create_array("labels/phenotypes", shape=(n, 18), chunks=(n, 18), dtype="float32")
+        pa = g.create_array("labels/phenotypes", shape=ph.shape, chunks=ph.shape, dtype="float32",
+                            fill_value=float("nan"))
         pa[:] = ph
-        pa.attrs.update({"columns": [f"p{j}" for j in range(18)], "units": ["" for _ in range(18)]})
-        da = g.create_array("labels/diseases", shape=(n, 3), chunks=(n, 3), dtype="int8")
-        da[:] = rng.integers(-1, 2, size=(n, 3)).astype(np.int8)
-        da.attrs["columns"] = ["cad", "af", "hf"]
-    g.attrs.update({
-        "format": "kspace-mri-store",
-        "format_version": format_version,
-        "simulator_version": "fixture",
-        "git_commit": "",
-        "created": "2026-01-01T00:00:00Z",
-        "parameters": {"frames": t, "crop": h},
-        "global_seed": seed,
-        "fft_convention": "centred orthonormal 2D DFT over (H, W): fftshift(fft2(ifftshift(x), norm='ortho')); "
-                          "phase-encoding direction W",
-        "view_order": VIEW_ORDER[:s],
-        "views": {"sax": [v for v in range(min(s, 6))], "lax": [v for v in range(6, s)]},
-        "label_map": {"0": "bg", "1": "LV", "2": "MYO"},
-        "masks": {name: {"pattern": name.split("_r")[0], "acceleration": r} for name, r in masks.items()},
-        "builds": [],
-        "pseudonymised": False,
-    })
-    zarr.consolidate_metadata(str(path))
+        pa.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
+        dz = rng.integers(-1, 2, size=(n, len(DISEASE_COLUMNS))).astype(np.int8)
+        da = g.create_array("labels/diseases", shape=dz.shape, chunks=dz.shape, dtype="int8", fill_value=-1)
+        da[:] = dz
+        da.attrs.update({"columns": DISEASE_COLUMNS, "unknown": -1})
+    if format_version != 1:
+        g.attrs["format_version"] = format_version
+    consolidate(str(path))
     return str(path)
 
 

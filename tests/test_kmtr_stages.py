@@ -25,20 +25,26 @@ SMALL = {
     "arch.heads": "2", "arch.dec_width": "32", "arch.dec_depth": "1", "arch.dec_heads": "2",
     "optim.warmup_epochs": "0.5", "run.progress": "false", "run.png_every_epochs": "0", "run.tensorboard": "false",
     "heads.seg_width": "16", "heads.seg_features": "2", "heads.head_hidden": "16", "heads.resnet_width": "0.0625",
-    "heads.unet_channels": "4,8,16,32", "heads.diseases": "cad,af",
+    "heads.unet_channels": "4,8,16,32", "heads.diseases": "CAD,hypertension",
 }
 
 
 @pytest.fixture(scope="module")
 def store8(tmp_path_factory) -> str:
-    """8 subjects: 5 train, 2 validation, 1 test; diseases with both classes in training."""
+    """8 subjects: 5 train, 2 validation, 1 test; CAD and hypertension with both classes in
+    training, stroke unknown for everyone (the simulator's disease columns)."""
     path = write_store(tmp_path_factory.mktemp("stages") / "s.zarr", n=8, t=5, h=32, w=32,
                        status=[1] * 8, split=[0, 0, 0, 0, 0, 1, 1, 2])
     import zarr
 
+    from kmtr_fixtures import DISEASE_COLUMNS
+
     g = zarr.open_group(path, mode="r+")
-    g["labels/diseases"][:] = np.array([[1, 0, -1], [0, 1, -1], [1, 1, -1], [0, 0, -1], [0, 1, -1],
-                                        [1, 0, -1], [0, 1, -1], [1, 0, -1]], np.int8)
+    dz = np.zeros((8, len(DISEASE_COLUMNS)), np.int8)
+    dz[:, DISEASE_COLUMNS.index("CAD")] = [1, 0, 1, 0, 0, 1, 0, 1]
+    dz[:, DISEASE_COLUMNS.index("hypertension")] = [0, 1, 1, 0, 1, 0, 1, 0]
+    dz[:, DISEASE_COLUMNS.index("stroke")] = -1
+    g["labels/diseases"][:] = dz
     zarr.consolidate_metadata(path)
     return path
 
@@ -151,8 +157,8 @@ def test_stage3_errors_before_training(store8, tmp_path):
     zarr.consolidate_metadata(no_seg)
     with pytest.raises(ConfigError, match="no 'seg' array"):
         train_one(cfg_for(no_seg, tmp_path, 3, "segmentation", init="scratch"))
-    with pytest.raises(ConfigError, match="no positive or no negative case for hf"):
-        train_one(cfg_for(store8, tmp_path, 3, "classification", init="scratch", **{"heads.diseases": "cad,hf"}))
+    with pytest.raises(ConfigError, match="no positive or no negative case for stroke"):
+        train_one(cfg_for(store8, tmp_path, 3, "classification", init="scratch", **{"heads.diseases": "CAD,stroke"}))
     with pytest.raises(ConfigError, match="no disease column"):
         train_one(cfg_for(store8, tmp_path, 3, "classification", init="scratch", **{"heads.diseases": "flu"}))
     with pytest.raises(ConfigError, match="no checkpoint to start from"):
@@ -237,7 +243,7 @@ def test_cli_full_pipeline_then_eval_report(store8, tmp_path):
     reg = __import__("pandas").read_csv(report / "kmtr-regression_regression.csv")
     assert len(reg) == 18 and {"mae", "mae_sd", "mean_guess_mae"} <= set(reg.columns)
     cls = __import__("pandas").read_csv(report / "kmtr-classification_classification.csv")
-    assert list(cls["disease"]) == ["cad", "af"]
+    assert list(cls["disease"]) == ["CAD", "hypertension"]
     for png in ("kmtr-regression_scatter.png", "kmtr-classification_roc.png", "kmtr-segmentation_overlay.png",
                 "kmtr-reconstruction_recon.png"):
         assert (report / png).stat().st_size > 1000, png
@@ -298,14 +304,13 @@ def test_eval_measures_phenotypes_on_the_predicted_segmentation(experiment, stor
     from kmtr.eval.predict import load_run
     from kmtr.eval.report import evaluate_run
 
-    # the fixture's phenotype columns are p0…p17: give two of them an area model
-    monkeypatch.setitem(seg_phenotypes.FEATURES, "p0", ("lv_max",))
-    monkeypatch.setitem(seg_phenotypes.FEATURES, "p5", ("epi_mean", "lv_mean"))
+    # the fixture's phenotypes are random numbers under the simulator's column names: calibrate two
+    monkeypatch.setattr(seg_phenotypes, "FEATURES", {"LVEDV (mL)": ("lv_max",), "LVM (g)": ("epi_mean", "lv_mean")})
     seg = train_one(cfg_for(store8, tmp_path, 3, "segmentation", init=str(experiment / "exp" / "stage2"),
                             **{"run.max_steps": "1"}))
     res = evaluate_run(load_run(seg["run_dir"]), tmp_path / "report", "validation", n_boot=20)
     table = res["tables"]["phenotypes"]
-    assert table["phenotype"].tolist() == ["p0", "p5"]
+    assert table["phenotype"].tolist() == ["LVEDV (mL)", "LVM (g)"]
     assert table["features"].tolist() == ["lv_max", "epi_mean + lv_mean"]
     assert (table["n"] == 2).all() and np.isfinite(table["mean_guess_mae"]).all()
     assert res["sections"][0][0].startswith("Phenotypes from the predicted segmentation")
