@@ -45,6 +45,32 @@ def standard_complex_noise(shape: tuple[int, ...], generator: torch.Generator | 
     return torch.randn(shape, generator=generator, dtype=torch.complex64, device=device)
 
 
+def _checkerboard(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    i = torch.arange(h, device=device)[:, None]
+    j = torch.arange(w, device=device)[None, :]
+    return (1 - 2 * ((i + j) % 2)).to(dtype)
+
+
+def _forward(kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``fft2c(S_c * ifft2c(k))`` as ``(B, C, S, T, H, W)``.
+
+    For H and W divisible by 4 the centring shifts are the checkerboard ``c = (-1)^(i+j)``
+    (``fft2c(x) = c fft2(c x)``, ``ifft2c(k) = c ifft2(c k)``, REFERENCES.md), and the two inner
+    ``c`` cancel (``c^2 = 1``): ``c fft2(S_c ifft2(c k))``, no shifted copies of the coil array.
+    """
+    h, w = kspace.shape[-2:]
+    if not torch.is_complex(kspace):
+        kspace = kspace.to(torch.complex64)
+    maps = maps.to(device=kspace.device, dtype=kspace.dtype).unsqueeze(3)  # (B, C, S, 1, H, W)
+    if h % 4 or w % 4:
+        return fft2c(maps * ifft2c(kspace).unsqueeze(1))
+    c = _checkerboard(h, w, kspace.real.dtype, kspace.device)
+    image = torch.fft.ifft2(kspace * c, norm="ortho")  # = c * ifft2c(k)
+    out = torch.fft.fft2(maps * image.unsqueeze(1), norm="ortho")
+    out *= c
+    return out
+
+
 def coil_kspace(
     kspace: torch.Tensor,
     maps: torch.Tensor,
@@ -58,8 +84,8 @@ def coil_kspace(
     Args:
         kspace: ``(B, S, T, H, W)`` complex, fully sampled coil-free k-space.
         maps: ``(B, C, S, H, W)`` complex coil maps (the same for every frame).
-        sigma: per-coil noise standard deviation, a float or ``(B,)`` tensor (one per subject);
-            None = noise-free.
+        sigma: per-coil noise standard deviation: a float, a ``(B,)`` tensor (one per subject) or
+            a ``(B, S)`` tensor (one per subject and slice); None = noise-free.
         noise_cov: ``(C, C)`` Hermitian positive-definite covariance in units of ``sigma^2``; None =
             independent coils.
         white_noise: ``(B, C, S, T, H, W)`` complex standard white noise to colour and scale (e.g.
@@ -83,14 +109,16 @@ def coil_kspace(
         raise ValueError(f"noise covariance is {tuple(chol.shape)} for {n_coils} coils")
     sig = None
     if sigma is not None:
-        sig = torch.as_tensor(sigma, device=kspace.device, dtype=kspace.real.dtype).reshape(-1, 1, 1, 1, 1, 1)
-        if sig.shape[0] not in (1, b):
-            raise ValueError(f"sigma must be a number or ({b},), got shape {tuple(torch.as_tensor(sigma).shape)}")
+        sig = torch.as_tensor(sigma, device=kspace.device, dtype=kspace.real.dtype)
+        if sig.ndim == 2 and tuple(sig.shape) == (b, s):
+            sig = sig.reshape(b, 1, s, 1, 1, 1)
+        elif sig.ndim <= 1 and sig.numel() in (1, b):
+            sig = sig.reshape(-1, 1, 1, 1, 1, 1)
+        else:
+            raise ValueError(f"sigma must be a number, ({b},) or ({b}, {s}), got shape {tuple(sig.shape)}")
         if not bool(torch.isfinite(sig).all()) or bool((sig < 0).any()):
             raise ValueError("noise sigma must be finite and >= 0")
-    image = ifft2c(kspace)  # (B, S, T, H, W)
-    maps = maps.to(device=kspace.device, dtype=image.dtype)
-    out = fft2c(maps.unsqueeze(3) * image.unsqueeze(1))  # (B, C, S, T, H, W)
+    out = _forward(kspace, maps)  # (B, C, S, T, H, W)
     if sig is None:
         return out
     if white_noise is None:

@@ -45,7 +45,7 @@ def coil_kspace(
     noise_cov: np.ndarray | None = None,
     seed: int = 0,
     region: np.ndarray | None = None,
-    sigma: float | None = None,
+    sigma: float | np.ndarray | None = None,
     workers: int | None = None,
 ) -> np.ndarray:
     """Coil k-space ``(C, *kspace.shape)`` complex64 from coil-free k-space.
@@ -64,7 +64,8 @@ def coil_kspace(
         region: bool mask broadcastable to ``kspace`` defining the SNR's signal (e.g. the heart,
             segmentation labels > 0); None = the foreground of ``|IFFT(k)|``.
         sigma: the per-coil noise standard deviation itself (instead of ``snr_db``, e.g. read from
-            a store); give at most one of the two.
+            a store): a number or an array broadcastable to ``kspace.shape`` (e.g. ``(S, 1, 1, 1)``,
+            one per slice); give at most one of the two.
         workers: scipy.fft threads.
 
     Returns:
@@ -82,8 +83,16 @@ def coil_kspace(
     image = ifft2c(kspace, workers=workers)
     if snr_db is not None:
         sigma = noise_sigma(image, snr_db, region)
-    if sigma is not None and noise_cov is not None:
-        validate_noise_cov(noise_cov, n_coils)  # before the FFTs
+    if sigma is not None:  # checked before the FFTs
+        sig = np.asarray(sigma, dtype=np.float64)
+        if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+            raise ValueError(f"noise sigma must be finite and >= 0, got {sigma!r}")
+        try:
+            np.broadcast_shapes(sig.shape, kspace.shape)
+        except ValueError:
+            raise ValueError(f"noise sigma of shape {sig.shape} does not broadcast against {kspace.shape}") from None
+        if noise_cov is not None:
+            validate_noise_cov(noise_cov, n_coils)
     out = np.empty((n_coils, *kspace.shape), dtype=np.complex64)
     for c in range(n_coils):
         out[c] = fft2c(maps[c] * image, workers=workers, overwrite=True)

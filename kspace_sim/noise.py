@@ -160,23 +160,30 @@ def standard_complex_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> 
     return pairs.view(np.complex64)[..., 0]
 
 
-def coil_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, cov: np.ndarray | None = None) -> np.ndarray:
+def _check_sigma(sigma: float | np.ndarray) -> np.ndarray:
+    sig = np.asarray(sigma, dtype=np.float64)
+    if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+        raise ValueError(f"noise sigma must be finite and >= 0, got {sigma!r}")
+    return sig
+
+
+def coil_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float | np.ndarray,
+               cov: np.ndarray | None = None) -> np.ndarray:
     """Coil noise ``sigma * L n`` of ``shape = (C, ...)`` complex64 (``n``: :func:`standard_complex_noise`).
 
     Args:
         rng: the noise generator (e.g. ``np.random.default_rng(noise_seed(...))``).
         shape: ``(C, ...)``, coil axis first.
-        sigma: per-coil standard deviation (>= 0, finite) for a coil with ``cov_cc = 1``.
+        sigma: per-coil standard deviation (>= 0, finite) for a coil with ``cov_cc = 1``: a number,
+            or an array broadcastable to ``shape[1:]`` (e.g. ``(S, 1, 1, 1)``: one sigma per slice).
         cov: ``(C, C)`` Hermitian positive-definite covariance in units of ``sigma^2``; None = identity.
     """
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"noise sigma must be finite and >= 0, got {sigma!r}")
+    sig = _check_sigma(sigma)
     chol = noise_cholesky(cov, shape[0])
     white = standard_complex_noise(rng, shape)
     if chol is not None:
         white = np.tensordot(chol.astype(np.complex64), white, axes=(1, 0))
-    white *= np.float32(sigma)
+    white *= sig.astype(np.float32)
     return white
 
 

@@ -216,3 +216,12 @@ def test_noise_is_deterministic_and_at_the_requested_level():
         coil_kspace(k, maps, snr_db=20, sigma=0.1)
     with pytest.raises(ValueError, match="region is empty"):
         coil_kspace(k, maps, snr_db=20, region=np.zeros(SHAPE, bool))
+
+
+def test_bad_sigma():
+    k = fft2c(smooth_image())
+    maps = np.ones((1, *SHAPE), np.complex64)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        coil_kspace(k, maps, sigma=-0.1)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        coil_kspace(k, maps, sigma=np.ones(3))

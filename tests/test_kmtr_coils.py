@@ -16,7 +16,7 @@ from kspace_sim.noise import correlation_matrix, noise_sigma, standard_complex_n
 B, S, T, H, W, C = 2, 2, 3, 32, 32, 4
 
 
-def batch():
+def batch(H=H, W=W):
     """Two subjects: smooth complex images, their coil-free k-space, maps and heart regions."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:H, :W]
@@ -32,10 +32,11 @@ def batch():
     return np.stack(ks), np.stack(maps), regions
 
 
-def test_noise_free_torch_equals_numpy():
-    k, maps, _ = batch()
+@pytest.mark.parametrize("size", [32, 30])  # checkerboard path (multiple of 4) and shifted path
+def test_noise_free_torch_equals_numpy(size):
+    k, maps, _ = batch(size, size)
     out = torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps))
-    assert out.shape == (B, C, S, T, H, W) and out.dtype == torch.complex64
+    assert out.shape == (B, C, S, T, size, size) and out.dtype == torch.complex64
     for b in range(B):
         ref = coil_kspace(k[b], maps[b][:, :, None])
         np.testing.assert_allclose(out[b].numpy(), ref, rtol=0, atol=2e-5 * np.abs(ref).max())
@@ -86,3 +87,20 @@ def test_torch_bad_input():
         torch_coil_kspace(kt, mt[:, :, :1])
     with pytest.raises(ValueError, match="white noise"):
         torch_coil_kspace(kt, mt, sigma=0.1, white_noise=torch.zeros(1, dtype=torch.complex64))
+
+
+def test_per_slice_sigma_torch_equals_numpy():
+    k, maps, _ = batch()
+    sigmas = np.array([[0.1, 0.3], [0.2, 0.05]])  # (B, S)
+    white = [np_noise(np.random.default_rng(20 + b), (C, S, T, H, W)) for b in range(B)]
+    out = torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps), sigma=torch.from_numpy(sigmas),
+                            white_noise=torch.from_numpy(np.stack(white)))
+    clean = torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps))
+    for b in range(B):
+        ref = coil_kspace(k[b], maps[b][:, :, None], sigma=sigmas[b][:, None, None, None], seed=20 + b)
+        np.testing.assert_allclose(out[b].numpy(), ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+        for s in range(S):  # each slice's noise at its own level
+            level = float((out[b, :, s] - clean[b, :, s]).abs().pow(2).mean().sqrt())
+            assert level == pytest.approx(sigmas[b, s], rel=0.05)
+    with pytest.raises(ValueError, match="sigma must be"):
+        torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps), sigma=torch.ones(3))
