@@ -75,6 +75,7 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
     t = Table(title="kspace-sim build", show_header=False)
     t.add_row("store", report.store)
     t.add_row("subjects", f"{report.n_subjects} ({report.done} done, {len(report.failed)} failed, {report.skipped} already done before this run)")
+    t.add_row("input entries skipped", f"{len(report.skipped_entries)} (not subjects, listed below)" if report.skipped_entries else "0")
     t.add_row("splits", ", ".join(f"{k} {v}" for k, v in report.splits.items()))
     t.add_row("processed this run", f"{report.processed} in {report.seconds:.1f} s ({report.subjects_per_second:.2f} subjects/s)")
     for name, acc in report.achieved_acceleration.items():
@@ -90,6 +91,13 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
         console.print(render_summary(report.label_summary, title="labels of the done subjects"))
     if report.failed:
         console.print(failures_table(report.failed))
+    print_skipped_entries(report.skipped_entries)
+
+
+def print_skipped_entries(skipped: list[tuple[str, str]]) -> None:
+    """One line per input entry that is not a subject, with the reason."""
+    for name, reason in skipped:
+        console.print(f"skipped {name}: {reason}")
 
 
 @app.command()

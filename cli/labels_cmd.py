@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def labels(
@@ -35,6 +35,7 @@ def labels(
     t = Table(title="kspace-sim labels", show_header=False)
     t.add_row("output", report.out)
     t.add_row("subjects", f"{report.n_subjects} ({len(report.failed)} failed, {report.with_missing} with missing phenotypes)")
+    t.add_row("input entries skipped", f"{len(report.skipped_entries)} (not subjects, listed below)" if report.skipped_entries else "0")
     t.add_row("phenotypes", f"{report.phenotype_seconds:.1f} s ({report.subjects_per_second:.1f} subjects/s)")
     tr = report.table
     if tr is not None:
@@ -47,6 +48,8 @@ def labels(
     console.print(t)
     for sid, reason in report.failed:
         err.print(f"[yellow]subject {sid} failed:[/] {reason}")
+    for name, reason in report.skipped_entries:
+        console.print(f"skipped {name}: {reason}")
     console.print(render_summary(summary_table(df, report.diseases or []), title="cohort summary"))
 
 

@@ -26,7 +26,7 @@ from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.sharing.splits import SplitOptions, assign_splits, default_test_size
 from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, validate_masks
-from kspace_sim.sources.discover import SubjectSource, discover_subjects
+from kspace_sim.sources.discover import SubjectSource, scan_input
 from kspace_sim.sources.subject import SubjectError
 from kspace_sim.store.layout import (
     StoreError,
@@ -100,6 +100,7 @@ class BuildReport:
     store_bytes: int | None
     float16_image_nrmse: float | None = None
     splits: dict[str, int] = field(default_factory=dict)
+    skipped_entries: list[tuple[str, str]] = field(default_factory=list)  # input entries that are not subjects
     labels: Any = None  # pandas DataFrame of phenotypes + diseases indexed by subject id
     label_summary: list[Any] = field(default_factory=list)
     disease_report: Any = None
@@ -371,7 +372,8 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             request or an incompatible existing store.
     """
     validate_build(cfg)
-    sources = discover_subjects(cfg.input_dir, cfg.seg_dir)
+    scan = scan_input(cfg.input_dir, cfg.seg_dir)
+    sources = scan.sources
     validate_split(cfg, len(sources))
     table_path, diseases = _resolve_table(cfg)
     if cfg.pseudonym_key is not None:
@@ -457,6 +459,7 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             "processed": len(pending),
             "skipped_done": skipped,
             "failed": [{"id": sid, "reason": r} for sid, r in failures],
+            "skipped_entries": [{"entry": name, "reason": r} for name, r in _logged_entries(scan.skipped, cfg)],
             "simulator_version": kspace_sim.__version__,
             "git_commit": git_commit(),
             "workers": cfg.workers,
@@ -495,10 +498,21 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
         store_bytes=_store_size(cfg.out),
         float16_image_nrmse=max(storage_errors) if cfg.storage == "float16" and storage_errors else None,
         splits=splits,
+        skipped_entries=list(scan.skipped),
         labels=labels_df,
         label_summary=summary,
         disease_report=disease_report,
     )
+
+
+def _logged_entries(skipped: list[tuple[str, str]], cfg: BuildConfig) -> list[tuple[str, str]]:
+    """Skipped input entries as the store logs them: under pseudonymisation an entry's name (it
+    may be an eid) is replaced by its keyed-hash pseudonym."""
+    if cfg.pseudonym_key is None:
+        return list(skipped)
+    from kspace_sim.privacy import pseudonymise
+
+    return [(pseudonymise(name, cfg.pseudonym_key), reason) for name, reason in skipped]
 
 
 def _resolve_table(cfg: BuildConfig) -> tuple[str | None, list[Any]]:

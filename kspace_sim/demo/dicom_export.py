@@ -13,7 +13,8 @@ y; ImageOrientationPatient = the normalised first two affine columns, PixelSpaci
 lengths (dy, dx); slice k lies at ``affine @ (0, 0, k)``; SpacingBetweenSlices = the length of
 the third column for a stack, the NIfTI pixdim dz for a single slice; SliceThickness = 0.8 × the
 spacing for the short axis (UKB: 8 mm slices, 2 mm gap) and dz for the long axis;
-TriggerTime = t · dt in ms. UIDs derive deterministically from the eid.
+TriggerTime = t · dt in ms, with each view's own dt (``SubjectVolumes.frame_interval``: long-axis
+cines may have a TriggerTime spacing of their own). UIDs derive deterministically from the eid.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class _Series:
     frames: np.ndarray  # (X, Y, Z, T)
     geometry: SeriesGeometry
     thickness: float
+    dt_ms: float | None = None  # this series' frame interval (None: the zip's)
 
 
 def _series_template(s: _Series, eid: str, study_uid: str, for_uid: str, series_uid: str, dt_ms: float, fmt: tuple[str, int, int]) -> Dataset:
@@ -224,7 +226,8 @@ def _write_zip(path: Path, eid: str, series: list[_Series], study_uid: str, for_
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
             for s in series:
                 encoded: dict[int, bytes] | None = None
-                for name, template, frame in _frame_datasets(s, eid, study_uid, for_uid, dt_ms, fmt):
+                series_dt_ms = dt_ms if s.dt_ms is None else s.dt_ms
+                for name, template, frame in _frame_datasets(s, eid, study_uid, for_uid, series_dt_ms, fmt):
                     if encoded is None:
                         encoded = _encode_elements(template)
                     zf.writestr(name, _file_bytes(encoded, frame))
@@ -246,7 +249,8 @@ def export_subject_dicom(
     """Write ``vol`` as ``<eid>_20209_2_0.zip`` (short axis) and ``<eid>_20208_2_0.zip`` (long axis).
 
     Args:
-        vol: images ``sa`` (X, Y, Z, T) and ``la_2ch/3ch/4ch`` (X, Y, T), affines, spacing, dt (s).
+        vol: images ``sa`` (X, Y, Z, T) and ``la_2ch/3ch/4ch`` (X, Y, T), affines, spacing, dt (s)
+            and each view's own frame interval (``vol.frame_intervals``, default ``dt``).
         out_dir: folder for the zips (created).
         eid: the subject id in file names, PatientID and UID seeds.
         sax_layout: ``'per_slice'`` (one series per slice, as UKB mostly ships) or ``'combined'``
@@ -258,8 +262,10 @@ def export_subject_dicom(
     """
     if sax_layout not in ("per_slice", "combined"):
         raise ValueError(f"sax_layout must be 'per_slice' or 'combined', not {sax_layout!r}")
-    if not (np.isfinite(vol.dt) and vol.dt > 0):
-        raise ValueError(f"frame interval dt must be a positive number of seconds, not {vol.dt}")
+    for view in ("sa", *_LAX_NAMES):
+        view_dt = vol.frame_interval(view)
+        if not (np.isfinite(view_dt) and view_dt > 0):
+            raise ValueError(f"frame interval dt of {view} must be a positive number of seconds, not {view_dt}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     study_uid = generate_uid(entropy_srcs=[eid, "study"])
@@ -280,7 +286,7 @@ def export_subject_dicom(
     for n, (view, name) in enumerate(_LAX_NAMES.items()):
         img = vol.images[view][:, :, None, :]
         dz = vol.spacing.get(view, (0, 0, 6.0))[2]
-        lax.append(_Series(name, 2 + n, img, series_geometry(vol.affines[view], 1, dz), dz))
+        lax.append(_Series(name, 2 + n, img, series_geometry(vol.affines[view], 1, dz), dz, vol.frame_interval(view) * 1000.0))
     sa_zip = _write_zip(out / f"{eid}_{SA_FIELD}_{INSTANCE}.zip", eid, sax, study_uid, for_uid, dt_ms, compresslevel)
     la_zip = _write_zip(out / f"{eid}_{LA_FIELD}_{INSTANCE}.zip", eid, lax, study_uid, for_uid, dt_ms, compresslevel)
     return sa_zip, la_zip

@@ -37,7 +37,7 @@ from kspace_sim.labels.codes import DiseaseDefinition, load_disease_codes
 from kspace_sim.labels.diseases import POLICIES, DiseaseLabels, TableReport, check_table, disease_labels
 from kspace_sim.labels.loader import load_label_inputs
 from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS, subject_phenotypes
-from kspace_sim.sources.discover import SubjectSource, discover_subjects
+from kspace_sim.sources.discover import SubjectSource, scan_input
 from kspace_sim.sources.subject import SubjectError
 
 __all__ = [
@@ -79,6 +79,7 @@ class LabelTableReport:
     seconds: float = 0.0
     table: TableReport | None = None
     diseases: list[DiseaseDefinition] | None = None
+    skipped_entries: list[tuple[str, str]] = field(default_factory=list)  # input entries that are not subjects
 
     @property
     def subjects_per_second(self) -> float:
@@ -190,7 +191,9 @@ def build_label_table(
     ``table_path``; write the Parquet table ``out_parquet``.
 
     Args:
-        input_dir: cohort folder (``<id>/seg_*.nii.gz`` subject folders, see :func:`discover_subjects`).
+        input_dir: cohort folder (``<id>/seg_*.nii.gz`` subject folders, see
+            :func:`~kspace_sim.sources.discover.scan_input`; the other entries are listed in the
+            report's ``skipped_entries``).
         table_path: UK Biobank participant table (CSV/TSV, either export), or None for no diseases.
         out_parquet: output path.
         workers: Dask worker processes (``<= 1``: serial, in this process).
@@ -207,7 +210,8 @@ def build_label_table(
     t0 = time.perf_counter()
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
-    sources = discover_subjects(input_dir)
+    scan = scan_input(input_dir)
+    sources = scan.sources
     definitions = load_disease_codes(codes) if table_path is not None else None
     if table_path is not None:
         check_table(table_path, policy, definitions)  # fail before any phenotype work
@@ -230,5 +234,6 @@ def build_label_table(
         seconds=time.perf_counter() - t0,
         table=diseases.report if diseases else None,
         diseases=definitions,
+        skipped_entries=list(scan.skipped),
     )
     return df, report

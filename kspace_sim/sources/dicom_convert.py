@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kspace_sim.cluster import dask_client
-from kspace_sim.sources.dicom_zip import discover_zip_subjects, load_subject_zips
+from kspace_sim.sources.dicom_zip import load_subject_zips, scan_zip_folder
 from kspace_sim.sources.subject import IMAGE_FILES, SubjectError, SubjectVolumes
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "outputs_exist",
     "convert_subject",
     "convert_cohort",
+    "find_zip_folder",
     "SUMMARY_FILE",
 ]
 
@@ -65,6 +66,8 @@ class ConvertSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     started: str = ""
+    skipped_entries: list[tuple[str, str]] = field(default_factory=list)  # entries that are not subjects' zips
+    zip_dir: str = ""  # the folder the zips were read from (input_dir, or its one sub-folder holding them)
 
     @property
     def subjects_per_second(self) -> float:
@@ -74,6 +77,7 @@ class ConvertSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["failed"] = [{"eid": e, "reason": r} for e, r in self.failed]
+        d["skipped_entries"] = [{"entry": e, "reason": r} for e, r in self.skipped_entries]
         d["subjects_per_second"] = self.subjects_per_second
         return d
 
@@ -157,6 +161,29 @@ def _write_summary(out: Path, summary: ConvertSummary) -> None:
     os.replace(tmp, out / SUMMARY_FILE)
 
 
+def find_zip_folder(input_dir: str | Path) -> Path:
+    """The folder holding the subjects' zips: ``input_dir`` itself, or its one sub-folder holding
+    them (``DEMO/zips`` of ``kspace-sim demo --format dicom --out DEMO``).
+
+    Raises:
+        InputError: neither (or several sub-folders hold zips), in one line naming what to pass.
+    """
+    from kspace_sim.sources.discover import InputError, cohort_folders_below, holds_zips
+
+    root = Path(input_dir)
+    if holds_zips(root):
+        return root
+    below = cohort_folders_below(root)["dicom"]
+    if len(below) == 1:
+        return below[0]
+    if below:
+        raise InputError(
+            f"no <eid>_20209_2_0.zip / <eid>_20208_2_0.zip in {root} itself, but in {len(below)} sub-folders "
+            f"({', '.join(str(p) for p in below)}): pass one of them as --input"
+        )
+    raise InputError(f"no <eid>_20209_2_0.zip / <eid>_20208_2_0.zip in {root} or its sub-folders")
+
+
 def convert_cohort(
     input_dir: str | Path,
     out_dir: str | Path,
@@ -185,16 +212,20 @@ def convert_cohort(
 
     Raises:
         FileNotFoundError: ``input_dir`` does not exist.
+        InputError: no subject's zip in ``input_dir`` nor in exactly one of its sub-folders (one
+            line, naming the sub-folders that hold zips when there are several); nothing written.
     """
     src, out = Path(input_dir), Path(out_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"input folder {src} does not exist")
     t0 = time.perf_counter()
+    zip_dir = find_zip_folder(src)
+    subjects, skipped_entries = scan_zip_folder(zip_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp(out)
-    subjects = discover_zip_subjects(src)
     summary = ConvertSummary(str(src), str(out), n_subjects=len(subjects),
-                             started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                             started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                             skipped_entries=skipped_entries, zip_dir=str(zip_dir))
     todo = []
     for eid, z in subjects.items():
         if not overwrite and outputs_exist(out / eid):

@@ -12,8 +12,9 @@ Conversion rules (REFERENCES.md, "DICOM → NIfTI"):
 
 - X = Columns, Y = Rows: a frame's NIfTI slice is ``pixel_array.T``; dx = PixelSpacing[1],
   dy = PixelSpacing[0].
-- Frames of a slice are sorted by ``TriggerTime``; dt = (TriggerTime[1] − TriggerTime[0]) of the
-  first short-axis slice, ms → s.
+- Frames of a slice are sorted by ``TriggerTime``; each series keeps its own frame interval
+  dt = (TriggerTime[1] − TriggerTime[0]) of its first slice, ms → s (the long-axis cines have
+  their own TriggerTime spacing; ``SubjectVolumes.dt`` is the short axis's).
 - Affine (voxel → RAS, mm): columns ``rowcos·dx``, ``colcos·dy``, ``n·dz`` and the first slice's
   ImagePositionPatient, all with x and y negated (LPS → RAS). With several slices ``n`` is the
   unit step from one slice position to the next (slices ordered ``b1, b2, ...`` or by
@@ -60,6 +61,7 @@ __all__ = [
     "load_lax_zip",
     "FrameHeader",
     "discover_zip_subjects",
+    "scan_zip_folder",
     "zip_name",
     "parse_manifest",
     "read_zip_series",
@@ -114,18 +116,31 @@ def discover_zip_subjects(zip_dir: str | Path, instance: str = "2_0") -> dict[st
     """Map eid → :class:`ZipSubject` for the ``<eid>_2020[89]_<instance>.zip`` files of ``zip_dir``.
 
     A subject with only one of its two zips is listed (the missing one is ``None``); loading it
-    then fails with a :class:`SubjectError`. Other files are ignored.
+    then fails with a :class:`SubjectError`. Other entries: see :func:`scan_zip_folder`.
     """
+    return scan_zip_folder(zip_dir, instance)[0]
+
+
+def scan_zip_folder(zip_dir: str | Path, instance: str = "2_0") -> tuple[dict[str, ZipSubject], list[tuple[str, str]]]:
+    """Every entry of a zip folder accounted for: the subjects (as :func:`discover_zip_subjects`)
+    and ``(entry name, reason)`` for each entry that is not a subject's zip (sorted by name)."""
     found: dict[str, dict[str, Path]] = {}
+    skipped: list[tuple[str, str]] = []
     for p in sorted(Path(zip_dir).iterdir()):
         m = _ZIP_RE.match(p.name)
-        if m is None or m["instance"] != instance or not p.is_file():
-            continue
-        found.setdefault(m["eid"], {})[m["field"]] = p
-    return {
+        if p.is_dir():
+            skipped.append((p.name, "not a subject folder (the input holds UK Biobank zips)"))
+        elif m is None:
+            skipped.append((p.name, f"not a subject's zip (<eid>_{SA_FIELD}_{instance}.zip / <eid>_{LA_FIELD}_{instance}.zip)"))
+        elif m["instance"] != instance:
+            skipped.append((p.name, f"imaging instance {m['instance']}, not {instance}"))
+        else:
+            found.setdefault(m["eid"], {})[m["field"]] = p
+    subjects = {
         eid: ZipSubject(eid, sa_zip=paths.get(SA_FIELD), la_zip=paths.get(LA_FIELD))
         for eid, paths in sorted(found.items())
     }
+    return subjects, skipped
 
 
 # --------------------------------------------------------------------------- manifest
@@ -671,7 +686,8 @@ def load_subject_zips(
 
     Returns:
         :class:`SubjectVolumes`: ``sa`` (X, Y, Z, T), ``la_*`` (X, Y, T) float32, RAS affines,
-        spacing (mm), ``dt`` (s, from the short axis), segmentations found in ``seg_dir``.
+        spacing (mm), ``dt`` (s, from the short axis's TriggerTimes), ``frame_intervals`` (s, each
+        view's from its own TriggerTimes), segmentations found in ``seg_dir``.
 
     Raises:
         SubjectError: any problem with this subject's input (missing zip, corrupt zip, missing
@@ -686,14 +702,16 @@ def load_subject_zips(
     images: dict[str, np.ndarray] = {"sa": sa}
     affines: dict[str, np.ndarray] = {"sa": sa_aff}
     spacing: dict[str, tuple[float, float, float]] = {"sa": sa_sp}
-    for view, (img, aff, sp, _) in load_lax_zip(la_zip).items():
+    frame_intervals: dict[str, float] = {"sa": float(dt)}
+    for view, (img, aff, sp, view_dt) in load_lax_zip(la_zip).items():
         if img.shape[-1] != sa.shape[-1]:
             raise SubjectError(f"{view} has {img.shape[-1]} frames but sa has {sa.shape[-1]}")
         images[view], affines[view], spacing[view] = img, aff, sp
+        frame_intervals[view] = float(view_dt)  # each cine keeps its own TriggerTime spacing
     segs: dict[str, np.ndarray] = {}
     if seg_dir is not None:
         seg_subject = Path(seg_dir) / subject_id
         if seg_subject.is_dir():
             segs, seg_aff = _load_segs(seg_subject, images, affines)
             affines.update(seg_aff)
-    return SubjectVolumes(subject_id, images, affines, segs, spacing, float(dt))
+    return SubjectVolumes(subject_id, images, affines, segs, spacing, float(dt), frame_intervals)

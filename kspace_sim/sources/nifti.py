@@ -118,7 +118,8 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
     Returns:
         :class:`SubjectVolumes` with images in their stored integer dtype (int16 in UK Biobank;
         converted to float32 only where the views are cut) or float32, uint8 segmentations (those present),
-        affines, spacing (mm) and ``dt`` (s, from ``pixdim[4]`` of ``sa``).
+        affines, spacing (mm), ``dt`` (s, from ``pixdim[4]`` of ``sa``) and every view's own
+        ``frame_intervals`` (s, its ``pixdim[4]``).
 
     Raises:
         SubjectError: a missing view, an unreadable or truncated file, NaN/Inf intensities,
@@ -130,6 +131,7 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
     affines: dict[str, np.ndarray] = {}
     spacing: dict[str, tuple[float, float, float]] = {}
     segs: dict[str, np.ndarray] = {}
+    frame_intervals: dict[str, float] = {}
     dt = float("nan")
     for name in IMAGE_FILES:
         path = find_volume(subject_dir, name)
@@ -147,8 +149,9 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
         images[name] = data if data.dtype.kind in "iu" else data.astype(np.float32, copy=False)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
         spacing[name] = tuple(float(z) for z in img.header.get_zooms()[:3])  # type: ignore[assignment]
+        frame_intervals[name] = header_dt(img)
         if name == "sa":
-            dt = header_dt(img)
+            dt = frame_intervals[name]
     t = images["sa"].shape[-1]
     for view in LAX_VIEWS:
         if images[view].shape[-1] != t:
@@ -167,7 +170,7 @@ def load_subject_nifti(subject_dir: str | Path, subject_id: str | None = None) -
             )
         segs[name] = as_label_map(data, path.name)
         affines[name] = np.asarray(img.affine, dtype=np.float64)
-    return SubjectVolumes(sid, images, affines, segs, spacing, dt)
+    return SubjectVolumes(sid, images, affines, segs, spacing, dt, frame_intervals)
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path, zooms: tuple[float, ...]) -> None:
@@ -183,7 +186,8 @@ def save_subject_nifti(vol: SubjectVolumes, subject_dir: str | Path, image_dtype
     """Write ``vol`` in the UK Biobank NIfTI layout (atomic per file: temp name, then rename).
 
     Images are cast to ``image_dtype`` (rounded), segmentations to uint8; long-axis arrays get
-    their singleton Z axis back; ``pixdim[4] = vol.dt`` seconds.
+    their singleton Z axis back; ``pixdim[4]`` = each view's own frame interval in seconds
+    (:meth:`SubjectVolumes.frame_interval`; a segmentation has its image's).
     """
     subject_dir = Path(subject_dir)
     subject_dir.mkdir(parents=True, exist_ok=True)
@@ -193,4 +197,4 @@ def save_subject_nifti(vol: SubjectVolumes, subject_dir: str | Path, image_dtype
         if a.ndim == 3:
             a = a[:, :, None, :]
         sp = vol.spacing.get(name) or vol.spacing[seg_image_name(name)]
-        _save(a, vol.affines[name], subject_dir / f"{name}.nii.gz", (*sp, vol.dt))
+        _save(a, vol.affines[name], subject_dir / f"{name}.nii.gz", (*sp, vol.frame_interval(name)))

@@ -34,7 +34,11 @@ class SubjectVolumes:
         segs: ``{"seg_sa": (X, Y, Z, T), "seg_la_2ch": (X, Y, T), "seg_la_4ch": (X, Y, T)}``
             uint8 in UK Biobank label conventions; absent keys = not available.
         spacing: ``{name: (dx, dy, dz)}`` in mm from the headers' pixdim.
-        dt: frame interval in seconds (pixdim[4] of ``sa``).
+        dt: frame interval in seconds of the short axis (pixdim[4] of ``sa``; its TriggerTime
+            spacing): the ventricular phenotypes' heart rate and the store's ``subjects/dt``.
+        frame_intervals: ``{image name: dt (s)}`` of each view as its source gives it (every cine
+            has its own TriggerTime spacing: the long-axis views' differ from the short axis's);
+            a view not listed has ``dt`` (:meth:`frame_interval`).
     """
 
     subject_id: str
@@ -43,6 +47,11 @@ class SubjectVolumes:
     segs: dict[str, np.ndarray] = field(default_factory=dict)
     spacing: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     dt: float = float("nan")
+    frame_intervals: dict[str, float] = field(default_factory=dict)
+
+    def frame_interval(self, name: str) -> float:
+        """Frame interval (s) of image or segmentation ``name`` (a ``seg_*`` map has its image's)."""
+        return float(self.frame_intervals.get(name.removeprefix("seg_"), self.dt))
 
     @property
     def n_frames(self) -> int:

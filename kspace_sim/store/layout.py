@@ -171,6 +171,14 @@ def create_store(
         group.create_array(f"subjects/{key}", shape=shape, chunks=tuple(max(d, 1) for d in shape), dtype=dtype, fill_value=fill)
     reason = group.create_array("subjects/reason", shape=(n,), chunks=(max(n, 1),), dtype=str)
     reason[:] = np.full(n, "", dtype=object).astype(str)
+    group["subjects/dt"].attrs.update(
+        {
+            "units": "s",
+            "view": "sa",
+            "description": "frame interval of the short-axis cine (its TriggerTime spacing, pixdim[4] of sa.nii.gz); "
+            "the long-axis cines have their own",
+        }
+    )
     group["subjects/checksum"].attrs["algorithm"] = DEFAULT_CHECKSUM
     group["subjects/split"].attrs["codes"] = SPLIT_CODES
     group["subjects/status"].attrs["codes"] = {"pending": 0, "done": 1, "failed": 2}
