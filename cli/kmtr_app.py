@@ -30,6 +30,16 @@ def _data_or_demo(data: Optional[str]) -> str:
     return DEFAULT_DEMO_STORE
 
 
+def _check_device(device: object) -> None:
+    """``cuda`` asked for on a machine without CUDA: one line, exit 2 (before any work)."""
+    if device is not None and str(device).strip().lower().startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}, "
+                  f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu or auto")
+
+
 def _set_overrides(items: list[str]) -> dict[str, str]:
     """``--set KEY=VALUE`` options as a dict (exit 2 on an item without '=')."""
     out: dict[str, str] = {}
@@ -70,10 +80,21 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     grad_checkpoint: Optional[bool] = typer.Option(None, "--grad-checkpoint/--no-grad-checkpoint"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the run's last.pt (always on without --stage)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in the folder from its last.pt even if "
+                                "the config differs (e.g. more epochs)"),
+    restart: bool = typer.Option(False, "--restart", help="delete the run in the folder and train from scratch"),
     set_: list[str] = typer.Option([], "--set", help="any config key, e.g. --set arch.width=128 (repeatable)"),
 ) -> None:
-    """Train k-MTR: stage I (MAEs), II (alignment), III (tasks), or all in sequence. Works under torchrun."""
+    """Train k-MTR: stage I (MAEs), II (alignment), III (tasks), or all in sequence. Works under torchrun.
+
+    A run folder (runs/<name>/<stage>) that holds a checkpoint is never overwritten silently: when
+    its saved config matches the requested one the run continues from last.pt (a finished run
+    trains nothing); otherwise the command stops, naming the differences. "Matches" ignores the
+    bookkeeping settings (--name/--out, --device, --workers, --max-steps, --grad-checkpoint,
+    run.progress/tensorboard/log_every/ckpt_every_steps/png_every_epochs, data.cache,
+    optim.chunk_size) and how local paths are spelt. --resume continues it with the new config,
+    --restart deletes it and starts over.
+    """
     import torch
 
     from kmtr.store import StoreError
@@ -82,6 +103,8 @@ def train(
     from kmtr.train.runner import ConfigError
     from kmtr.train.stage3 import METHODS, TASKS
 
+    if resume and restart:
+        _fail("--resume and --restart exclude each other")
     data = _data_or_demo(data)
     bad = [t for t in task if t not in TASKS]
     if bad:
@@ -94,16 +117,18 @@ def train(
         "optim.lr_image": lr if lr_image is None else lr_image, "optim.lr_kspace": lr if lr_kspace is None else lr_kspace,
     }
     overrides.update(_set_overrides(set_))
+    _check_device(overrides.get("run.device"))
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     tasks = list(task) or list(METHODS[method or "kmtr"][1])
+    mode = "resume" if resume else ("restart" if restart else "auto")
     try:
         if stage is None:
-            summaries = train_pipeline(preset, (1, 2, 3), tasks, overrides, resume=True)
+            summaries = train_pipeline(preset, (1, 2, 3), tasks, overrides, resume=mode)
         elif stage == 3:
-            summaries = [train_one(stage_config(preset, 3, t, overrides), resume=resume) for t in tasks]
+            summaries = [train_one(stage_config(preset, 3, t, overrides), resume=mode) for t in tasks]
         else:
-            summaries = [train_one(stage_config(preset, stage, "", overrides), resume=resume)]
+            summaries = [train_one(stage_config(preset, stage, "", overrides), resume=mode)]
     except (StoreError, ConfigError, ValueError) as exc:
         _fail(str(exc))
     except NonFiniteLossError as exc:
@@ -114,13 +139,17 @@ def train(
               "are kept: rerun with a smaller --batch-size or with --grad-checkpoint (benchmarks/bench_stages.py "
               "measures each stage's peak memory)")
     for summary in summaries:
+        if summary.get("already_trained"):
+            typer.echo(f"done: already trained ({summary['global_step']} steps), run {summary['run_dir']}")
+            continue
         loss = summary["last"].get("loss", float("nan"))
         typer.echo(f"done: {summary['global_step']} steps, loss {loss:.4g}, run {summary['run_dir']}")
 
 
 @app.command("eval")
 def eval_(
-    run: str = typer.Argument(..., help="experiment folder (runs/<name>) or one stage-III run folder"),
+    run: str = typer.Argument(..., help="experiment folder (runs/<name>), one stage-III run folder, or the --out "
+                              "folder of `kmtr train` when it holds one experiment"),
     split: str = typer.Option("test", "--split"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default <experiment>/report)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
@@ -131,13 +160,15 @@ def eval_(
     """Evaluate trained stage-III runs on the test split: Markdown report, CSVs and figures."""
     from pathlib import Path
 
+    from kmtr.eval.predict import find_experiment
     from kmtr.eval.report import evaluate_experiment
     from kmtr.store import StoreError
 
     if not Path(run).exists():
         _fail(f"no run folder at {run}")
+    _check_device(device)
     try:
-        report = evaluate_experiment(run, split, out, device, n_boot, limit=limit, data=data)
+        report = evaluate_experiment(find_experiment(run), split, out, device, n_boot, limit=limit, data=data)
     except (FileNotFoundError, StoreError, ValueError) as exc:
         _fail(str(exc))
     typer.echo((report / "report.md").read_text())
@@ -188,6 +219,7 @@ def benchmark(
         _fail(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
     methods = {t: list(method) for t in tasks} if method else None  # a method that cannot do a task: exit 2
     overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs, **_set_overrides(set_)}
+    _check_device(device)
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     try:
         report = run_benchmark(preset, tasks, acc, pattern, methods, overrides, name, out, dev, n_boot,

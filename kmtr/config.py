@@ -94,6 +94,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     clip_grad: float = 1.0  # 0 = off; applied to each model separately
+    # stage II: forward/backward in chunks of this many subjects per process with gradient caching
+    # (kmtr.train.gradcache: the same loss and gradient as the whole batch); 0 = off; "auto" = the
+    # largest chunk that fits in the free GPU memory (measured at the first step)
+    chunk_size: int | str = 0
 
 
 @dataclass
@@ -153,7 +157,12 @@ PRESETS = {"paper": _paper, "tiny": _tiny}
 #: Per-stage settings of each preset: (preset, stage, task) → dotted overrides. The paper's
 #: learning rates and batch sizes (REFERENCES.md); epoch counts are ours (not published).
 STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
-    ("paper", 2, ""): {"optim.lr": 1e-5, "data.batch_size": 256, "optim.epochs": 50, "arch.grad_checkpoint": True},
+    # chunk 16: stage II costs 1.9 GiB + 2.5 GiB per subject with checkpointing (H200: 41.9 GiB at batch 16,
+    # 81.9 at 32), of which 0.11 GiB is the subject's k-space and image (the whole batch stays on the GPU);
+    # batch 256 in chunks of 16: 1.9 + 256 x 0.11 + 16 x 2.39 = 68 GiB, 11 GiB below an 80 GB card's 79
+    # (chunks of 24 would need 87 GiB)
+    ("paper", 2, ""): {"optim.lr": 1e-5, "data.batch_size": 256, "optim.epochs": 50, "arch.grad_checkpoint": True,
+                       "optim.chunk_size": 16},
     # gradient checkpointing in regression and classification: without it classification's batch 32
     # does not fit in an H200's 141 GB and regression's 16 takes 86 GiB (29 GiB with it; 2.7 s/step
     # against 2.1), measured with benchmarks/bench_stages.py on 9 x 50 x 128 x 128 inputs

@@ -33,7 +33,7 @@ class DistInfo:
 def _pick_device(pref: str, local_rank: int) -> torch.device:
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for but CUDA is not available")
+            raise ValueError("device 'cuda' asked for but CUDA is not available on this machine")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from kmtr.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from kmtr.train.distributed import DistInfo, all_gather_objects, all_true
+from kmtr.train.gradcache import cached_step, chunk_from_memory, measure_chunk_memory
 from kmtr.train.metrics import MetricLogger
 
 __all__ = ["NonFiniteLossError", "ResumableSampler", "WarmupCosine", "LoopConfig", "Trainer"]
@@ -72,6 +73,7 @@ class LoopConfig:
     progress: bool = True
     tensorboard: bool = True
     config: dict[str, Any] | None = None  # saved inside checkpoints
+    chunk_size: int | str = 0  # gradient caching in chunks of this many subjects (kmtr.train.gradcache); "auto"
 
 
 class Trainer:
@@ -123,6 +125,7 @@ class Trainer:
         if not isinstance(sampler, ResumableSampler):
             raise TypeError("the DataLoader's sampler must be a kmtr ResumableSampler")
         self.sampler = sampler
+        self.chunk_size = cfg.chunk_size
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -168,8 +171,15 @@ class Trainer:
     def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         net = self.ddp or self.model
         net.train()
-        with self._autocast():
-            out = net(batch)
+        if self.chunk_size == "auto":
+            self.chunk_size = self._auto_chunk_size(net, batch)
+        rows = int(batch["kspace"].shape[0]) if "kspace" in batch else 0
+        if self.chunk_size and 0 < int(self.chunk_size) < rows:
+            out, backward = cached_step(self.model, net, batch, int(self.chunk_size), self._autocast)
+        else:
+            with self._autocast():
+                out = net(batch)
+            backward = out["loss"].backward
         loss = out["loss"]
         if not all_true(bool(torch.isfinite(loss.detach()).item()), self.dist):
             raise NonFiniteLossError(
@@ -178,7 +188,7 @@ class Trainer:
                 f"{self.ckpt_path if self.ckpt_path.exists() else 'none yet'}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward()
         metrics = {k: float(v.detach().float()) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 0}
         if self.cfg.clip_grad > 0:
             for i, group in enumerate(self.clip_groups):
@@ -187,6 +197,28 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return metrics
+
+    def _auto_chunk_size(self, net: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+        """``chunk_size = auto``: the largest chunk whose forward + backward fits in the device's free
+        memory (probed on this first batch; AdamW's state, not yet allocated, is reserved); the
+        smallest over processes. Printed once."""
+        dev = self.dist.device
+        if dev.type != "cuda":
+            raise RuntimeError("chunk_size 'auto' needs a CUDA device")
+        rows = int(batch["kspace"].shape[0])
+        per_subject, overhead = measure_chunk_memory(net, batch, dev, self._autocast)
+        self.optimizer.zero_grad(set_to_none=True)
+        free, total = torch.cuda.mem_get_info(dev)
+        free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        has_state = any(len(s) for s in self.optimizer.state.values())
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
+        reserve = params * (1 if has_state else 3)  # gradients (+ AdamW's two moments before the first step)
+        chunk = min(all_gather_objects(chunk_from_memory(free, total, per_subject, overhead, reserve, rows),
+                                       self.dist))
+        if self.dist.is_main:
+            print(f"chunk_size auto: {chunk} subjects per chunk ({per_subject / 2**30:.2f} GiB per subject, "
+                  f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB)", flush=True)
+        return chunk
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

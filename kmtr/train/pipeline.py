@@ -1,13 +1,14 @@
 """Stages in sequence: ``kmtr train`` with no stage runs I → II → III (every task).
 
 Each stage gets its preset's per-stage settings (:data:`kmtr.config.STAGE_DEFAULTS`) and then the
-user's overrides. A stage whose run folder already holds a checkpoint is resumed (a finished one
-costs nothing), so an interrupted pipeline continues where it stopped.
+user's overrides. A stage whose run folder already holds a checkpoint of the same config is
+resumed (a finished one costs nothing), so an interrupted pipeline continues where it stopped; one
+of another config stops the pipeline unless told to resume or restart it
+(:mod:`kmtr.train.run_guard`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable
 
 from kmtr.config import TrainConfig, apply_overrides, preset
@@ -22,8 +23,9 @@ def stage_config(preset_name: str, stage: int, task: str = "", overrides: dict[s
     return apply_overrides(cfg, dict(overrides or {}))
 
 
-def train_one(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run ``cfg.stage`` (1, 2 or 3) as configured."""
+def train_one(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]:
+    """Run ``cfg.stage`` (1, 2 or 3) as configured; ``resume``: ``auto`` (False) | ``resume``
+    (True) | ``restart``, see :func:`kmtr.train.runner.fit_model`."""
     if cfg.stage == 1:
         from kmtr.train.stage1 import train_stage1
 
@@ -44,31 +46,38 @@ def train_pipeline(
     stages: Iterable[int] = (1, 2, 3),
     tasks: Iterable[str] = ("regression", "classification", "segmentation", "reconstruction"),
     overrides: dict[str, Any] | None = None,
-    resume: bool = True,
+    resume: bool | str = "auto",
 ) -> list[dict[str, Any]]:
-    """Run the stages in order (stage III once per task); returns one summary per run.
+    """Run the stages in order (stage III once per task); returns one summary per trained run.
 
-    With ``resume`` a stage whose ``last.pt`` exists continues from it (finished stages are skipped).
+    ``resume`` applies to every stage (see :func:`train_one`); finished stages are skipped
+    (with ``auto``, those whose saved config matches).
     """
+    mode = ("resume" if resume else "auto") if isinstance(resume, bool) else resume
     summaries = []
     for stage in stages:
         for task in (tasks if stage == 3 else ("",)):
             cfg = stage_config(preset_name, stage, task, overrides)
-            done = is_finished(cfg)
+            done = mode != "restart" and is_finished(cfg, same_config=mode == "auto")
             if done:
                 print(f"== {run_dir(cfg)}: already trained ({cfg.optim.epochs} epochs), skipped", flush=True)
                 continue
             print(f"== stage {stage}{' / ' + task if task else ''}: {run_dir(cfg)}", flush=True)
-            summaries.append(train_one(cfg, resume=resume))
+            summaries.append(train_one(cfg, resume=mode))
     return summaries
 
 
-def is_finished(cfg: TrainConfig) -> bool:
-    """True when the run folder's ``last.pt`` has trained all ``cfg.optim.epochs`` (and no step cap is set)."""
-    ckpt = Path(run_dir(cfg)) / "last.pt"
-    if not ckpt.exists():
-        return False
-    from kmtr.train.checkpoint import load_checkpoint
+def is_finished(cfg: TrainConfig, same_config: bool = False) -> bool:
+    """True when the run folder's ``last.pt`` has trained all ``cfg.optim.epochs`` (and no step cap
+    is set); with ``same_config``, only when its saved config also matches ``cfg``
+    (:func:`kmtr.train.run_guard.config_differences`)."""
+    from kmtr.config import config_to_dict
+    from kmtr.train.run_guard import config_differences, saved_config
 
-    state = load_checkpoint(ckpt)
-    return int(state.get("epoch", 0)) >= cfg.optim.epochs and cfg.run.max_steps is None
+    saved = saved_config(run_dir(cfg))
+    if saved is None:
+        return False
+    config, epochs = saved
+    if same_config and config_differences(config, config_to_dict(cfg)):
+        return False
+    return epochs >= cfg.optim.epochs and cfg.run.max_steps is None

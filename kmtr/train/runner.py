@@ -16,8 +16,9 @@ from kmtr.config import TrainConfig, config_to_dict, save_config, stage_dir
 from kmtr.data import KSpaceDataset, prepare_batch
 from kmtr.train.distributed import DistInfo
 from kmtr.train.loop import LoopConfig, ResumableSampler, Trainer, WarmupCosine
+from kmtr.train.run_guard import RunConflictError, prepare_run_folder
 
-__all__ = ["ConfigError", "run_dir", "seed_everything", "param_groups", "make_loaders", "fit_model"]
+__all__ = ["ConfigError", "RunConflictError", "run_dir", "seed_everything", "param_groups", "make_loaders", "fit_model"]
 
 
 class ConfigError(ValueError):
@@ -60,8 +61,19 @@ def make_loaders(
     )
     val_loader = None
     if val_ds is not None and info.is_main:
-        val_loader = DataLoader(val_ds, batch_size=cfg.data.batch_size, shuffle=False, num_workers=0, pin_memory=pin)
+        val_loader = DataLoader(val_ds, batch_sampler=validation_batches(len(val_ds), cfg.data.batch_size),
+                                num_workers=0, pin_memory=pin)
     return loader, val_loader
+
+
+def validation_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Rows 0..n-1 in order, in batches of ``batch_size``, except that a last batch of one subject
+    joins the batch before it (stage II's contrastive loss cannot score a single subject)."""
+    batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        last = batches.pop()
+        batches[-1] += last
+    return batches
 
 
 def fit_model(
@@ -75,16 +87,23 @@ def fit_model(
     tokens_per_sample: int = 0,
     on_epoch_end: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
     val_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     extra_state: dict[str, Any] | None = None,
+    chunk_size: int | str = 0,
 ) -> dict[str, Any]:
-    """Train ``model`` as ``cfg`` says; returns the loop summary plus ``model`` and ``run_dir``.
+    """Train ``model`` as ``cfg`` says; returns the loop summary plus ``model``, ``run_dir`` and
+    ``already_trained`` (True when the run folder held a finished run: nothing was trained).
 
-    Writes ``config.json`` to the run folder first; ``extra_state`` (e.g. target statistics) is
-    saved inside every checkpoint. With ``resume`` the run continues from its ``last.pt``.
+    ``resume`` says what happens to a run folder that holds a checkpoint
+    (:func:`kmtr.train.run_guard.prepare_run_folder`): ``"auto"`` (or False) continues it when
+    its config matches and stops otherwise, ``"resume"`` (or True) continues it whatever the
+    config, ``"restart"`` deletes it first. Then ``config.json`` is written to the run folder;
+    ``extra_state`` (e.g. target statistics) is saved inside every checkpoint. ``chunk_size``:
+    gradient caching (stage II, :mod:`kmtr.train.gradcache`).
 
     Raises:
         ConfigError: the training split is smaller than one batch.
+        RunConflictError: the run folder holds a run of another config (``"auto"``).
     """
     if len(train_ds) < cfg.data.batch_size * info.world_size:
         raise ConfigError(
@@ -92,6 +111,11 @@ def fit_model(
             f"({cfg.data.batch_size} x {info.world_size} processes)"
         )
     out = run_dir(cfg)
+    config = config_to_dict(cfg)
+    if extra_state:
+        config["extra_state"] = extra_state
+    mode = ("resume" if resume else "auto") if isinstance(resume, bool) else resume
+    continues = prepare_run_folder(out, config, mode, cfg.optim.epochs, remove=info.is_main)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
@@ -101,23 +125,25 @@ def fit_model(
     schedule = WarmupCosine(round(cfg.optim.warmup_epochs * steps_per_epoch), cfg.optim.epochs * steps_per_epoch,
                             cfg.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    config = config_to_dict(cfg)
-    if extra_state:
-        config["extra_state"] = extra_state
     loop_cfg = LoopConfig(
         epochs=cfg.optim.epochs, run_dir=out, clip_grad=cfg.optim.clip_grad, amp=cfg.run.amp,
         log_every=cfg.run.log_every, ckpt_every_steps=cfg.run.ckpt_every_steps,
         png_every_epochs=cfg.run.png_every_epochs, max_steps=cfg.run.max_steps, progress=cfg.run.progress,
-        tensorboard=cfg.run.tensorboard, config=config,
+        tensorboard=cfg.run.tensorboard, config=config, chunk_size=chunk_size,
     )
     trainer = Trainer(
         model, optimizer, scheduler, loader, prepare_batch, info, loop_cfg, clip_groups=clip_groups,
         tokens_per_sample=tokens_per_sample, val_loader=val_loader, on_epoch_end=on_epoch_end,
         val_metrics=val_metrics,
     )
-    if resume and trainer.resume() and info.is_main:
-        print(f"resumed from {trainer.ckpt_path} at epoch {trainer.epoch}, step {trainer.global_step}", flush=True)
+    finished = False
+    if continues and trainer.resume():
+        finished = trainer.epoch >= cfg.optim.epochs and cfg.run.max_steps is None
+        if info.is_main:
+            print(f"{out}: already trained ({trainer.epoch} epochs); --restart trains it again" if finished else
+                  f"resumed from {trainer.ckpt_path} at epoch {trainer.epoch}, step {trainer.global_step}", flush=True)
     summary = trainer.fit()
     summary["model"] = model
     summary["run_dir"] = out
+    summary["already_trained"] = finished
     return summary

@@ -138,7 +138,7 @@ def _png_callback(run_dir: Path, device: torch.device) -> Any:
     return callback
 
 
-def train_stage1(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | None = None) -> dict[str, Any]:
+def train_stage1(cfg: TrainConfig, resume: bool | str = False, dist_info: DistInfo | None = None) -> dict[str, Any]:
     """Run stage I as configured; returns the loop summary (last metrics, history, counters).
 
     Raises:

@@ -5,7 +5,9 @@ gets a projector (2-layer MLP to ``proj_dim`` = 128) on its class token; the ima
 the fully sampled image (every token), the k-space encoder the undersampled k-space. The loss is
 :func:`kmtr.losses.contrastive_loss` (τ, λ from the config); both encoders and both projectors
 are trained. Each epoch's validation adds retrieval top-1/top-5 accuracy image ↔ k-space over
-the whole validation split (chance = k / N).
+the whole validation split (chance = k / N). ``optim.chunk_size`` runs each batch's forward and
+backward in chunks with gradient caching (:mod:`kmtr.train.gradcache`): the same loss and
+gradient, the memory of one chunk.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from kmtr.train.init import adopt_architecture, load_init, load_prefixed, resolv
 from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everything
 from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
 
-__all__ = ["Stage2Model", "build_stage2_model", "embed_split", "train_stage2"]
+__all__ = ["Stage2Model", "build_stage2_model", "chunk_setting", "embed_split", "train_stage2"]
 
 
 class Stage2Model(nn.Module):
@@ -49,14 +51,22 @@ class Stage2Model(nn.Module):
         z_k = self.proj_kspace(self.kspace.encode_kspace(batch["kspace"], batch["mask"]))
         return z_i, z_k
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """→ {loss, pos_cos (mean cosine of matching pairs), neg_cos (mean over non-matching pairs)}.
+    def forward(self, batch: dict[str, torch.Tensor], embed_only: bool = False) -> Any:
+        """→ {loss, pos_cos (mean cosine of matching pairs), neg_cos (mean over non-matching pairs)},
+        or with ``embed_only`` the embeddings ``embed(batch)`` (gradient caching runs them through
+        the DDP wrapper: :mod:`kmtr.train.gradcache`)."""
+        z_i, z_k = self.embed(batch)
+        if embed_only:
+            return z_i, z_k
+        return self.contrast(z_i, z_k)
+
+    def contrast(self, z_i: torch.Tensor, z_k: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss and similarity metrics of (B, proj_dim) embeddings.
 
         In training under DDP the embeddings of every rank are gathered first, so the loss
         contrasts the global batch (batch size × processes subjects, as the paper's batch of 256
         spread over GPUs), not each rank's share; validation (rank 0 alone) stays local.
         """
-        z_i, z_k = self.embed(batch)
         if self.training:
             z_i, z_k = gather_rows(z_i), gather_rows(z_k)
         loss = contrastive_loss(z_i, z_k, self.tau, self.lam)
@@ -102,7 +112,24 @@ def embed_split(model: Stage2Model, dataset: KSpaceDataset, device: torch.device
     return np.concatenate(zi), np.concatenate(zk)
 
 
-def train_stage2(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | None = None) -> dict[str, Any]:
+def chunk_setting(cfg: TrainConfig) -> int | str:
+    """``optim.chunk_size`` checked: a whole number ≥ 0 (0 = no chunking) or ``"auto"`` (CUDA only).
+
+    Raises:
+        ConfigError: anything else, or ``auto`` without a CUDA device.
+    """
+    value = cfg.optim.chunk_size
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        if cfg.run.device == "cpu" or not torch.cuda.is_available():
+            raise ConfigError("optim.chunk_size=auto measures free GPU memory and needs a CUDA device; "
+                              "give a number of subjects instead")
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"optim.chunk_size must be a whole number >= 0 (0 = off) or 'auto', not {value!r}")
+    return value
+
+
+def train_stage2(cfg: TrainConfig, resume: bool | str = False, dist_info: DistInfo | None = None) -> dict[str, Any]:
     """Run stage II from the experiment's stage-I checkpoint (or ``cfg.init``).
 
     Raises:
@@ -111,6 +138,7 @@ def train_stage2(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
     """
     if cfg.data.batch_size < 2:
         raise ConfigError("stage II needs a batch size of at least 2 (the loss contrasts subjects of a batch)")
+    chunk = chunk_setting(cfg)
     init = resolve_init(cfg, "stage1")
     state, init_cfg = load_init(init)
     if init_cfg.models != "both":
@@ -120,6 +148,8 @@ def train_stage2(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
     info = dist_info or init_distributed(cfg.run.device)
     try:
         train_ds, val_ds = build_datasets(cfg)
+        if val_ds is not None and len(val_ds) < 2:
+            val_ds = None  # one validation subject cannot be contrasted: no stage-II validation
         seed_everything(cfg.run.seed)
         model = build_stage2_model(cfg, train_ds.shape, train_ds.info.view_ids, state).to(info.device)
         seed_everything(cfg.run.seed + info.rank)
@@ -137,7 +167,7 @@ def train_stage2(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
         grid_tokens = validate_config(dataclasses.replace(cfg, stage=1, models="both"), train_ds.shape).num_tokens
         return fit_model(
             cfg, model, train_ds, val_ds, info, param_groups(model, cfg.optim.lr, cfg.optim.weight_decay),
-            tokens_per_sample=2 * grid_tokens, val_metrics=val_metrics, resume=resume,
+            tokens_per_sample=2 * grid_tokens, val_metrics=val_metrics, resume=resume, chunk_size=chunk,
         )
     finally:
         if own_dist:
