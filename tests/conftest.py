@@ -16,3 +16,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
+def simulated_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A store built by the simulator from demo phantom subjects (tests/simulated_store.py), once
+    per test session."""
+    from simulated_store import build_simulated_store
+
+    return build_simulated_store(tmp_path_factory.mktemp("simulated"))

@@ -27,6 +27,16 @@ from kspace_sim.store.checksum import subject_checksum
 from kspace_sim.store.layout import consolidate, create_store
 from kspace_sim.views import LABEL_MAP, VIEW_ORDER
 
+#: a tiny model and schedule for every stage and task on 5 frames of a 32 × 32 store (seconds per
+#: stage on a CPU): ``--set`` overrides of the tiny preset
+TINY_OVERRIDES: dict[str, str] = {
+    "data.frames": "5", "data.num_workers": "0", "arch.patch": "5,8,8", "arch.width": "32", "arch.depth": "2",
+    "arch.heads": "2", "arch.dec_width": "32", "arch.dec_depth": "1", "arch.dec_heads": "2",
+    "optim.warmup_epochs": "0.5", "run.progress": "false", "run.png_every_epochs": "0", "run.tensorboard": "false",
+    "heads.seg_width": "16", "heads.seg_features": "2", "heads.head_hidden": "16", "heads.resnet_width": "0.0625",
+    "heads.unet_channels": "4,8,16,32",
+}
+
 #: the simulator's disease columns, in its order (CAD, high_blood_pressure, hypertension, ...)
 DISEASE_COLUMNS: list[str] = [d.name for d in load_disease_codes()]
 

@@ -16,17 +16,11 @@ from kmtr.train.pipeline import stage_config, train_one
 from kmtr.train.runner import ConfigError
 from kmtr.train.stage3 import seg_layers, task_targets
 from kmtr.train.stage1 import build_datasets
-from kmtr_fixtures import write_store
+from kmtr_fixtures import TINY_OVERRIDES, write_store
 
 torch.set_num_threads(1)
 
-SMALL = {
-    "data.frames": "5", "data.num_workers": "0", "arch.patch": "5,8,8", "arch.width": "32", "arch.depth": "2",
-    "arch.heads": "2", "arch.dec_width": "32", "arch.dec_depth": "1", "arch.dec_heads": "2",
-    "optim.warmup_epochs": "0.5", "run.progress": "false", "run.png_every_epochs": "0", "run.tensorboard": "false",
-    "heads.seg_width": "16", "heads.seg_features": "2", "heads.head_hidden": "16", "heads.resnet_width": "0.0625",
-    "heads.unet_channels": "4,8,16,32", "heads.diseases": "CAD,hypertension",
-}
+SMALL = {**TINY_OVERRIDES, "heads.diseases": "CAD,hypertension"}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +87,22 @@ def test_stage2_starts_from_the_stage1_weights(experiment, store8, tmp_path):
     fresh = build_stage1_model(cfg1, validate_config(cfg1, train_ds.shape), train_ds.info.view_ids).state_dict()
     moved = [k for k in encoders if k in fresh and not torch.allclose(fresh[k], s1[k], atol=1e-3)]
     assert len(moved) > len(encoders) // 2, f"stage I barely moved: {len(moved)} of {len(encoders)} tensors"
+
+
+@pytest.mark.parametrize("n_val", [1, 3])
+def test_stage2_validates_a_split_that_leaves_one_subject_over(experiment, tmp_path, n_val):
+    """A validation split of one subject, or one whose last batch would hold one (3 with batch 2),
+    cannot be contrasted subject by subject: stage II skips validation or joins that subject to the
+    batch before (found by tests/test_contract.py: 'the contrastive loss needs at least 2 subjects')."""
+    from kmtr.train.runner import validation_batches
+
+    assert validation_batches(3, 2) == [[0, 1, 2]] and validation_batches(5, 2) == [[0, 1], [2, 3, 4]]
+    assert validation_batches(4, 2) == [[0, 1], [2, 3]] and validation_batches(1, 2) == [[0]]
+    store = write_store(tmp_path / "s.zarr", n=4 + n_val, t=5, h=32, w=32, status=[1] * (4 + n_val),
+                        split=[0] * 4 + [1] * n_val)
+    s2 = train_one(cfg_for(store, tmp_path, 2, init=str(experiment / "exp" / "stage1")))
+    rows = (Path(s2["run_dir"]) / "metrics.csv").read_text()
+    assert np.isfinite(s2["last"]["loss"]) and ("image2kspace_top1" in rows) == (n_val > 1)
 
 
 @pytest.mark.parametrize("task", ["regression", "classification", "segmentation", "reconstruction"])
