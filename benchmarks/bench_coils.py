@@ -108,7 +108,8 @@ def main() -> None:
         sync()
         del out
 
-    r = args.repeats
+    r, w = args.repeats, args.threads
+    maps4 = maps[:, :, None]  # (C, S, 1, H, W): the same map for every frame
     size_mb = kspace.nbytes / 2**20
     print(f"one subject: {args.slices} x {args.frames} x {args.size} x {args.size} complex64 ({size_mb:.0f} MB), "
           f"{args.coils} coils, SNR {args.snr} dB, rho {args.rho}, threads {args.threads}, torch device {dev}")
@@ -117,9 +118,11 @@ def main() -> None:
     rows = [
         ("numpy single-coil FFT (build baseline)", base_np, base_np),
         ("maps from params (all slices)", best_of(lambda: subject_coil_maps(geometries, shape), r), base_np),
-        ("numpy coil_kspace, noise-free", best_of(lambda: coil_kspace(kspace, maps[:, :, None], workers=args.threads), r), base_np),
-        ("numpy coil_kspace, white noise", best_of(lambda: coil_kspace(kspace, maps[:, :, None], sigma=sigma, seed=1, workers=args.threads), r), base_np),
-        ("numpy coil_kspace, correlated noise", best_of(lambda: coil_kspace(kspace, maps[:, :, None], sigma=sigma, noise_cov=psi, seed=1, workers=args.threads), r), base_np),
+        ("numpy coil_kspace, noise-free", best_of(lambda: coil_kspace(kspace, maps4, workers=w), r), base_np),
+        ("numpy coil_kspace, white noise",
+         best_of(lambda: coil_kspace(kspace, maps4, sigma=sigma, seed=1, workers=w), r), base_np),
+        ("numpy coil_kspace, correlated noise",
+         best_of(lambda: coil_kspace(kspace, maps4, sigma=sigma, noise_cov=psi, seed=1, workers=w), r), base_np),
         (f"torch single-coil FFT ({dev.type} baseline)", base_t, base_t),
         ("torch coil_kspace, noise-free", best_of(run_torch(), r), base_t),
         ("torch coil_kspace, white noise", best_of(run_torch(sigma=sigma), r), base_t),

@@ -100,7 +100,9 @@ def coil_kspace(
         raise ValueError(f"k-space must be complex (B, S, T, H, W), got {kspace.dtype} {tuple(kspace.shape)}")
     b, s, _, h, w = kspace.shape
     if maps.ndim != 5 or maps.shape[0] != b or maps.shape[2:] != (s, h, w) or not torch.is_complex(maps):
-        raise ValueError(f"coil maps must be complex (B, C, S, H, W) = ({b}, C, {s}, {h}, {w}), got {maps.dtype} {tuple(maps.shape)}")
+        raise ValueError(
+            f"coil maps must be complex (B, C, S, H, W) = ({b}, C, {s}, {h}, {w}), got {maps.dtype} {tuple(maps.shape)}"
+        )
     n_coils = maps.shape[1]
     if n_coils < 1:
         raise ValueError("coil maps have no coils")

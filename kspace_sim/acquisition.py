@@ -26,7 +26,9 @@ def _check_maps(maps: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:
     try:
         np.broadcast_shapes(maps.shape[1:], data_shape)
     except ValueError:
-        raise ValueError(f"coil maps {maps.shape} do not broadcast against data {data_shape} (after the coil axis)") from None
+        raise ValueError(
+            f"coil maps {maps.shape} do not broadcast against data {data_shape} (after the coil axis)"
+        ) from None
     if maps.shape[-2:] != data_shape[-2:]:
         raise ValueError(f"coil maps are {maps.shape[-2:]} in (H, W), the data {data_shape[-2:]}")
     return maps

@@ -102,7 +102,8 @@ class CoilGeometry:
         if self.model == "birdcage":
             reach = math.sqrt(2.0) * (1.0 + max(abs(self.offset_y), abs(self.offset_x)))
             if reach > _EXTENT:
-                raise ValueError(f"coil centre offset too large: |offset| <= {_EXTENT / math.sqrt(2) - 1:.3f}, got {self}")
+                limit = _EXTENT / math.sqrt(2) - 1
+                raise ValueError(f"coil centre offset too large: |offset| <= {limit:.3f}, got {self}")
             if self.radius * math.sqrt(0.5) <= 1.0 + max(abs(self.offset_y), abs(self.offset_x)):
                 raise ValueError(f"birdcage radius {self.radius} puts a coil inside the field of view")
         if self.model == "random_field" and self.smoothness <= 0:
@@ -118,7 +119,8 @@ class CoilGeometry:
         id and the slice; see :func:`subject_coil_geometries`).
         """
         return np.array(
-            [_MODEL_CODE[self.model], self.n_coils, self.radius, self.rotation, self.offset_y, self.offset_x, self.smoothness],
+            [_MODEL_CODE[self.model], self.n_coils, self.radius, self.rotation, self.offset_y, self.offset_x,
+             self.smoothness],
             dtype=np.float64,
         )
 
@@ -128,7 +130,8 @@ class CoilGeometry:
         v = np.asarray(values, dtype=np.float64).ravel()
         if v.shape != (7,):
             raise ValueError(f"a coil geometry array has 7 values, got shape {np.shape(values)}")
-        return cls(int(v[1]), COIL_MODELS[int(v[0])], float(v[2]), float(v[3]), float(v[4]), float(v[5]), float(v[6]), int(seed))
+        radius, rotation, off_y, off_x, smoothness = (float(x) for x in v[2:])
+        return cls(int(v[1]), COIL_MODELS[int(v[0])], radius, rotation, off_y, off_x, smoothness, int(seed))
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,10 @@ def subject_coil_geometries(
 
     Independent of worker count and order, like every other draw of the simulator.
     """
-    return [draw_coil_geometry(derive_rng(global_seed, subject_id, "coils", s), n_coils, model, ranges) for s in range(n_slices)]
+    return [
+        draw_coil_geometry(derive_rng(global_seed, subject_id, "coils", s), n_coils, model, ranges)
+        for s in range(n_slices)
+    ]
 
 
 def normalise_maps(maps: np.ndarray, eps: float = 0.0) -> np.ndarray:
@@ -206,7 +212,9 @@ def _birdcage(geometry: CoilGeometry, shape: tuple[int, int]) -> np.ndarray:
     if abs(big_h / h - big_w / w) > 1e-12:
         raise ValueError(f"unsupported image shape {shape} for the birdcage model (use square images)")
     with np.errstate(divide="ignore", invalid="ignore"):
-        ring = sigpy.mri.birdcage_maps((geometry.n_coils, big_h, big_w), r=geometry.radius * h / big_h, dtype=np.complex128)
+        ring = sigpy.mri.birdcage_maps(
+            (geometry.n_coils, big_h, big_w), r=geometry.radius * h / big_h, dtype=np.complex128
+        )
     ring[~np.isfinite(ring)] = 0.0  # a coil exactly on a node of the extended grid (outside the field of view)
     v, u = _normalised_coords(shape)
     c, s = math.cos(geometry.rotation), math.sin(geometry.rotation)

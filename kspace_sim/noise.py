@@ -98,7 +98,9 @@ def measured_snr_db(image: np.ndarray, sigma: float, region: np.ndarray | None =
     return 20.0 * math.log10(_region_mean(image, region) / float(sigma))
 
 
-def correlation_matrix(n_coils: int, rho: float, kind: Literal["exponential", "constant"] = "exponential") -> np.ndarray:
+def correlation_matrix(
+    n_coils: int, rho: float, kind: Literal["exponential", "constant"] = "exponential"
+) -> np.ndarray:
     """Unit-diagonal coil noise correlation ``(C, C)`` float64.
 
     ``"exponential"``: ``Psi_ij = rho ** |i - j|`` (positive definite for ``|rho| < 1``);

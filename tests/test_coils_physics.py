@@ -14,7 +14,7 @@ from kspace_sim.coils import coil_maps_from_params, subject_coil_geometries
 from kspace_sim.demo.cohort import demo_subject
 from kspace_sim.fft import ifft2c
 from kspace_sim.masks import make_mask
-from kspace_sim.noise import correlation_matrix, noise_sigma
+from kspace_sim.noise import correlation_matrix, measured_snr_db, noise_sigma
 from kspace_sim.simulate import SimulationParams, simulate_subject
 
 EID, SEED, C = "1000001", 0, 8
@@ -100,10 +100,12 @@ def test_measured_snr_is_the_requested_one(phantom, snr_db, rho):
     k, heart, s = phantom
     maps = maps_for(s, "birdcage")
     cov = None if rho is None else correlation_matrix(C, rho)
-    first, second = (coil_kspace(k, maps[:, None], snr_db=snr_db, noise_cov=cov, seed=seed, region=heart) for seed in (4, 5))
+    first, second = (
+        coil_kspace(k, maps[:, None], snr_db=snr_db, noise_cov=cov, seed=seed, region=heart) for seed in (4, 5)
+    )
     images = ifft2c(first)  # (C, T, H, W)
     difference = images[0] - ifft2c(second[0])
     sigma_measured = np.sqrt(np.mean(np.abs(difference) ** 2) / 2)
-    signal = np.abs(np.sum(np.conj(maps[:, None]) * images, axis=0))[heart].mean()
-    measured = 20 * np.log10(signal / sigma_measured)
+    sense1 = np.sum(np.conj(maps[:, None]) * images, axis=0)
+    measured = measured_snr_db(sense1, sigma_measured, heart)
     assert abs(measured - snr_db) < 0.5, measured
