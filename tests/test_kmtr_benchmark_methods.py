@@ -69,11 +69,14 @@ def test_spectrum_ridge_fits_linear_models_chosen_on_validation(store8, tmp_path
     assert again["already_trained"] and (run_path / "last.pt").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("method", ["kmtr", "spectrum_ridge", "resnet50_u", "resnet50_k"])
-def test_no_unsampled_line_reaches_a_model(store8, method):  # noqa: F811
+@pytest.mark.parametrize("method,task", [("kmtr", "regression"), ("spectrum_ridge", "classification"),
+                                         ("resnet50_u", "regression"), ("resnet50_k", "classification"),
+                                         ("kmtr", "segmentation"), ("unet_u", "segmentation"),
+                                         ("mae", "reconstruction")])
+def test_no_unsampled_line_reaches_a_model(store8, method, task):  # noqa: F811
     """Whatever the unsampled k-space lines hold, every model that reads undersampled data gives the
     same outputs (the normalisation reads only the sampled lines; issue 21)."""
-    cfg = cfg_for(store8, Path("unused"), 3, "regression", method=method, init="scratch")
+    cfg = cfg_for(store8, Path("unused"), 3, task, method=method, init="scratch")
     ds = KSpaceDataset(store8, "validation", "vista_r4", 5)
     targets = task_targets(cfg, KSpaceDataset(store8, "train", "vista_r4", 5))
     torch.manual_seed(0)
