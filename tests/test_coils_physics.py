@@ -30,6 +30,12 @@ def phantom():
     return sim.kspace[s, :2], sim.views.seg[s, :2] > 0, s
 
 
+@pytest.fixture(scope="module")
+def vista_r4():
+    """The project's R = 4 VISTA mask, ``(T, W)`` bool, first two of 50 frames."""
+    return make_mask("vista", 1, 50, 128, 4.0, seed=7, cache=False)[0, :2]
+
+
 def maps_for(slice_index: int, model: str) -> np.ndarray:
     geometry = subject_coil_geometries(SEED, EID, slice_index + 1, C, model=model)[slice_index]
     return coil_maps_from_params(geometry, (128, 128))
@@ -61,7 +67,7 @@ def _psnr(pred: np.ndarray, target: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("snr_db, lamda, margin_db", [(None, 0.0, 6.0), (30.0, 1e-2, 1.0)])
-def test_sense_r4_vista_beats_single_coil_zero_filled(phantom, snr_db, lamda, margin_db):
+def test_sense_r4_vista_beats_single_coil_zero_filled(phantom, vista_r4, snr_db, lamda, margin_db):
     """SENSE (sigpy, true maps, 30 CG iterations; Tikhonov lamda when noisy) against the zero-filled
     single-coil image of the same mask and noise level, PSNR against the noise-free image.
 
@@ -71,8 +77,7 @@ def test_sense_r4_vista_beats_single_coil_zero_filled(phantom, snr_db, lamda, ma
 
     k, heart, s = phantom
     maps = maps_for(s, "birdcage")
-    mask = make_mask("vista", 1, 50, 128, 4.0, seed=7, cache=False)[0, :2]  # (T, W), R = 4
-    weights = np.broadcast_to(mask[:, None, :], k.shape).astype(np.float32)  # repeated along H
+    weights = np.broadcast_to(vista_r4[:, None, :], k.shape).astype(np.float32)  # repeated along H
     assert weights.mean() == pytest.approx(0.25)
     multi = coil_kspace(k, maps[:, None], snr_db=snr_db, seed=2, region=heart)  # (C, T, H, W)
     single = coil_kspace(k, np.ones((1, 1, 128, 128), np.complex64),
