@@ -25,7 +25,18 @@ def stage_config(preset_name: str, stage: int, task: str = "", overrides: dict[s
 
 def train_one(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]:
     """Run ``cfg.stage`` (1, 2 or 3) as configured; ``resume``: ``auto`` (False) | ``resume``
-    (True) | ``restart``, see :func:`kmtr.train.runner.fit_model`."""
+    (True) | ``restart``, see :func:`kmtr.train.runner.fit_model`.
+
+    Raises:
+        RunConflictError: (``auto``) the run folder holds a run of another config; checked before
+            any data is read for every field a stage does not adopt from its init checkpoint
+            (architecture and frame count), and after adoption for those.
+    """
+    from kmtr.config import config_to_dict
+    from kmtr.train.run_guard import check_run_folder
+
+    if resume is False or resume == "auto":
+        check_run_folder(run_dir(cfg), config_to_dict(cfg), ignore=("arch.", "data.frames") if cfg.stage > 1 else ())
     if cfg.stage == 1:
         from kmtr.train.stage1 import train_stage1
 

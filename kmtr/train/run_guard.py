@@ -27,7 +27,7 @@ from typing import Any
 from kmtr.train.checkpoint import load_checkpoint
 
 __all__ = ["BOOKKEEPING", "MODES", "RunConflictError", "flatten", "config_differences", "saved_config",
-           "prepare_run_folder"]
+           "prepare_run_folder", "check_run_folder"]
 
 #: Dotted config keys that do not change what a run computes (see the module docstring).
 BOOKKEEPING = frozenset({
@@ -64,13 +64,13 @@ def _normalised(key: str, value: Any) -> Any:
     return value
 
 
-def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+def config_differences(saved: dict[str, Any], requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """``"key saved → requested"`` for every non-bookkeeping field that differs (nested dicts as
-    :func:`kmtr.config.config_to_dict` writes them)."""
+    :func:`kmtr.config.config_to_dict` writes them); keys starting with one of ``ignore`` are skipped."""
     a, b = flatten(saved), flatten(requested)
     out = []
     for key in sorted(set(a) | set(b)):
-        if key in BOOKKEEPING:
+        if key in BOOKKEEPING or key.startswith(ignore):
             continue
         va, vb = _normalised(key, a.get(key, "<absent>")), _normalised(key, b.get(key, "<absent>"))
         if va != vb:
@@ -116,13 +116,23 @@ def prepare_run_folder(run_dir: str | Path, requested: dict[str, Any], mode: str
         return False
     if mode == "resume":
         return True
+    check_run_folder(run_dir, requested)
+    return True
+
+
+def check_run_folder(run_dir: str | Path, requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Raise :class:`RunConflictError` when ``run_dir`` holds a checkpoint whose config differs from
+    ``requested`` (bookkeeping fields and keys starting with ``ignore`` aside); used early, before
+    any data is read, with ``ignore`` = what a stage adopts from its init checkpoint."""
+    saved = saved_config(run_dir)
+    if saved is None:
+        return
     config, done = saved
-    diffs = config_differences(config, requested)
+    diffs = config_differences(config, requested, ignore)
     if diffs:
-        state = "finished" if done >= int(flatten(config).get("optim.epochs", epochs)) else f"at epoch {done}"
+        state = "finished" if done >= int(flatten(config).get("optim.epochs", 0) or 0) else f"at epoch {done}"
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise RunConflictError(
             f"{run_dir} holds a run ({state}) with another config ({shown}): --resume continues it with the new "
             f"config, --restart deletes it and starts over, or choose another --name"
         )
-    return True
