@@ -20,9 +20,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def export(
         store: str = typer.Argument(..., help="store path or fsspec URL"),
-        format: str = typer.Option(..., "--format", help="ismrmrd (one ISMRMRD file per subject and view) or cmrxrecon (CMRxRecon cine layout, MATLAB v7.3)"),
-        out: Path = typer.Option(..., "--out", help="export folder (new, or an earlier export of the same store, format and mask to resume)"),
-        subjects: Optional[list[str]] = typer.Option(None, "--subjects", help="subject ids (repeat, or comma-separated); default: every done subject"),
+        format: str = typer.Option(
+            ..., "--format", help="ismrmrd (one ISMRMRD file per subject and view) or cmrxrecon (CMRxRecon cine layout, MATLAB v7.3)"
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="export folder (new, or an earlier export of the same store, format and mask to resume)"
+        ),
+        subjects: Optional[list[str]] = typer.Option(
+            None, "--subjects", help="subject ids (repeat, or comma-separated); default: every done subject"
+        ),
         mask: Optional[str] = typer.Option(None, "--mask", help="mask of the store (default: its first, sorted by name)"),
         split: Optional[str] = typer.Option(None, "--split", help="only this split: train, validation or test"),
         workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
@@ -45,7 +51,7 @@ def register(app: typer.Typer) -> None:
         cfg = ExportConfig(store=store, out=str(out), fmt=format, mask=mask, subjects=ids or None, split=split,
                            workers=workers, scheduler=scheduler, storage_options=so)
         try:
-            rep = export_store(cfg)
+            rep = export_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {escape(sid)} failed:[/] {escape(reason)}"))
         except (ExportError, StoreError) as exc:
             fail(str(exc))
         console.print(
@@ -55,3 +61,6 @@ def register(app: typer.Typer) -> None:
         )
         if rep.not_done:
             console.print(f"[yellow]{len(rep.not_done)} subject(s) not done in the store were left out[/]")
+        if rep.failed:
+            err.print(f"[bold red]{len(rep.failed)} subject(s) failed[/] (not recorded: a rerun retries them)")
+            raise typer.Exit(1)

@@ -14,14 +14,14 @@ from typer.testing import CliRunner
 h5py = pytest.importorskip("h5py")
 ismrmrd = pytest.importorskip("ismrmrd")
 
-from cli.kspace_sim_app import app  # noqa: E402
-from kspace_sim.build import BuildConfig, build_store  # noqa: E402
-from kspace_sim.export import ExportConfig, ExportError, export_store  # noqa: E402
-from kspace_sim.export.ismrmrd_export import acquisition_rows, read_ismrmrd_view  # noqa: E402
-from kspace_sim.export.runner import RECORDS_DIR  # noqa: E402
-from kspace_sim.masks import acs_lines_mask  # noqa: E402
-from kspace_sim.simulate import MaskSpec, SimulationParams  # noqa: E402
-from synthetic_subjects import write_cohort  # noqa: E402
+from cli.kspace_sim_app import app
+from kspace_sim.build import BuildConfig, build_store
+from kspace_sim.export import ExportConfig, ExportError, export_store
+from kspace_sim.export.ismrmrd_export import acquisition_rows, read_ismrmrd_view
+from kspace_sim.export.runner import RECORDS_DIR
+from kspace_sim.masks import acs_lines_mask
+from kspace_sim.simulate import MaskSpec, SimulationParams
+from synthetic_subjects import write_cohort
 
 PARAMS = SimulationParams(crop=32, frames=10)
 MASKS = [MaskSpec("gaussian", 4), MaskSpec("uniform", 2)]
@@ -79,7 +79,8 @@ def test_ismrmrd_round_trip_and_header(store, tmp_path):
             assert enc.encodedSpace.fieldOfView_mm.x == pytest.approx(32 * ps[0], rel=1e-6)
             assert enc.encodedSpace.fieldOfView_mm.y == pytest.approx(32 * ps[1], rel=1e-6)
             lim = enc.encodingLimits
-            assert (lim.kspace_encoding_step_1.minimum, lim.kspace_encoding_step_1.maximum, lim.kspace_encoding_step_1.center) == (0, 31, 16)
+            ky = lim.kspace_encoding_step_1
+            assert (ky.minimum, ky.maximum, ky.center) == (0, 31, 16)
             assert (lim.phase.minimum, lim.phase.maximum) == (0, 9)
             assert enc.trajectory.value == "cartesian"
             assert enc.parallelImaging.accelerationFactor.kspace_encoding_step_1 == 4
@@ -152,7 +153,9 @@ def test_cmrxrecon_round_trip(store, tmp_path):
     g = zarr.open_group(str(store), mode="r")
     views = g.attrs["views"]
     man = _manifest(out)
-    assert man["mask"]["acceleration"]["achieved_acceleration_without_acs"] == pytest.approx(g.attrs["masks"]["gaussian_r4"]["achieved_acceleration_without_acs"])
+    recorded = g.attrs["masks"]["gaussian_r4"]
+    assert man["mask"]["acceleration"]["achieved_acceleration_without_acs"] == pytest.approx(recorded["achieved_acceleration_without_acs"])
+    assert man["mask"]["acceleration"]["achieved_acceleration_with_acs"] == pytest.approx(recorded["achieved_acceleration"])
     assert man["mask"]["acceleration"]["acs_lines"] == 3
     assert man["layout"]["cine_lax_slices"] == ["la_2ch", "la_3ch", "la_4ch"]
     sets = {"train": "TrainingSet", "validation": "ValidationSet", "test": "TestSet"}
@@ -260,3 +263,32 @@ def test_bad_input_one_line_exit_2(store, store_f16, tmp_path):
     (unrelated / "notes.txt").write_text("mine")
     res = _cli(str(store), "--format", "ismrmrd", "--out", str(unrelated), "--workers", "0")
     assert res.exit_code == 2 and "not an export folder" in res.output
+
+
+def test_header_xml_equals_the_packages_serialiser(store, tmp_path):
+    from ismrmrd.xsd import ToXML
+
+    from kspace_sim.export.ismrmrd_export import header_xml
+
+    _export(store, tmp_path / "m", "ismrmrd", subjects=[EIDS[0]])
+    with ismrmrd.File(str(tmp_path / "m" / "P001" / "la_4ch.h5"), "r") as f:
+        header = f["dataset"].header
+    assert header_xml(header) == ToXML(header)
+
+
+def test_a_failing_subject_is_reported_and_retried(store, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    chunk = broken / "kspace" / "c" / "1" / "0" / "0" / "0" / "0"  # row 1's only chunk (one chunk per subject)
+    chunk.write_bytes(chunk.read_bytes()[:100])  # subject 2's k-space chunk truncated
+    out = tmp_path / "cmrx"
+    seen = []
+    rep = export_store(ExportConfig(store=str(broken), out=str(out), fmt="cmrxrecon", workers=0, progress=False),
+                       on_failure=lambda sid, reason: seen.append((sid, reason)))
+    assert [sid for sid, _ in rep.failed] == [EIDS[1]] == [sid for sid, _ in seen] and seen[0][1]
+    assert rep.exported == 2 and not (out / RECORDS_DIR / "P002.json").exists()
+    assert [s["key"] for s in _manifest(out)["subjects"]] == ["P001", "P003"]
+    res = _cli(str(broken), "--format", "cmrxrecon", "--out", str(out), "--workers", "0")
+    assert res.exit_code == 1 and EIDS[1] in res.output

@@ -68,7 +68,7 @@ def cine_arrays(kspace: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         each the transposed view of a C-contiguous ``(T, Z, C, W, H)`` / ``(T, Z, W, H)`` array, which
         is how the HDF5 datasets store them (no further copy when written).
     """
-    c, z, t, h, w = kspace.shape
+    _, z, t, h, w = kspace.shape
     full_h = np.ascontiguousarray(kspace.transpose(2, 1, 0, 4, 3))  # (T, Z, C, W, H)
     mask_h = np.ascontiguousarray(np.broadcast_to(mask.transpose(1, 0, 2)[..., None], (t, z, w, h)))  # (T, Z, W, H)
     kus_h = full_h * mask_h[:, :, None]
@@ -84,7 +84,9 @@ def write_cine_file(path: Path, variable: str, value: np.ndarray, created: _dt.d
 VARIABLES = {"full": "kspace_full", "kus": "kus", "mask": "mask"}
 
 
-def read_cine_subject(root: str | Path, files: dict[str, dict[str, str]], views: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_cine_subject(
+    root: str | Path, files: dict[str, dict[str, str]], views: dict[str, list[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rebuild a subject from its files with plain h5py: ``(kspace (C, S, T, H, W), kus (C, S, T, H, W),
     mask (S, T, W))`` with S in the store's view order."""
     root = Path(root)

@@ -60,7 +60,7 @@ def _layout(fmt: str, attrs: dict[str, Any], mask_name: str) -> dict[str, Any]:
         }
     return {
         "files": {
-            "full": f"MultiCoil/Cine/<Set>/FullSample/<key>/cine_{{sax,lax}}.mat: kspace_full",
+            "full": "MultiCoil/Cine/<Set>/FullSample/<key>/cine_{sax,lax}.mat: kspace_full",
             "undersampled": f"MultiCoil/Cine/<Set>/UnderSample_Task2/<key>/cine_{{sax,lax}}_kus_{mask_name}.mat: kus",
             "mask": f"MultiCoil/Cine/<Set>/Mask_Task2/<key>/cine_{{sax,lax}}_mask_{mask_name}.mat: mask",
         },

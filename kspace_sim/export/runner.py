@@ -4,7 +4,8 @@ task per subject, resumable.
 The export folder holds ``.export/identity.json`` (which store, format and mask it belongs to,
 written before any subject), one completion record per subject in ``.export/records/<key>.json``
 (written by the client, atomically, after the subject's task returned), the subjects' files and,
-at the end, ``export_manifest.json`` and ``SHA256SUMS``. A rerun skips every subject whose record
+at the end, ``export_manifest.json`` and ``SHA256SUMS``. A subject whose task fails is reported with
+its id and reason and gets no record (the next run tries it again); the others go on. A rerun skips every subject whose record
 is there, matches the store's checksum of the subject and whose files all exist with the
 recorded size and xxh3 digest; any other subject is exported again. A folder holding something
 else (another store's export, another format or mask, unrelated files) is refused before any work.
@@ -12,14 +13,14 @@ else (another store's export, another format or mask, unrelated files) is refuse
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -81,6 +82,7 @@ class ExportReport:
     files: int
     bytes: int
     not_done: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def subjects_per_second(self) -> float:
@@ -129,7 +131,10 @@ def _acs(spec: dict[str, Any], lines: int) -> np.ndarray:
     return acs_lines_mask(spec["pattern"], lines, float(spec["acceleration"]), **(spec.get("options") or {}))
 
 
-def _select_rows(cfg: ExportConfig, ids: list[str], status: np.ndarray, split: np.ndarray, reason: np.ndarray) -> tuple[list[int], list[tuple[str, str]]]:
+def _select_rows(
+    cfg: ExportConfig, ids: list[str], status: np.ndarray, split: np.ndarray, reason: np.ndarray
+) -> tuple[list[int], list[tuple[str, str]]]:
+    """Store rows to export (sorted) and the (id, reason) of the subjects left out as not done."""
     if cfg.split is not None and cfg.split not in SPLIT_CODES:
         raise ExportError(f"unknown split {cfg.split!r}; choose from {', '.join(SPLIT_CODES)}")
     index = {sid: i for i, sid in enumerate(ids)}
@@ -210,7 +215,7 @@ def _check_dependencies(fmt: str) -> None:
         raise ExportError(f"--format {fmt} needs {', '.join(missing)}: pip install 'kspace-mtr[export]'")
 
 
-def export_store(cfg: ExportConfig, on_subject: Callable[[dict[str, Any]], None] | None = None) -> ExportReport:
+def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | None = None) -> ExportReport:
     """Export (or resume exporting) ``cfg.store`` into ``cfg.out``.
 
     Raises:
@@ -263,14 +268,18 @@ def export_store(cfg: ExportConfig, on_subject: Callable[[dict[str, Any]], None]
         for i in pending
     ]
     bar = _progress(len(jobs), cfg.progress)
+    failed: list[tuple[str, str]] = []
 
     def finished(rec: dict[str, Any]) -> None:
+        bar.update(1)
+        if "error" in rec:
+            failed.append((rec["subject_id"], rec["error"]))
+            if on_failure:
+                on_failure(rec["subject_id"], rec["error"])
+            return
         rec["subject_checksum"] = checksums[rec["row"]]
         rec["store_fingerprint"] = identity["store_fingerprint"]
         _write_json_atomic(out / RECORDS_DIR / f"{rec['key']}.json", rec)
-        bar.update(1)
-        if on_subject:
-            on_subject(rec)
 
     if cfg.workers <= 0 or not jobs:
         for job in jobs:
@@ -290,8 +299,8 @@ def export_store(cfg: ExportConfig, on_subject: Callable[[dict[str, Any]], None]
 
     n_files, n_bytes = write_export_manifest(out, attrs, identity, mask_name, spec, acs)
     return ExportReport(
-        out=str(out), fmt=cfg.fmt, mask=mask_name, selected=len(rows), exported=len(jobs), skipped=len(rows) - len(jobs),
-        seconds=seconds, manifest=str(out / MANIFEST_FILE), files=n_files, bytes=n_bytes, not_done=not_done,
+        out=str(out), fmt=cfg.fmt, mask=mask_name, selected=len(rows), exported=len(jobs) - len(failed), skipped=len(rows) - len(jobs),
+        seconds=seconds, manifest=str(out / MANIFEST_FILE), files=n_files, bytes=n_bytes, not_done=not_done, failed=failed,
     )
 
 

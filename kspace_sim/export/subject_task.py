@@ -1,7 +1,8 @@
 """One subject's export (runs on a Dask worker): read its rows, write its files, hash them.
 
 Every file is written under a temporary name in its final folder and renamed into place, so a
-file with its final name is always complete. The task returns the subject's record (file sizes and
+file with its final name is always complete; it is hashed (xxh3-128 for resuming, sha256 for the
+manifest) in a background thread while the next file is written. The task returns the subject's record (file sizes and
 digests); the client stores it only after the task returned, which is what marks the subject done.
 """
 
@@ -11,9 +12,10 @@ import datetime as _dt
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -57,19 +59,36 @@ def file_digests(path: str | Path) -> dict[str, Any]:
     return {"bytes": n, "xxh3_128": xh.hexdigest(), "sha256": sh.hexdigest()}
 
 
-def _atomic(out: Path, rel: str, write: Callable[[Path], None]) -> dict[str, Any]:
-    """Write ``out/rel`` through ``write(temp path)`` + rename; returns its digests."""
-    final = out / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        digests = file_digests(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return digests
+class _FileWriter:
+    """Writes files atomically (temporary name in the final folder, then rename) and hashes each
+    finished file in a background thread while the next one is converted and written (hashlib
+    and xxhash release the GIL)."""
+
+    def __init__(self, out: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out = out
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="export-hash")
+        self._digests: dict[str, Any] = {}
+
+    def write(self, rel: str, write: Callable[[Path], None]) -> None:
+        final = self.out / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        try:
+            write(tmp)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self._digests[rel] = self._pool.submit(file_digests, final)
+
+    def digests(self) -> dict[str, dict[str, Any]]:
+        """``{rel: digests}`` of every file written (waits for the hashing)."""
+        try:
+            return {rel: fut.result() for rel, fut in self._digests.items()}
+        finally:
+            self._pool.shutdown()
 
 
 def read_subject(store: str, row: int, mask_name: str, storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -85,11 +104,10 @@ def read_subject(store: str, row: int, mask_name: str, storage_options: dict[str
     return np.asarray(k, dtype=np.complex64), np.asarray(g[f"masks/{mask_name}"][row], dtype=bool)
 
 
-def _ismrmrd_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, out: Path) -> dict[str, dict[str, Any]]:
+def _ismrmrd_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
     from kspace_sim.export.ismrmrd_export import ViewGeometry, acquisition_rows, ismrmrd_header, write_ismrmrd_view
 
     kind = {s: g for g, rows in job.views.items() for s in rows}
-    files = {}
     kc = k[None]  # (C = 1, S, T, H, W): a multi-coil store passes its coils here
     for s, view in enumerate(job.view_order):
         geo = ViewGeometry(
@@ -100,36 +118,38 @@ def _ismrmrd_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, out: Path) -> 
         header = ismrmrd_header(geo)
         rows = acquisition_rows(kc[:, s], m[s], job.acs)
         rel = f"{job.key}/{view}.h5"
-        files[rel] = _atomic(out, rel, lambda p, header=header, rows=rows: write_ismrmrd_view(p, header, rows))
-    return files
+        files.write(rel, lambda p, header=header, rows=rows: write_ismrmrd_view(p, header, rows))
 
 
-def _cmrxrecon_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, out: Path) -> dict[str, dict[str, Any]]:
+def _cmrxrecon_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
     from kspace_sim.export.cmrxrecon_export import CINE_GROUPS, VARIABLES, cine_arrays, subject_files, write_cine_file
 
     created = _dt.datetime.fromisoformat(job.created) if job.created else _dt.datetime(1970, 1, 1)
     paths = subject_files(job.key, job.split, job.mask_name)
-    files = {}
     kc = k[None]  # (C = 1, S, T, H, W): a multi-coil store passes its coils here
     for stem, group in CINE_GROUPS.items():
         rows = job.views[group]
         arrays = cine_arrays(kc[:, rows], m[rows])
         for kind, rel in paths[stem].items():
-            files[rel] = _atomic(out, rel, lambda p, kind=kind: write_cine_file(p, VARIABLES[kind], arrays[kind], created))
-        del arrays
-    return files
+            files.write(rel, lambda p, value=arrays[kind], name=VARIABLES[kind]: write_cine_file(p, name, value, created))
 
 
 def export_subject(job: SubjectJob) -> dict[str, Any]:
-    """Export one subject; returns its record ``{row, key, subject_id, files: {rel: digests}, seconds}``."""
+    """Export one subject; returns its record ``{row, key, subject_id, split, files: {rel: digests},
+    seconds}``, or ``{row, key, subject_id, error}`` when it fails (nothing is recorded for it then,
+    so a rerun tries it again)."""
     t0 = time.perf_counter()
-    k, m = read_subject(job.store, job.row, job.mask_name, job.storage_options)
-    out = Path(job.out)
-    if job.fmt == "ismrmrd":
-        files = _ismrmrd_files(job, k, m, out)
-    elif job.fmt == "cmrxrecon":
-        files = _cmrxrecon_files(job, k, m, out)
-    else:  # validated before any work
-        raise ValueError(f"unknown format {job.fmt!r}")
-    return {"row": job.row, "key": job.key, "subject_id": job.subject_id, "split": job.split, "files": files,
-            "seconds": time.perf_counter() - t0}
+    base = {"row": job.row, "key": job.key, "subject_id": job.subject_id, "split": job.split}
+    try:
+        k, m = read_subject(job.store, job.row, job.mask_name, job.storage_options)
+        writer = _FileWriter(Path(job.out))
+        if job.fmt == "ismrmrd":
+            _ismrmrd_files(job, k, m, writer)
+        elif job.fmt == "cmrxrecon":
+            _cmrxrecon_files(job, k, m, writer)
+        else:  # validated before any work
+            raise ValueError(f"unknown format {job.fmt!r}")
+        files = writer.digests()
+    except Exception as exc:  # noqa: BLE001 - one subject's failure must not stop the export
+        return {**base, "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0}
+    return {**base, "files": files, "seconds": time.perf_counter() - t0}
