@@ -87,8 +87,10 @@ def register(app: typer.Typer) -> None:
             f"store {escape(rep.store)}{f' (manifest {escape(rep.manifest)})' if rep.manifest else ''}: {rep.n_subjects} subjects, "
             f"{rep.n_done} done, {rep.checked_subjects} verified, {rep.checked_files} files hashed in {rep.seconds:.1f} s"
         )
+        for note in rep.notes:
+            console.print(f"note: {escape(note)}")
         if rep.ok:
-            console.print("[bold green]OK[/]: every checksum, shape, dtype and manifest entry matches")
+            console.print("[bold green]OK[/]: every data file, checksum, shape, dtype, parameter and manifest entry matches")
             return
         t = Table(title=f"{len(rep.problems)} problem(s)")
         for col in ("kind", "subject", "array / file", "detail"):

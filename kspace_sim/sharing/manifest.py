@@ -7,10 +7,12 @@ A manifest ``data_manifests/<name>.json`` describes one published version of a s
   root (``cd STORE && sha256sum -c``).
 
 The manifest's ``distribution`` lists the store (``contentUrl`` relative to the manifest, or a URL;
-its ``sha256`` is the digest of the ``SHA256SUMS`` listing) and both side files with their own
+its ``sha256`` is the digest of the listing of its content: data files by their bytes, metadata
+files by their content, :mod:`kspace_sim.sharing.content`) and both side files with their own
 digests. Record sets: ``subjects`` (from the CSV), ``splits``, ``access`` (license, UK Biobank
-application) and ``provenance`` (simulator version and commit, every parameter, seed, input, library
-versions, the synthetic-data flag), the latter three inline. :func:`publish` refuses to overwrite a
+application), ``provenance`` (simulator version and commit, every parameter, seed, input, library
+versions, the synthetic-data flag) and ``store_content`` (each metadata file's content digest, each
+array's shape and dtype), the last four inline. :func:`publish` refuses to overwrite a
 version with different content.
 """
 
@@ -32,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from kspace_sim.store.remote import check_remote, filesystem, is_url
+from kspace_sim.sharing.content import VOLATILE_DESCRIPTION, content_listing, store_content
 from kspace_sim.sharing.splits import SPLIT_NAMES, SplitOptions, assign_splits
 from kspace_sim.store.checksum import store_checksum_algorithm
 from kspace_sim.store.layout import STATUS_DONE, open_store
 
 __all__ = [
     "ManifestError",
+    "VOLATILE_PROVENANCE",
     "PublishOptions",
     "SplitOptions",
     "STATUS_NAMES",
@@ -54,7 +58,9 @@ __all__ = [
 
 STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
 ZARR_FORMAT = "application/vnd.zarr+v3"
-VOLATILE_KEYS = ("datePublished", "dateModified")
+VOLATILE_KEYS = ("dateCreated", "datePublished", "dateModified")  # the store's and the publication's dates
+# provenance that says when, where and how long, not what: reported by verify, never failed
+VOLATILE_PROVENANCE = ("git_commit", "store_created", "build_runs", "library_versions")
 LIBRARIES = ("numpy", "scipy", "zarr", "numcodecs", "dask", "distributed", "fsspec", "nibabel", "pydicom", "mlcroissant")
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
@@ -244,6 +250,9 @@ def build_manifest(
     csv_text = subjects_csv(group)
     hashes = store_file_hashes(store, storage_options, workers, progress)
     sums = format_sha256sums(hashes)
+    fs, root = filesystem(store, storage_options)
+    content = store_content(fs, root.rstrip("/"), list(hashes))
+    listing = content_listing(hashes, content["metadata_sha256"])
     mpath = Path(manifest_path)
     csv_path, sums_path = sidecar_paths(mpath)
     prov = _provenance(attrs)
@@ -265,7 +274,11 @@ def build_manifest(
     )
     created = str(attrs.get("created") or "")[:10] or None
     today = _dt.date.today().isoformat()
-    store_desc = "Zarr v3 store (docs/store-format.md); sha256 = SHA-256 of the SHA256SUMS listing of its files"
+    store_desc = (
+        "Zarr v3 store (docs/store-format.md); sha256 = SHA-256 of the listing of its content: every data "
+        "file's sha256 and every metadata file's content digest (store_content record set: its JSON without "
+        f"the volatile {VOLATILE_DESCRIPTION})"
+    )
     doc: dict[str, Any] = {
         "@context": _context(),
         "@type": "sc:Dataset",
@@ -290,13 +303,14 @@ def build_manifest(
                 "description": store_desc,
                 "contentUrl": _store_location(store, mpath, opts.store_url),
                 "encodingFormat": ZARR_FORMAT,
-                "sha256": _sha256(sums.encode()),
+                "sha256": _sha256(listing.encode()),
             },
             {
                 "@type": "cr:FileObject",
                 "@id": "sha256sums",
                 "name": "sha256sums",
-                "description": f"sha256sum listing of the {len(hashes)} files of the store (paths relative to its root)",
+                "description": f"sha256sum listing of the bytes of the {len(hashes)} files of the store (paths relative "
+                "to its root); the metadata files' bytes also hold volatile values, compared by content instead",
                 "contentUrl": sums_path.name,
                 "encodingFormat": "text/plain",
                 "sha256": _sha256(sums.encode()),
@@ -340,6 +354,12 @@ def build_manifest(
                 },
             ),
             _inline_set("provenance", "how the store was made", prov),
+            _inline_set(
+                "store_content",
+                "what verify compares besides the data files' bytes: each metadata file's content digest "
+                f"(its JSON without the volatile {VOLATILE_DESCRIPTION}) and each array's shape and dtype",
+                {**content, "volatile": VOLATILE_DESCRIPTION},
+            ),
         ],
     }
     return doc, csv_text, sums
@@ -408,18 +428,25 @@ def _semver(v: str) -> tuple[int, int, int]:
 
 
 def _content(doc: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without what changes between publications of the same content: dates, volatile
+    provenance (:data:`VOLATILE_PROVENANCE`) and the byte digest of the SHA256SUMS listing (its
+    metadata files' bytes hold the volatile values; the store's own sha256 is the content's)."""
     d = {k: v for k, v in doc.items() if k not in VOLATILE_KEYS}
     d["recordSet"] = [
-        {**rs, "data": [r for r in rs.get("data", []) if not str(r.get(f"{rs['@id']}/key")) == "library_versions"]}
-        if "data" in rs
+        {**rs, "data": [r for r in rs.get("data", []) if str(r.get(f"{rs['@id']}/key")) not in VOLATILE_PROVENANCE]}
+        if "data" in rs and rs.get("@id") == "provenance"
         else rs
         for rs in doc.get("recordSet", [])
+    ]
+    d["distribution"] = [
+        {k: v for k, v in e.items() if k != "sha256"} if e.get("@id") == "sha256sums" else e for e in doc.get("distribution", [])
     ]
     return json.loads(json.dumps(d, sort_keys=True))
 
 
 def content_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Which parts of two manifests differ (dates and library versions ignored)."""
+    """Which parts of two manifests differ (dates, volatile provenance and the byte digest of the
+    SHA256SUMS listing ignored: see :func:`_content`)."""
     a, b = _content(old), _content(new)
     diffs = [k for k in sorted(set(a) | set(b)) if k not in ("distribution", "recordSet") and a.get(k) != b.get(k)]
     for key in ("distribution", "recordSet"):

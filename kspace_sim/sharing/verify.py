@@ -5,8 +5,12 @@ subject marked done readable, and its SHA-256 (``kspace`` row bytes then ``seg``
 recomputed and compared with ``subjects/checksum`` — in threads, with a progress bar.
 
 Against a manifest, also: the side files' own digests, the provenance (parameters, seed, format
-and simulator versions, git commit), the subject table (missing, extra, status, split, checksum),
-and every file's SHA-256 from ``SHA256SUMS``, so that a changed byte is named by subject and array.
+and simulator versions, input), the subject table (missing, extra, status, split, checksum), every
+data file's SHA-256 from ``SHA256SUMS`` (k-space, segmentations, masks, labels, subject table: a
+changed byte is named by subject and array), every array's shape and dtype and every metadata
+file's content (:mod:`kspace_sim.sharing.content`). What only says when, where and how long
+(creation time, build log, durations, git commit, library versions) is reported in
+``VerifyReport.notes``, never failed: a rebuild of the same content verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kspace_sim.sharing.content import VOLATILE_DESCRIPTION, is_metadata_file, metadata_digest
 from kspace_sim.sharing.manifest import (
     ManifestError,
     distribution,
@@ -37,7 +42,9 @@ from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, ope
 __all__ = ["Problem", "VerifyReport", "verify", "verify_store"]
 
 PER_SUBJECT_ARRAYS = ("kspace", "seg")
-PROVENANCE_KEYS = ("format_version", "simulator_version", "git_commit", "global_seed", "parameters", "fft_convention", "view_order", "pseudonymised", "input")
+PROVENANCE_KEYS = ("format_version", "simulator_version", "global_seed", "parameters", "fft_convention", "view_order", "pseudonymised", "input")
+# provenance key -> store attribute, compared and reported only (VOLATILE_PROVENANCE)
+_VOLATILE_ATTRS = {"git_commit": "git_commit", "store_created": "created"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class VerifyReport:
     checked_files: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # volatile differences: reported, not failed
 
     @property
     def ok(self) -> bool:
@@ -186,6 +194,21 @@ def _check_subject(
     return problems
 
 
+def _subject_table(group: Any, rep: VerifyReport | None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(ids, status, split, checksum)`` of the store, or None (with a problem in ``rep``) when one
+    of those arrays cannot be read (a corrupt chunk: its file digest names it too)."""
+    out = []
+    for name in ("id", "status", "split", "checksum"):
+        try:
+            out.append(np.asarray(group[f"subjects/{name}"][:]))
+        except Exception as exc:  # noqa: BLE001 - a corrupt table is reported, not raised
+            if rep is not None:
+                rep.add("unreadable", "", f"subjects/{name}", f"{type(exc).__name__}: {exc}")
+            return None
+    ids, status, split, checksum = out
+    return [str(x) for x in ids], status, split, checksum.astype(np.uint8)
+
+
 def _compare_manifest(doc: dict[str, Any], mpath: Path, group: Any, rep: VerifyReport) -> dict[str, str]:
     """Side files, provenance and subject table; returns the SHA256SUMS map (empty if unusable)."""
     csv_path, sums_path = sidecar_paths(mpath)
@@ -206,10 +229,16 @@ def _compare_manifest(doc: dict[str, Any], mpath: Path, group: Any, rep: VerifyR
     for key in PROVENANCE_KEYS:
         for d in _diff(prov.get(key), attrs.get(key), key):
             rep.add("provenance", "", "attrs", d)
-    ids = [str(x) for x in group["subjects/id"][:]]
-    status = np.asarray(group["subjects/status"][:])
-    split = np.asarray(group["subjects/split"][:])
-    checksum = np.asarray(group["subjects/checksum"][:], dtype=np.uint8)
+    for key, attr in _VOLATILE_ATTRS.items():
+        if key in prov and prov.get(key) != attrs.get(attr):
+            rep.notes.append(f"{key}: manifest {prov.get(key)!r}, store {attrs.get(attr)!r} (volatile: not compared)")
+    if "build_runs" in prov and prov["build_runs"] != len(attrs.get("builds") or []):
+        rep.notes.append(f"build_runs: manifest {prov['build_runs']}, store {len(attrs.get('builds') or [])} (volatile: not compared)")
+    _compare_arrays(inline_values(doc, "store_content").get("arrays"), group, rep)
+    table = _subject_table(group, rep)
+    if table is None:
+        return parse_sha256sums(texts["sha256sums"]) if "sha256sums" in texts else {}
+    ids, status, split, checksum = table
     if "subjects-csv" in texts:
         from kspace_sim.sharing.manifest import SPLIT_NAMES, STATUS_NAMES
 
@@ -236,6 +265,54 @@ def _compare_manifest(doc: dict[str, Any], mpath: Path, group: Any, rep: VerifyR
             if sid not in listed:
                 rep.add("subjects", sid, "subjects/id", "in the store but not in the manifest")
     return parse_sha256sums(texts["sha256sums"]) if "sha256sums" in texts else {}
+
+
+def _store_arrays(group: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, arr in group.arrays():
+        out[f"{prefix}{name}"] = arr
+    for name, sub in group.groups():
+        out.update(_store_arrays(sub, f"{prefix}{name}/"))
+    return out
+
+
+def _compare_arrays(expected: dict[str, Any] | None, group: Any, rep: VerifyReport) -> None:
+    """Every array of the manifest's ``store_content`` record present with its shape and dtype,
+    and no other array in the store."""
+    if expected is None:  # a manifest from before the store_content record: shapes checked by the layout only
+        return
+    found = _store_arrays(group)
+    for name in sorted(set(expected) | set(found)):
+        if name not in found:
+            rep.add("layout", "", name, "array in the manifest but not in the store")
+        elif name not in expected:
+            rep.add("layout", "", name, "array in the store but not in the manifest")
+        else:
+            arr, want = found[name], expected[name]
+            if list(arr.shape) != list(want["shape"]):
+                rep.add("layout", "", name, f"shape {tuple(arr.shape)} in the store, {tuple(want['shape'])} in the manifest")
+            dtype = str(arr.metadata.to_dict().get("data_type"))  # as zarr.json spells it
+            if dtype != want["dtype"]:
+                rep.add("layout", "", name, f"dtype {dtype} in the store, {want['dtype']} in the manifest")
+
+
+def _check_metadata_file(fs: Any, root: str, path: str, sha: str, content: dict[str, str] | None, rep: VerifyReport) -> None:
+    """A metadata file: equal bytes, or equal content with only volatile values changed (a note)."""
+    try:
+        with fs.open(f"{root}/{path}", "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        rep.add("file", "", path, "missing from the store")
+        return
+    rep.checked_files += 1
+    if hashlib.sha256(raw).hexdigest() == sha:
+        return
+    if content is None or path not in content:
+        rep.add("file", "", path, "sha256 differs from SHA256SUMS (the manifest has no content digest for it)")
+    elif metadata_digest(path, raw) != content[path]:
+        rep.add("metadata", "", path, "content differs from the manifest (shape, dtype, chunks, codecs or attributes)")
+    else:
+        rep.notes.append(f"{path}: only volatile metadata differs ({VOLATILE_DESCRIPTION}: not compared)")
 
 
 def verify(
@@ -295,7 +372,11 @@ def verify_store(
     root = root.rstrip("/")
     by_row = _files_by_row(files)
     per_subject = {p for d in by_row.values() for p in d}
+    content = inline_values(manifest, "store_content").get("metadata_sha256") if manifest is not None else None
     for path in sorted(set(files) - per_subject):
+        if is_metadata_file(path):
+            _check_metadata_file(fs, root, path, files[path], content, rep)
+            continue
         try:
             got = _hash_file(fs, f"{root}/{path}")
         except FileNotFoundError:
@@ -308,9 +389,10 @@ def verify_store(
         on_disk = {f[len(root) + 1 :] for f in fs.find(root)}
         for path in sorted(on_disk - set(files)):
             rep.add("file", "", path, "in the store but not in SHA256SUMS")
-    ids = [str(x) for x in group["subjects/id"][:]]
-    status = np.asarray(group["subjects/status"][:])
-    checksum = np.asarray(group["subjects/checksum"][:], dtype=np.uint8)
+    table = _subject_table(group, None)
+    if table is None:  # reported above (or by the file digests): no subject can be checked
+        return rep
+    ids, status, _, checksum = table
     algorithm = store_checksum_algorithm(group)
     rows = [int(i) for i in np.flatnonzero(status == STATUS_DONE)]
     rep.n_subjects, rep.n_done = len(ids), len(rows)
