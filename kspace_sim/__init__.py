@@ -3,4 +3,4 @@
 Torch-free. See docs/store-format.md for the store contract.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
