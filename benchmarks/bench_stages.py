@@ -12,6 +12,10 @@ gradient checkpointing was off, measured again with it on.
 
     python benchmarks/bench_stages.py --preset paper [--data STORE] [--steps 3] [--stage2-batch 32]
 
+``--stage 2 --chunk N`` measures stage II twice at the same batch, unchunked and with gradient
+caching in chunks of N subjects (``optim.chunk_size``), and prints the ratio of their seconds per
+subject (the price of the extra forward pass; target ≤ 1.4) and of their peak memory on CUDA.
+
 Without ``--data`` a synthetic 9 × 50 × 128 × 128 store of ``--subjects`` subjects is written
 first (``benchmarks/_store.py``).
 """
@@ -40,6 +44,7 @@ from benchmarks._store import synthetic_store  # noqa: E402
 from kmtr.config import TrainConfig  # noqa: E402
 from kmtr.data import prepare_batch  # noqa: E402
 from kmtr.models.mae import count_parameters  # noqa: E402
+from kmtr.train.gradcache import cached_step  # noqa: E402
 from kmtr.train.pipeline import stage_config  # noqa: E402
 from kmtr.train.runner import param_groups  # noqa: E402
 from kmtr.train.stage1 import build_datasets, build_stage1_model, make_optimizer_groups, validate_config  # noqa: E402
@@ -68,8 +73,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
-    """Build the stage, time ``steps`` optimiser steps after ``warmup`` ones; peak memory in GiB."""
+def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, chunk: int = 0) -> dict[str, Any]:
+    """Build the stage, time ``steps`` optimiser steps after ``warmup`` ones; peak memory in GiB.
+    ``chunk`` > 0 (stage II): gradient caching in chunks of that many subjects."""
     ds, _ = build_datasets(cfg)
     if len(ds) < cfg.data.batch_size:
         raise SystemExit(f"stage {cfg.stage}{' ' + cfg.task if cfg.stage == 3 else ''}: the store has {len(ds)} training "
@@ -82,7 +88,9 @@ def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> 
     model.to(device).train()
     opt = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas))  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.run.amp and device.type == "cuda" else nullcontext()
+    def autocast() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cfg.run.amp and device.type == "cuda" else nullcontext()
+
     bs = cfg.data.batch_size
     loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=cfg.data.num_workers > 0)
@@ -102,10 +110,15 @@ def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> 
         batch = next_batch()
         sync(device)
         t0 = time.perf_counter()
-        with autocast:
-            loss = model(batch)["loss"]
+        if chunk:
+            out, backward = cached_step(model, model, batch, chunk, autocast)
+            loss = out["loss"]
+        else:
+            with autocast():
+                loss = model(batch)["loss"]
+            backward = loss.backward
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
         opt.step()
         sync(device)
@@ -120,7 +133,7 @@ def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int) -> 
         "tokens_s": bs * tokens / step_s, "loader_subjects_s": load_rate,
         "finite": bool(np.all(np.isfinite(losses))),
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
-        "checkpointing": cfg.arch.grad_checkpoint,
+        "checkpointing": cfg.arch.grad_checkpoint, "chunk": chunk,
     }
     del model, opt
     return out
@@ -140,6 +153,25 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def compare_chunked(cfg: TrainConfig, device: torch.device, args: argparse.Namespace, label: str) -> list[dict[str, Any]]:
+    """Stage II unchunked and in chunks of ``args.chunk`` at the same batch; prints the ratios."""
+    res = []
+    for chunk in (0, args.chunk):
+        r = measure(cfg, device, args.steps, args.warmup, chunk)
+        print(f"{label} chunk {chunk or 'off'}: {r}", flush=True)
+        res.append({"stage": f"{label} chunk {chunk or 'off'}", **r})
+        if device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+    plain, chunked = res
+    per = [r["step_s"] / r["batch"] for r in res]
+    print(f"\nstage II batch {plain['batch']}: {per[0]:.3f} s/subject unchunked, {per[1]:.3f} s/subject in chunks of "
+          f"{args.chunk}: ratio chunked / unchunked = {per[1] / per[0]:.2f} (target <= 1.4)"
+          + (f"; peak memory {chunked['peak_gib']:.1f} / {plain['peak_gib']:.1f} GiB = "
+             f"{chunked['peak_gib'] / plain['peak_gib']:.2f}" if device.type == "cuda" else ""), flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="paper", choices=["paper", "tiny"])
@@ -149,6 +181,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--stage2-batch", default="", help="stage II batch sizes to try instead of the preset's, e.g. 16,32")
     ap.add_argument("--stages", default="1,2,regression,classification,segmentation,reconstruction")
+    ap.add_argument("--stage", help="one stage (1, 2 or a stage-III task) instead of --stages")
+    ap.add_argument("--chunk", type=int, default=0, help="stage II: also measure gradient caching in chunks of N "
+                    "subjects and print chunked ÷ unchunked seconds per subject")
+    ap.add_argument("--batch", type=int, help="batch size of every measured stage (default: the preset's)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: the preset's)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -156,7 +192,7 @@ def main() -> None:
                           ("cpu" if args.device == "auto" else args.device))
     data = args.data or synthetic_store(args.subjects, 50, 128)
     out_dir = tempfile.mkdtemp(prefix="kmtr_bench_stages_")
-    wanted = set(args.stages.split(","))
+    wanted = {args.stage} if args.stage else set(args.stages.split(","))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"preset {args.preset}, store {data}, device {name}, torch {torch.__version__}", flush=True)
     rows = []
@@ -167,14 +203,17 @@ def main() -> None:
         for batch in batches:
             overrides: dict[str, Any] = {"data.data": data, "data.val_split": "", "run.out_dir": out_dir,
                                          "run.progress": False, "run.tensorboard": False}
-            if batch:
-                overrides["data.batch_size"] = batch
+            if batch or args.batch:
+                overrides["data.batch_size"] = batch or args.batch
             if task == "classification":
                 overrides["heads.diseases"] = "all"  # every disease column of the store
             if args.workers is not None:
                 overrides["data.num_workers"] = args.workers
             cfg = stage_config(args.preset, stage, task, overrides)
             label = f"{'I II III'.split()[stage - 1]}{' ' + task if task else ''}"
+            if stage == 2 and args.chunk:
+                rows += compare_chunked(cfg, device, args, label)
+                continue
             for attempt in range(2):
                 res = None
                 try:
