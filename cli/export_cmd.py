@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
         scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
         storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON"),
+        checksum: str = typer.Option("sha256", "--checksum", help="per-file checksum of the manifest: sha256 (SHA256SUMS) or xxh3_128 (XXH128SUMS, faster)"),
     ) -> None:
         """Export a store's done subjects for reconstruction tools (resumable; docs/export.md)."""
         from kspace_sim.export import ExportConfig, ExportError, export_store
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--storage-options must be JSON: {exc}")
         ids = [s for item in subjects or [] for s in item.split(",") if s]
         cfg = ExportConfig(store=store, out=str(out), fmt=format, mask=mask, subjects=ids or None, split=split,
-                           workers=workers, scheduler=scheduler, storage_options=so)
+                           workers=workers, scheduler=scheduler, storage_options=so, checksum=checksum)
         try:
             rep = export_store(cfg, on_failure=lambda sid, reason: err.print(f"[yellow]subject {escape(sid)} failed:[/] {escape(reason)}"))
         except (ExportError, StoreError) as exc:

@@ -292,3 +292,19 @@ def test_a_failing_subject_is_reported_and_retried(store, tmp_path):
     assert [s["key"] for s in _manifest(out)["subjects"]] == ["P001", "P003"]
     res = _cli(str(broken), "--format", "cmrxrecon", "--out", str(out), "--workers", "0")
     assert res.exit_code == 1 and EIDS[1] in res.output
+
+
+def test_xxh3_checksums(store, tmp_path):
+    import xxhash
+
+    out = tmp_path / "fast"
+    _export(store, out, "ismrmrd", subjects=[EIDS[2]], checksum="xxh3_128")
+    man = _manifest(out)
+    assert man["checksums"]["algorithm"] == "xxh3_128" and not (out / "SHA256SUMS").exists()
+    lines = (out / "XXH128SUMS").read_text().splitlines()
+    assert len(lines) == 9
+    for line in lines:
+        digest, rel = line.split(None, 1)
+        assert xxhash.xxh3_128((out / rel).read_bytes()).hexdigest() == digest == man["subjects"][0]["files"][rel]
+    with pytest.raises(ExportError, match="xxh3_128 checksums"):
+        _export(store, out, "ismrmrd", subjects=[EIDS[2]])

@@ -2,9 +2,10 @@
 
 The manifest says which store (its provenance, as the sharing manifests record it: simulator
 version and commit, every parameter, seed), which mask (with both acceleration conventions),
-which subjects (key, id, store row, split, files with sha256), the layout and conventions of the
-format, and the implicit-data-crimes caveat. ``SHA256SUMS`` lists every exported file
-(``cd DIR && sha256sum -c SHA256SUMS``).
+which subjects (key, id, store row, split, files with their checksum), the layout and conventions of
+the format, and the implicit-data-crimes caveat. ``SHA256SUMS`` lists every exported file
+(``cd DIR && sha256sum -c SHA256SUMS``), or ``XXH128SUMS`` for ``checksum='xxh3_128'``
+(``xxhsum -c XXH128SUMS``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def write_export_manifest(
 ) -> tuple[int, int]:
     """Write ``export_manifest.json`` and ``SHA256SUMS`` from the subjects' completion records;
     returns (files, bytes) listed."""
-    from kspace_sim.export.runner import MANIFEST_FILE, RECORDS_DIR, SUMS_FILE, _write_json_atomic
+    from kspace_sim.export.runner import MANIFEST_FILE, RECORDS_DIR, _write_json_atomic
+    from kspace_sim.export.subject_task import CHECKSUMS
     from kspace_sim.store.layout import SPLIT_CODES
 
     split_names = {v: k for k, v in SPLIT_CODES.items()}
@@ -93,7 +95,9 @@ def write_export_manifest(
         if rec.get("store_fingerprint") == identity["store_fingerprint"]:
             records.append(rec)
     records.sort(key=lambda r: r["row"])
-    sums = {rel: d["sha256"] for r in records for rel, d in r["files"].items()}
+    algo = identity.get("checksum", "sha256")
+    sums_file = CHECKSUMS[algo]
+    sums = {rel: d[algo] for r in records for rel, d in r["files"].items()}
     n_bytes = sum(d["bytes"] for r in records for d in r["files"].values())
     doc = {
         "format": "kspace-sim-export",
@@ -108,13 +112,13 @@ def write_export_manifest(
         "caveat": DATA_CRIMES_CAVEAT,
         "subjects": [
             {"key": r["key"], "subject_id": r["subject_id"], "row": r["row"], "split": split_names.get(r["split"], str(r["split"])),
-             "files": {rel: d["sha256"] for rel, d in r["files"].items()}}
+             "files": {rel: d[algo] for rel, d in r["files"].items()}}
             for r in records
         ],
-        "checksums": {"algorithm": "sha256", "file": SUMS_FILE, "files": len(sums), "bytes": n_bytes},
+        "checksums": {"algorithm": algo, "file": sums_file, "files": len(sums), "bytes": n_bytes},
     }
-    tmp = out / f".{SUMS_FILE}.tmp"
-    tmp.write_text(format_sha256sums(sums))
-    tmp.replace(out / SUMS_FILE)
+    tmp = out / f".{sums_file}.tmp"
+    tmp.write_text(format_sha256sums(sums))  # "<hex>  <path>" lines: sha256sum's and xxhsum's format
+    tmp.replace(out / sums_file)
     _write_json_atomic(out / MANIFEST_FILE, doc)
     return len(sums), n_bytes

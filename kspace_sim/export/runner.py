@@ -27,16 +27,15 @@ import xxhash
 
 import kspace_sim
 from kspace_sim.cluster import dask_client
-from kspace_sim.export.subject_task import FORMATS, SubjectJob, export_subject
+from kspace_sim.export.subject_task import CHECKSUMS, FORMATS, SubjectJob, export_subject
 from kspace_sim.store.layout import SPLIT_CODES, STATUS_DONE, open_store
 
 __all__ = ["ExportError", "ExportConfig", "ExportReport", "export_store", "store_fingerprint", "subject_key",
-           "IDENTITY_FILE", "RECORDS_DIR", "MANIFEST_FILE", "SUMS_FILE"]
+           "IDENTITY_FILE", "RECORDS_DIR", "MANIFEST_FILE"]
 
 IDENTITY_FILE = ".export/identity.json"
 RECORDS_DIR = ".export/records"
 MANIFEST_FILE = "export_manifest.json"
-SUMS_FILE = "SHA256SUMS"
 STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
 
 
@@ -53,6 +52,7 @@ class ExportConfig:
         fmt: ``ismrmrd`` or ``cmrxrecon``. mask: a mask of the store (default: its first, sorted).
         subjects: subject ids to export (default: every done subject). split: only this split.
         workers: Dask worker processes (0 = in this process). scheduler: an existing cluster.
+        checksum: per-file checksum of the manifest: ``sha256`` (SHA256SUMS) or ``xxh3_128`` (XXH128SUMS).
     """
 
     store: str
@@ -65,6 +65,7 @@ class ExportConfig:
     scheduler: str | None = None
     storage_options: dict[str, Any] | None = None
     progress: bool = True
+    checksum: str = "sha256"
 
 
 @dataclass
@@ -167,10 +168,11 @@ def _check_folder(out: Path, identity: dict[str, Any]) -> None:
             raise ExportError(f"{out} has an unreadable {IDENTITY_FILE} ({exc}): use another --out") from exc
         if old.get("store_fingerprint") != identity["store_fingerprint"]:
             raise ExportError(f"{out} holds the export of another store: use another --out")
-        for key in ("format", "mask"):
-            if old.get(key) != identity[key]:
-                raise ExportError(f"{out} holds a {old.get('format')} export with mask {old.get('mask')}, "
-                                  f"not {identity['format']} with {identity['mask']}: use another --out")
+        for key in ("format", "mask", "checksum"):
+            if old.get(key, "sha256" if key == "checksum" else None) != identity[key]:
+                raise ExportError(f"{out} holds a {old.get('format')} export with mask {old.get('mask')} and "
+                                  f"{old.get('checksum', 'sha256')} checksums, not {identity['format']} with "
+                                  f"{identity['mask']} and {identity['checksum']}: use another --out")
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out} exists and is not an export folder of this store: use another --out")
@@ -225,6 +227,8 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     """
     if cfg.fmt not in FORMATS:
         raise ExportError(f"unknown format {cfg.fmt!r}; choose from {', '.join(FORMATS)}")
+    if cfg.checksum not in CHECKSUMS:
+        raise ExportError(f"unknown checksum {cfg.checksum!r}; choose from {', '.join(CHECKSUMS)}")
     _check_dependencies(cfg.fmt)
     group = open_store(cfg.store, "r", cfg.storage_options)
     attrs = group.attrs.asdict()
@@ -240,6 +244,7 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     identity = {
         "format": cfg.fmt,
         "mask": mask_name,
+        "checksum": cfg.checksum,
         "store_fingerprint": store_fingerprint(attrs, ids),
         "store": str(cfg.store),
         "exporter_version": kspace_sim.__version__,
@@ -264,6 +269,7 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
             mask_name=mask_name, mask_spec=spec, acs=acs, out=str(out), created=str(attrs.get("created", "")),
             pixel_spacing=pixel_spacing[i], dt=float(dts[i]), views={k: list(v) for k, v in attrs["views"].items()},
             view_order=list(attrs["view_order"]), provenance=provenance, storage_options=cfg.storage_options,
+            checksum=cfg.checksum,
         )
         for i in pending
     ]
