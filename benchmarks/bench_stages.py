@@ -14,7 +14,11 @@ gradient checkpointing was off, measured again with it on.
 
 ``--stage 2 --chunk N`` measures stage II twice at the same batch, unchunked and with gradient
 caching in chunks of N subjects (``optim.chunk_size``), and prints the ratio of their seconds per
-subject (the price of the extra forward pass; target ≤ 1.4) and of their peak memory on CUDA.
+subject (the price of the extra forward pass; target ≤ 1.4) and of their peak memory on CUDA. On
+one 80 GB GPU (prepared, not yet run):
+
+    python benchmarks/bench_stages.py --preset paper --stage 2 --batch 16 --chunk 4 --steps 2   # ratio
+    python benchmarks/bench_stages.py --preset paper --stage 2 --batch 256 --chunk 16 --steps 1 # paper batch
 
 Without ``--data`` a synthetic 9 × 50 × 128 × 128 store of ``--subjects`` subjects is written
 first (``benchmarks/_store.py``).
@@ -157,13 +161,26 @@ def compare_chunked(cfg: TrainConfig, device: torch.device, args: argparse.Names
     """Stage II unchunked and in chunks of ``args.chunk`` at the same batch; prints the ratios."""
     res = []
     for chunk in (0, args.chunk):
-        r = measure(cfg, device, args.steps, args.warmup, chunk)
-        print(f"{label} chunk {chunk or 'off'}: {r}", flush=True)
-        res.append({"stage": f"{label} chunk {chunk or 'off'}", **r})
+        r = None
+        try:
+            r = measure(cfg, device, args.steps, args.warmup, chunk)
+        except RuntimeError as exc:
+            if not is_oom(exc):
+                raise
         if device.type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
+        name = f"{label} chunk {chunk or 'off'}"
+        if r is None:  # e.g. the paper's batch of 256 unchunked on one GPU
+            print(f"{name}: batch {cfg.data.batch_size}: out of memory", flush=True)
+            res.append({"stage": name, "batch": cfg.data.batch_size, "checkpointing": cfg.arch.grad_checkpoint,
+                        "oom": True})
+            continue
+        print(f"{name}: {r}", flush=True)
+        res.append({"stage": name, **r})
     plain, chunked = res
+    if plain.get("oom") or chunked.get("oom"):
+        return res
     per = [r["step_s"] / r["batch"] for r in res]
     print(f"\nstage II batch {plain['batch']}: {per[0]:.3f} s/subject unchunked, {per[1]:.3f} s/subject in chunks of "
           f"{args.chunk}: ratio chunked / unchunked = {per[1] / per[0]:.2f} (target <= 1.4)"

@@ -130,5 +130,5 @@ def test_cli_train_and_errors(store, tmp_path):  # noqa: F811
     assert "kspace MAE:" in res.output and "image MAE:" not in res.output
     saved = json.loads((tmp_path / "cli" / "stage1" / "config.json").read_text())
     assert saved["models"] == "kspace" and saved["optim"]["lr_kspace"] == 1e-3
-    res = runner.invoke(app, args[:-6] + ["--mask", "radial_r4"])
+    res = runner.invoke(app, args[:-6] + ["--mask", "radial_r4", "--name", "badmask"])  # a new run folder
     assert res.exit_code == 2 and "mask 'radial_r4' not in" in res.output
