@@ -58,7 +58,8 @@ def train(
     task: list[str] = typer.Option([], "--task", help="stage III task(s): regression | classification | "
                                    "segmentation | reconstruction (repeatable; default all four)"),
     method: Optional[str] = typer.Option(None, "--method", help="stage III model: kmtr (default) | mae | resnet50 | "
-                                         "resnet50_u | resnet50_k | unet | unet_u"),
+                                         "resnet50_u | resnet50_k | unet | unet_u | nnunet | nnunet_u (nnU-Net, "
+                                         "the nnunet extra)"),
     preset: str = typer.Option("tiny", "--preset", help="paper | tiny"),
     data: Optional[str] = typer.Option(None, "--data", help=f"store path, fsspec URL or Croissant manifest (default {DEFAULT_DEMO_STORE} when present)"),
     model: Optional[str] = typer.Option(None, "--model", help="stage I: image | kspace | both"),
@@ -121,6 +122,13 @@ def train(
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     tasks = list(task) or list(METHODS[method or "kmtr"][1])
+    if method in ("nnunet", "nnunet_u"):
+        from kmtr.nnunet import NnUNetMissing, require_nnunet
+
+        try:
+            require_nnunet(method)
+        except NnUNetMissing as exc:
+            _fail(str(exc))
     mode = "resume" if resume else ("restart" if restart else "auto")
     try:
         if stage is None:

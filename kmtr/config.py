@@ -79,6 +79,7 @@ class TaskConfig:
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
     image_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
+    nnunet_trainer: str = "nnUNetTrainer"  # nnU-Net baselines (kmtr.nnunet): nnU-Net's trainer class, or a shorter one
 
 
 @dataclass
@@ -182,7 +183,8 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     ("tiny", 3, "reconstruction"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8,
                                     "optim.warmup_epochs": 1},
 }
-TINY_BASELINES: dict[str, Any] = {"heads.resnet_width": 0.125, "heads.unet_channels": "8,16,32,64"}
+TINY_BASELINES: dict[str, Any] = {"heads.resnet_width": 0.125, "heads.unet_channels": "8,16,32,64",
+                                  "heads.nnunet_trainer": "nnUNetTrainer_20epochs_50iters"}
 
 
 def preset(name: str, stage: int = 1, task: str = "") -> TrainConfig:

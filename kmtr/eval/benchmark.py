@@ -44,14 +44,14 @@ __all__ = [
 DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
     "regression": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
     "classification": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
-    "segmentation": ("kmtr", "mae", "unet", "unet_u"),
+    "segmentation": ("kmtr", "mae", "unet", "unet_u", "nnunet", "nnunet_u"),
     "reconstruction": ("kmtr", "mae"),
 }
 METHOD_LABELS = {
     "kmtr": "k-MTR", "mae": "MAE w/o stage II", "resnet50": "ResNet-50 (full images)",
     "resnet50_u": "ResNet-50^u", "resnet50_k": "ResNet-50^k", "unet": "U-Net (full images)", "unet_u": "U-Net^u",
     "mean_guess": "mean guess", "zero_filled": "zero-filled", "spectrum_ridge": "spectrum ridge",
-    "kmtr_spectrum": "k-MTR + spectrum",
+    "kmtr_spectrum": "k-MTR + spectrum", "nnunet": "nnU-Net (full images)", "nnunet_u": "nnU-Net^u",
 }
 INPUT_WORDS = {"image": "fully sampled images", "image_under": "zero-filled undersampled images",
                "kspace_under": "undersampled k-space"}
@@ -121,6 +121,11 @@ def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Seq
             if task not in spec.tasks:
                 raise ConfigError(f"method {m} does not do {task} (it does {', '.join(spec.tasks)}): leave it out, "
                                   f"or benchmark {task} with other --method options")
+    nnunet = sorted({m for t in tasks for m in methods[t] if m in ("nnunet", "nnunet_u")})
+    if nnunet:
+        from kmtr.nnunet import require_nnunet
+
+        require_nnunet(nnunet[0])  # the nnunet extra, before anything is written
     if not 0 <= lr_search <= MAX_TRIES:
         raise ConfigError(f"--lr-search takes 0 (off) to {MAX_TRIES} learning rates, not {lr_search}")
     for mask in masks:
@@ -270,7 +275,8 @@ def cached_predictions(run_path: Path, split: str = "test", device: str | torch.
     """Test predictions of a finished run, from ``<run>/predictions_<split>.npz`` when it is newer
     than the checkpoint, else computed and cached. Returns (predictions, the run's targets)."""
     cache = run_path / f"predictions_{split}.npz"
-    if cache.exists() and cache.stat().st_mtime >= (run_path / "last.pt").stat().st_mtime:
+    ckpt = run_path / "last.pt"  # absent for runs that are not kmtr models (nnU-Net): the cache is all there is
+    if cache.exists() and (not ckpt.exists() or cache.stat().st_mtime >= ckpt.stat().st_mtime):
         z = np.load(cache, allow_pickle=False)
         if "targets" in z.files:  # the cache is self-contained: no model rebuilt
             truth = {k[6:]: z[k] for k in z.files if k.startswith("truth_")}
@@ -422,13 +428,16 @@ def _recipe_row(r: float, method: str, task: str, cfg: Any, preset_lr: float, se
     """One row of the recipes table: what (method, task) trained with, and how its learning rate was chosen."""
     if method == "spectrum_ridge":
         lr, how = "–", "closed form; regularisation chosen on validation (regularisation.json in the run)"
+    elif method in ("nnunet", "nnunet_u"):
+        lr, how = "nnU-Net's", f"nnU-Net's own recipe (SGD, poly decay from 0.01), {cfg.heads.nnunet_trainer}"
     elif searched is not None:
         tried = ", ".join(f"{lr:g}: {loss:.4g}" for lr, loss in zip(searched.tried, searched.val_loss))
         lr, how = f"{searched.chosen:g}", f"searched ({searched.epochs} epochs per try; validation loss {tried})"
     else:
         lr, how = f"{cfg.optim.lr:g}", "preset" if cfg.optim.lr == preset_lr else "set"
     return {"R": f"{r:g}", "method": _label(method), "task": task, "learning rate": lr, "chosen by": how,
-            "epochs": cfg.optim.epochs if method != "spectrum_ridge" else "–", "batch": cfg.data.batch_size}
+            "epochs": cfg.optim.epochs if method not in ("spectrum_ridge", "nnunet", "nnunet_u") else "–",
+            "batch": cfg.data.batch_size if method not in ("nnunet", "nnunet_u") else "nnU-Net's plan"}
 
 
 def _compare(task: str, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int

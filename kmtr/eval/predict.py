@@ -32,10 +32,14 @@ def run_folders(experiment: str | Path) -> list[Path]:
     """Stage-III run folders (holding ``last.pt`` and ``config.json``) of an experiment folder,
     or ``[experiment]`` itself when it is one run."""
     exp = Path(experiment)
-    candidates = [exp] if (exp / "last.pt").exists() else sorted(p for p in exp.iterdir() if p.is_dir())
+
+    def is_run(p: Path) -> bool:  # a kmtr model, or an nnU-Net run's test predictions (kmtr.nnunet)
+        return (p / "last.pt").exists() or (p / "predictions_test.npz").exists() and p.name.startswith("nnunet")
+
+    candidates = [exp] if is_run(exp) else sorted(p for p in exp.iterdir() if p.is_dir())
     out = []
     for p in candidates:
-        if (p / "last.pt").exists() and (p / "config.json").exists():
+        if is_run(p) and (p / "config.json").exists():
             import json
 
             if json.loads((p / "config.json").read_text()).get("stage") == 3:

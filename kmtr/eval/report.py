@@ -105,17 +105,7 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
             "recall @ 0.5": df["recall_at_0.5"], "precision @ 0.5": df["precision_at_0.5"], "AP": df["ap"],
         })
     elif task == "segmentation":
-        view_names, class_names = test.truth["view_names"], run.targets["names"]
-        df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
-                                          list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
-        result["tables"]["segmentation"] = df
-        _overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
-        summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
-        result["summary"] = pd.DataFrame({
-            "class": summary["class"], "frames": summary["n"],
-            "Dice ± SD": [_pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
-            "HD95 (mm) ± SD": [_pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
-        })
+        result["tables"]["segmentation"], result["summary"] = segmentation_tables(test, run.targets["names"], out, tag)
         section = _segmentation_phenotypes(run, test, out / f"{tag}_phenotypes_scatter.png", device, n_boot, seed,
                                            limit)
         if section is not None:
@@ -141,6 +131,47 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
     for name, table in result["tables"].items():
         table.to_csv(out / f"{tag}_{name}.csv", index=False)
     return result
+
+
+def segmentation_tables(test: Predictions, class_names: list[str], out: Path, tag: str
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dice and HD95 per view and class of segmentation predictions (``metrics.segmentation_metrics``)
+    and the report's short table (all views, per class); writes the overlay figure ``<tag>_overlay.png``."""
+    view_names = test.truth["view_names"]
+    df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
+                                      list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
+    _overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
+    summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
+    return df, pd.DataFrame({
+        "class": summary["class"], "frames": summary["n"],
+        "Dice ± SD": [_pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
+        "HD95 (mm) ± SD": [_pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
+    })
+
+
+def evaluate_predictions_run(path: Path, out: Path, split: str = "test", limit: int | None = None
+                             ) -> tuple[dict[str, Any], Any]:
+    """Evaluate a run that has no kmtr model, only its cached test predictions (an nnU-Net run,
+    :mod:`kmtr.nnunet`): the same Dice / HD95 tables as :func:`evaluate_run`. Returns (result, config).
+
+    Raises:
+        ValueError: a split other than test (such runs predict the test split only).
+    """
+    from kmtr.config import config_from_dict
+    from kmtr.nnunet.predictions import load_predictions
+
+    cfg = config_from_dict(json.loads((path / "config.json").read_text()))
+    if split != "test":
+        raise ValueError(f"{path} ({cfg.method}) holds predictions of the test split only, not {split!r}")
+    test, targets = load_predictions(path)
+    if limit is not None:
+        test = Predictions(test.task, test.rows[:limit], test.pred[:limit],
+                           {k: v if k == "view_names" else v[:limit] for k, v in test.truth.items()})
+    tag = f"{cfg.method}-{cfg.task}"
+    df, summary = segmentation_tables(test, targets["names"], out, tag)
+    df.to_csv(out / f"{tag}_segmentation.csv", index=False)
+    return {"task": cfg.task, "method": cfg.method, "test": test, "tables": {"segmentation": df},
+            "summary": summary}, cfg
 
 
 def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, device: str | torch.device,
@@ -263,14 +294,17 @@ def evaluate_experiment(experiment: str | Path, split: str = "test", out: str | 
     report.mkdir(parents=True, exist_ok=True)
     sections = [f"# k-MTR evaluation: {exp_dir.name} ({split} split)", ""]
     for path in runs:
-        run = load_run(path, device, data)
-        res = evaluate_run(run, report, split, device, n_boot, seed, limit)
-        title = f"## {run.cfg.task.capitalize()}: {run.cfg.method} ({path.name}, {len(res['test'].rows)} subjects, " \
-                f"mask {run.cfg.data.mask})"
+        if (path / "last.pt").exists():
+            run = load_run(path, device, data)
+            res, cfg = evaluate_run(run, report, split, device, n_boot, seed, limit), run.cfg
+        else:  # nnU-Net: predictions only
+            res, cfg = evaluate_predictions_run(path, report, split, limit)
+        title = f"## {cfg.task.capitalize()}: {cfg.method} ({path.name}, {len(res['test'].rows)} subjects, " \
+                f"mask {cfg.data.mask})"
         sections += [title, "", markdown_table(res["summary"]), ""]
         for heading, table in res.get("sections", []):
             sections += [f"{heading}:", "", markdown_table(table), ""]
-        for png in sorted(report.glob(f"{run.cfg.method}-{run.cfg.task}_*.png")):
+        for png in sorted(report.glob(f"{cfg.method}-{cfg.task}_*.png")):
             sections.append(f"![{png.stem}]({png.name})")
         sections.append("")
         print(f"evaluated {path}", flush=True)

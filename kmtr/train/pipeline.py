@@ -85,6 +85,10 @@ def is_finished(cfg: TrainConfig, same_config: bool = False) -> bool:
     from kmtr.config import config_to_dict
     from kmtr.train.run_guard import config_differences, saved_config
 
+    if cfg.stage == 3 and cfg.method in ("nnunet", "nnunet_u"):  # no last.pt: nnU-Net keeps its own checkpoints
+        from kmtr.nnunet.run import is_finished as nnunet_finished
+
+        return nnunet_finished(cfg, same_config)
     saved = saved_config(run_dir(cfg))
     if saved is None:
         return False

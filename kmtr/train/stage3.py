@@ -27,7 +27,9 @@ Methods (``cfg.method``), all reading the same store, splits and labels:
   default);
 * ``resnet50`` / ``resnet50_u`` / ``resnet50_k`` — ResNet-50 on fully sampled images,
   zero-filled undersampled images, zero-filled k-space (regression, classification);
-* ``unet`` / ``unet_u`` — U-Net on fully sampled / zero-filled undersampled images (segmentation).
+* ``unet`` / ``unet_u`` — U-Net on fully sampled / zero-filled undersampled images (segmentation);
+* ``nnunet`` / ``nnunet_u`` — nnU-Net (the ``nnunet`` extra) on fully sampled / zero-filled
+  undersampled magnitude images, run by nnU-Net itself (:mod:`kmtr.nnunet`; no torch model here).
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ METHODS: dict[str, MethodSpec] = {
         "image_under", ("segmentation",), "", "U-Net^u", "none (from scratch)",
         "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
         _FROM_SCRATCH),
+    "nnunet": MethodSpec(
+        "image", ("segmentation",), "", "nnU-Net (full images)", "none (from scratch)",
+        "nnU-Net v2's self-configured 2-D U-Net per view and frame on fully sampled magnitude images",
+        "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)"),
+    "nnunet_u": MethodSpec(
+        "image_under", ("segmentation",), "", "nnU-Net^u", "none (from scratch)",
+        "nnU-Net v2's self-configured 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
+        "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)"),
     "spectrum_ridge": MethodSpec(
         "kspace_under", ("regression", "classification"), "", "spectrum ridge", "none (no encoder)",
         "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py)",
@@ -364,10 +374,12 @@ def build_task_model(
 
         net = ResNetBaseline(kind, shape[0], out_dim, width=h.resnet_width, signed_log_c=cfg.arch.signed_log_c,
                              magnitude=h.image_magnitude)
-    else:
+    elif cfg.method in ("unet", "unet_u"):
         from kmtr.models.baselines import UNetBaseline
 
         net = UNetBaseline(kind, NUM_CLASSES, channels=tuple(h.unet_channels), magnitude=h.image_magnitude)
+    else:  # nnunet / nnunet_u: nnU-Net trains and predicts itself (kmtr.nnunet)
+        raise ConfigError(f"method {cfg.method} has no kmtr model; it is trained and evaluated by kmtr.nnunet")
     return TaskModel(net, cfg.task, targets, h.seg_dice_weight)
 
 
@@ -387,6 +399,10 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
         from kmtr.train.spectrum_ridge import fit_spectrum_ridge
 
         return fit_spectrum_ridge(cfg, resume)
+    if cfg.method in ("nnunet", "nnunet_u"):
+        from kmtr.nnunet.run import train_nnunet
+
+        return train_nnunet(cfg, resume)
     previous = spec.init_from
     state = None
     init = None
