@@ -58,6 +58,10 @@ def test_the_trainer_reads_what_the_simulator_wrote(simulated_store):
     assert "fftshift(fft2(ifftshift(x), norm='ortho'))" in info.fft_convention
     assert (info.status == 1).all()
     assert [len(info.rows(s)) for s in ("train", "validation", "test")] == [N_SUBJECTS - TEST_SIZE - 1, 1, TEST_SIZE]
+    from kspace_sim.sharing.verify import verify
+
+    checked = verify(url)
+    assert checked.ok and checked.checked_subjects == N_SUBJECTS, [str(p) for p in checked.problems]
     g = zarr.open_group(url, mode="r")
     assert g["subjects/checksum"].shape == (N_SUBJECTS, 16) and g["subjects/checksum"].attrs["algorithm"] == "xxh3_128"
 

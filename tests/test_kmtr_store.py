@@ -26,6 +26,16 @@ def test_store_info(store):  # noqa: F811
     np.testing.assert_array_equal(info.rows("all"), [0, 1, 2, 3, 4])  # row 5 failed
 
 
+def test_fixture_store_passes_the_simulators_verify(store):  # noqa: F811
+    """The fixture is written through the simulator's layout: its own checker accepts it (shapes,
+    dtypes, attributes, the checksum of every done subject's rows)."""
+    from kspace_sim.sharing.verify import verify
+
+    result = verify(store)
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.checked_subjects == 5
+
+
 def test_bad_inputs_are_clear_errors(store, tmp_path):  # noqa: F811
     with pytest.raises(StoreError, match="format_version 2"):
         open_store(write_store(tmp_path / "v2.zarr", n=2, t=5, h=8, w=8, format_version=2))
