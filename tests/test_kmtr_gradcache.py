@@ -40,7 +40,8 @@ def stage2_model(dtype: torch.dtype = torch.float64, **extra: str) -> nn.Module:
 
 def make_batch(n: int, dtype: torch.dtype = torch.float64, seed: int = 1) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    k = torch.complex(torch.randn(n, *SHAPE, generator=g, dtype=dtype), torch.randn(n, *SHAPE, generator=g, dtype=dtype))
+    k = torch.complex(torch.randn(n, *SHAPE, generator=g, dtype=dtype),
+                      torch.randn(n, *SHAPE, generator=g, dtype=dtype))
     mask = torch.rand(n, SHAPE[0], SHAPE[1], SHAPE[3], generator=g) < 0.4
     mask[..., SHAPE[3] // 2] = True
     return {"kspace": k, "mask": mask, "image": ifft2c(k)}
@@ -219,7 +220,8 @@ def test_stage2_training_with_chunks_equals_without(tmp_path):
         if key.endswith("attn.qkv.bias"):
             # the key bias's gradient is exactly 0 (softmax ignores a shift shared by all keys): AdamW turns
             # the float32 noise of both runs into steps of ±lr, so only the query and value biases are compared
-            a[key], b[key] = a[key][torch.arange(3 * width) // width != 1], b[key][torch.arange(3 * width) // width != 1]
+            query_value = torch.arange(3 * width) // width != 1
+            a[key], b[key] = a[key][query_value], b[key][query_value]
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
