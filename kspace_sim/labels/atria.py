@@ -152,7 +152,15 @@ def ukbb_cardiac_length_mm(
     Returns:
         L in mm; NaN when the atrium has fewer than 3 pixels or the line misses it.
     """
-    ij = np.argwhere(atrium)  # row-major, as np.nonzero
+    return _line_length_mm(atrium, (0, 0), atrium.shape, np.asarray(affine, dtype=np.float64), long_axis)
+
+
+def _line_length_mm(
+    atrium: np.ndarray, offset: tuple[int, int], view_shape: tuple[int, ...], affine: np.ndarray, long_axis: np.ndarray
+) -> float:
+    """:func:`ukbb_cardiac_length_mm` of an atrium given as a crop ``atrium`` whose pixel (0, 0) is
+    pixel ``offset`` of a view of ``view_shape`` (X, Y): the line is clipped to the whole view."""
+    ij = np.argwhere(atrium) + np.asarray(offset)  # row-major, as np.nonzero
     n = ij.shape[0]
     if n < 3:
         return float("nan")
@@ -167,8 +175,10 @@ def ukbb_cardiac_length_mm(
     p = top + _LINE_HALF_LENGTH_PX * u
     q = top - _LINE_HALF_LENGTH_PX * u
     # OpenCV points are (x = column = j, y = row = i); int() truncates towards zero as in the reference
-    line = line_pixels((int(q[1]), int(q[0])), (int(p[1]), int(p[0])), atrium.shape)
-    hit = line[atrium[line[:, 0], line[:, 1]]] if line.size else line
+    line = line_pixels((int(q[1]), int(q[0])), (int(p[1]), int(p[0])), (int(view_shape[0]), int(view_shape[1])))
+    local = line - np.asarray(offset)
+    inside = (local[:, 0] >= 0) & (local[:, 0] < atrium.shape[0]) & (local[:, 1] >= 0) & (local[:, 1] < atrium.shape[1])
+    hit = line[inside][atrium[local[inside, 0], local[inside, 1]]]
     if hit.shape[0] == 0:
         return float("nan")
     hit = hit[np.lexsort((hit[:, 1], hit[:, 0]))]  # row-major, as np.nonzero of the line image
@@ -225,10 +235,8 @@ def atrial_area_length(
         if length_method == "extent":
             ij = np.argwhere(comp == biggest).astype(np.float64) + (x0, y0)
             length[t] = _extent_length_mm(ij, rot, long_axis) / 10.0
-        else:
-            atrium = np.zeros(mask.shape[:2], dtype=bool)  # the full view: the line is clipped to it
-            atrium[x0 : xs[-1] + 1, y0 : ys[-1] + 1] = comp == biggest
-            length[t] = ukbb_cardiac_length_mm(atrium, affine, long_axis) / 10.0
+        else:  # the crop, placed in the full view: the line is clipped to the view, as cv2.line's
+            length[t] = _line_length_mm(comp == biggest, (int(x0), int(y0)), mask.shape[:2], affine, long_axis) / 10.0
     return AreaLength(area, length, n_large)
 
 
