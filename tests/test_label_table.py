@@ -96,8 +96,11 @@ def test_labels_command(cohort: Path, tmp_path: Path) -> None:
 # ---- the demo cohort against its ground truth --------------------------------------------------
 # Tolerances: ventricular volumes count voxels of 1.7-2.1 mm × 10 mm on analytic half-ellipsoids
 # (the generator puts a slice boundary on the base plane): < 1 % seen on 8 subjects, 2 % allowed.
-# Atrial volumes rest on one pixel-resolution length per view (≈ 1.8 mm on 40-60 mm: ±3-4 %) and
-# V ∝ A²/L: < 3.5 % seen on 8 subjects, 6 % allowed. EF is a ratio: compared in points (2).
+# Atrial volumes use ukbb_cardiac's length: the first-to-last pixel distance of one digital line,
+# whose expectation (chord − one line step) is the truth (demo/truth.py) but which scatters by up to
+# a step (≈ 1.8-2 mm on 40-60 mm) per frame and view. On the 64 default demo subjects (seed 0): mean
+# bias < 1 %, V max / V min within 5.2 % (6 % allowed), SV (a difference of the two) within 10.9 %
+# (12 % allowed), atrial EF within 3.1 points (3.5 allowed); ventricular EF within 2 points.
 
 
 @pytest.mark.slow
@@ -114,9 +117,10 @@ def test_demo_cohort_matches_ground_truth(tmp_path: Path) -> None:
             for i, col in enumerate(PHENOTYPE_COLUMNS):
                 got, want = float(df.loc[eid, col]), truth["phenotypes"][col]
                 if col.endswith("(%)"):
-                    assert got == pytest.approx(want, abs=2.0), col
+                    assert got == pytest.approx(want, abs=2.0 if i < 10 else 3.5), col
                 else:
-                    assert got == pytest.approx(want, rel=0.02 if i < 10 else 0.06), col
+                    rel = 0.02 if i < 10 else (0.12 if "SV" in col else 0.06)
+                    assert got == pytest.approx(want, rel=rel), col
             for name, flag in truth[key].items():
                 assert df.loc[eid, name] == flag, (policy, name)
 

@@ -19,7 +19,10 @@
   distance is exactly ``ℓ − s`` (each end loses a uniform part of a step). So the truth uses
   ``L = ℓ − s`` when the view geometry is given (``line_steps_mm``); without it, ``L = ℓ`` (the
   continuous section, as before 0.3: the extent measure it was compared with loses less than a
-  step because the atrium's flat base fills a whole pixel row).
+  step because the atrium's flat base fills a whole pixel row). On the 64 default demo subjects
+  (seed 0) the measured atrial phenotypes have a mean bias under 1 % against this truth (against
+  the continuous chords: +3.6 to +5.3 %); per subject V max / V min are within 5.2 %, SV within 10.9 %
+  and EF within 3.1 points (one line's first and last pixel scatter by up to a step per frame).
 """
 
 from __future__ import annotations
