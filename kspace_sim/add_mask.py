@@ -91,12 +91,12 @@ def add_mask_to_store(
             T and W (before anything is written; see :func:`validate_mask_spec`).
         StoreError: not a store of this format/version.
 
-    A mask this call creates and cannot finish (an error, an interrupt) is removed again.
+    A mask this call creates and cannot finish because of an error is removed again (an interrupted
+    run keeps the rows it wrote: the rerun resumes them).
     """
     group = open_store(url, "r+", storage_options)
     n, s, t, _, w = group["kspace"].shape
     validate_mask_spec(spec, t, w)
-    seed = int(group.attrs["global_seed"])
     t0 = time.perf_counter()
     status = group["subjects/status"][:]
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)

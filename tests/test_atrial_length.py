@@ -138,7 +138,9 @@ def test_worked_atrium_phenotypes_use_published_length() -> None:
     v = 8 / (3 * np.pi) * 0.81**2 / 0.9
     np.testing.assert_allclose(r.values[4:8], [v, v, 0.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(r.values[0:2], [v, v], rtol=1e-12)  # biplane of two equal views
-    old = atrial_phenotypes(mask, mask, mask, affine, affine, (1.5, 2.0, 6.0), (1.5, 2.0, 6.0), axis, length_method="extent")
+    old = atrial_phenotypes(
+        mask, mask, mask, affine, affine, (1.5, 2.0, 6.0), (1.5, 2.0, 6.0), axis, length_method="extent"
+    )
     np.testing.assert_allclose(old.values[4], 8 / (3 * np.pi) * 0.81**2 / 1.2, rtol=1e-12)
 
 

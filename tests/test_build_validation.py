@@ -20,7 +20,11 @@ SMALL = ["--crop", "32", "--frames", "10", "--workers", "0"]
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_line_error(output: str) -> str:
@@ -66,7 +70,11 @@ def test_build_store_refuses_impossible_split_before_writing(tmp_path: Path) -> 
     cohort = write_cohort(tmp_path / "in", ["1", "2", "3"])
     out = tmp_path / "s.zarr"
     with pytest.raises(ValueError, match="test_size = 5 subjects, but there are only 3"):
-        build_store(BuildConfig(str(cohort), str(out), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, test_size=5))
+        build_store(
+            BuildConfig(
+                str(cohort), str(out), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, test_size=5
+            )
+        )
     assert not out.exists()
 
 
@@ -75,13 +83,19 @@ def test_cli_build_vista_r1_then_r4_on_the_same_out(tmp_path: Path) -> None:
     the rerun with ``--acc 4`` was refused as 'built with different parameters'."""
     cohort = write_cohort(tmp_path / "in", ["1", "2"])
     out = tmp_path / "s.zarr"
-    r = CliRunner().invoke(app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "1", *SMALL, "--mask-bank", "2"])
+    r = CliRunner().invoke(
+        app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "1", *SMALL, "--mask-bank", "2"]
+    )
     assert r.exit_code == 2
     assert "VISTA needs R > 1" in _one_line_error(r.output)
     assert not out.exists()
-    r = CliRunner().invoke(app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "2", "--acc", "2", *SMALL])
+    r = CliRunner().invoke(
+        app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "2", "--acc", "2", *SMALL]
+    )
     assert r.exit_code == 2 and "requested twice" in _one_line_error(r.output) and not out.exists()
-    r = CliRunner().invoke(app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "4", "--mask", "gaussian", *SMALL])
+    r = CliRunner().invoke(
+        app, ["build", "--input", str(cohort), "--out", str(out), "--acc", "4", "--mask", "gaussian", *SMALL]
+    )
     assert r.exit_code == 0, r.output
 
 

@@ -80,7 +80,11 @@ def test_build_pseudonymises_skipped_entry_names(tmp_path: Path) -> None:
     (root / "1999999").mkdir()
     key = b"k" * 32
     out = tmp_path / "p.zarr"
-    build_store(BuildConfig(str(root), str(out), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, pseudonym_key=key))
+    build_store(
+        BuildConfig(
+            str(root), str(out), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, pseudonym_key=key
+        )
+    )
     log = zarr.open_group(str(out), mode="r").attrs["builds"][-1]["skipped_entries"]
     assert log == [{"entry": pseudonymise("1999999", key), "reason": "no image files (empty folder)"}]
     assert "1999999" not in json.dumps(dict(zarr.open_group(str(out), mode="r").attrs))
@@ -89,7 +93,9 @@ def test_build_pseudonymises_skipped_entry_names(tmp_path: Path) -> None:
 def test_cli_build_and_labels_print_skipped_entries(tmp_path: Path) -> None:
     root = write_cohort(tmp_path / "in", ["1", "2"])
     (root / "1999999").mkdir()
-    r = CliRunner().invoke(app, ["build", "--input", str(root), "--out", str(tmp_path / "s.zarr"), "--mask", "gaussian", *SMALL])
+    r = CliRunner().invoke(
+        app, ["build", "--input", str(root), "--out", str(tmp_path / "s.zarr"), "--mask", "gaussian", *SMALL]
+    )
     assert r.exit_code == 0, r.output
     assert "skipped 1999999: no image files (empty folder)" in r.output
     df, rep = build_label_table(root, None, tmp_path / "l.parquet", workers=1)
@@ -98,7 +104,10 @@ def test_cli_build_and_labels_print_skipped_entries(tmp_path: Path) -> None:
 
     table = tmp_path / "participants.csv"
     participants_table([sample_participant(e, 0) for e in ("1", "2")]).to_csv(table, index=False)
-    r = CliRunner().invoke(app, ["labels", "--input", str(root), "--table", str(table), "--out", str(tmp_path / "m.parquet"), "--workers", "1"])
+    r = CliRunner().invoke(
+        app,
+        ["labels", "--input", str(root), "--table", str(table), "--out", str(tmp_path / "m.parquet"), "--workers", "1"],
+    )
     assert r.exit_code == 0, r.output
     assert "skipped 1999999: no image files (empty folder)" in r.output
 
@@ -111,9 +120,14 @@ def _zip_subject(tmp_path: Path, eid: str = "1000001") -> tuple[Path, Path]:
     own frame intervals, and its UKB zips: (nifti cohort folder, zip folder)."""
     nifti = write_cohort(tmp_path / "nifti", [eid])
     vol = load_subject_nifti(nifti / eid)
-    for name, aff in vol.affines.items():  # long-axis slice direction = row × column cosines · thickness, as DICOM gives it
+    for (
+        name,
+        aff,
+    ) in vol.affines.items():  # long-axis slice direction = row × column cosines · thickness, as DICOM gives it
         if "la_" in name:
-            aff[:3, 2] = np.cross(aff[:3, 0] / np.linalg.norm(aff[:3, 0]), aff[:3, 1] / np.linalg.norm(aff[:3, 1])) * 6.0
+            aff[:3, 2] = (
+                np.cross(aff[:3, 0] / np.linalg.norm(aff[:3, 0]), aff[:3, 1] / np.linalg.norm(aff[:3, 1])) * 6.0
+            )
     vol.dt = DTS["sa"]
     vol.frame_intervals = dict(DTS)
     save_subject_nifti(vol, nifti / eid)
@@ -147,7 +161,9 @@ def test_build_from_zips_records_the_short_axis_dt(tmp_path: Path) -> None:
     """The build's in-task conversion: the store's dt is the short axis's, and says so."""
     nifti, zips = _zip_subject(tmp_path)
     a, b = tmp_path / "zips.zarr", tmp_path / "nifti.zarr"
-    build_store(BuildConfig(str(zips), str(a), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, seg_dir=str(nifti)))
+    build_store(
+        BuildConfig(str(zips), str(a), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, seg_dir=str(nifti))
+    )
     build_store(BuildConfig(str(nifti), str(b), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False))
     for store in (a, b):
         dt = zarr.open_group(str(store), mode="r")["subjects/dt"]
@@ -168,7 +184,9 @@ def test_convert_accounts_for_every_entry(tmp_path: Path) -> None:
     assert reasons["1000001_20209_3_0.zip"] == "imaging instance 3_0, not 2_0"
     written = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["skipped_entries"]
     assert {e["entry"] for e in written} == set(reasons)
-    r = CliRunner().invoke(app, ["convert", "--input", str(zips), "--out", str(tmp_path / "out2"), "--workers", "0", "--no-progress"])
+    r = CliRunner().invoke(
+        app, ["convert", "--input", str(zips), "--out", str(tmp_path / "out2"), "--workers", "0", "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     assert "skipped 1000001_20209_3_0.zip: imaging instance 3_0, not 2_0" in r.output
 
@@ -182,7 +200,9 @@ def test_convert_and_build_on_a_demo_style_root(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert f"converting the zips in {demo / 'zips'}" in " ".join(r.output.split())
     assert (out / "1000001" / "la_4ch.nii.gz").exists()
-    r = CliRunner().invoke(app, ["build", "--input", str(demo), "--out", str(tmp_path / "s.zarr"), "--mask", "gaussian", *SMALL])
+    r = CliRunner().invoke(
+        app, ["build", "--input", str(demo), "--out", str(tmp_path / "s.zarr"), "--mask", "gaussian", *SMALL]
+    )
     assert r.exit_code == 2 and not (tmp_path / "s.zarr").exists()
     lines = [line for line in r.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and str(demo / "zips") in lines[0] and str(demo / "nifti") in lines[0]
@@ -203,7 +223,9 @@ def test_convert_on_the_folder_kspace_sim_demo_wrote(tmp_path: Path) -> None:
     demo = tmp_path / "DEMO"
     r = CliRunner().invoke(app, ["demo", "--subjects", "1", "--format", "dicom", "--out", str(demo), "--workers", "1"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["convert", "--input", str(demo), "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"])
+    r = CliRunner().invoke(
+        app, ["convert", "--input", str(demo), "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     eid = next(p.name for p in (demo / "nifti").iterdir() if p.is_dir())
     a, b = load_subject_nifti(demo / "nifti" / eid), load_subject_nifti(tmp_path / "out" / eid)

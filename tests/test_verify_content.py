@@ -27,8 +27,15 @@ EIDS = [f"50000{i:02d}" for i in range(4)]
 def _build(cohort: Path, out: Path, commit: str, workers: int = 0) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build_module, "git_commit", lambda: commit)
-        cfg = BuildConfig(str(cohort), str(out), [MaskSpec("gaussian", 4)], SimulationParams(crop=32, frames=10), seed=3,
-                          workers=workers, progress=False)
+        cfg = BuildConfig(
+            str(cohort),
+            str(out),
+            [MaskSpec("gaussian", 4)],
+            SimulationParams(crop=32, frames=10),
+            seed=3,
+            workers=workers,
+            progress=False,
+        )
         build_store(cfg)
 
 
@@ -78,7 +85,18 @@ def test_republishing_a_rebuild_is_unchanged(rebuilt: tuple[Path, Path]) -> None
 
 
 @pytest.mark.parametrize(
-    "array", ["kspace", "seg", "masks/gaussian_r4", "labels/phenotypes", "subjects/status", "subjects/split", "subjects/id", "subjects/checksum", "subjects/dt"]
+    "array",
+    [
+        "kspace",
+        "seg",
+        "masks/gaussian_r4",
+        "labels/phenotypes",
+        "subjects/status",
+        "subjects/split",
+        "subjects/id",
+        "subjects/checksum",
+        "subjects/dt",
+    ],
 )
 def test_a_flipped_byte_in_any_data_array_fails(rebuilt: tuple[Path, Path], array: str) -> None:
     store, mpath = rebuilt
@@ -127,7 +145,16 @@ def test_canonical_metadata_drops_only_volatile_values() -> None:
         "consolidated_metadata": {"metadata": {}},
     }  # fmt: skip
     got = canonical_metadata("zarr.json", json.dumps(root).encode())
-    assert got == {"zarr_format": 3, "node_type": "group", "attributes": {"global_seed": 0, "float16_image_nrmse": {"max": 1e-4}, "parameters": {}}}
+    assert got == {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"global_seed": 0, "float16_image_nrmse": {"max": 1e-4}, "parameters": {}},
+    }
     array = {"shape": [4, 18], "attributes": {"created": "t", "report": {"seconds": 3.1, "rows": 5}}}
-    assert canonical_metadata("labels/diseases/zarr.json", json.dumps(array).encode())["attributes"] == {"created": "t", "report": {"rows": 5}}
-    assert metadata_digest("zarr.json", json.dumps(root).encode()) == metadata_digest("zarr.json", json.dumps({**root, "attributes": {**root["attributes"], "created": "u"}}).encode())
+    assert canonical_metadata("labels/diseases/zarr.json", json.dumps(array).encode())["attributes"] == {
+        "created": "t",
+        "report": {"rows": 5},
+    }
+    assert metadata_digest("zarr.json", json.dumps(root).encode()) == metadata_digest(
+        "zarr.json", json.dumps({**root, "attributes": {**root["attributes"], "created": "u"}}).encode()
+    )
