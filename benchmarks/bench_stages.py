@@ -14,8 +14,10 @@ gradient checkpointing was off, measured again with it on.
 
 ``--stage 2 --chunk N`` measures stage II twice at the same batch, unchunked and with gradient
 caching in chunks of N subjects (``optim.chunk_size``), and prints the ratio of their seconds per
-subject (the price of the extra forward pass; target ≤ 1.4) and of their peak memory on CUDA. On
-one 80 GB GPU (prepared, not yet run):
+subject (the price of the extra forward pass; target ≤ 1.4) and of their peak memory on CUDA. On a
+shared CPU run it with ``OMP_NUM_THREADS=1`` (with 2 threads on a loaded machine the chunks' many
+small operations wait on the slower thread: 2.1–2.8× instead of 1.2×). On one 80 GB GPU (prepared,
+not yet run):
 
     python benchmarks/bench_stages.py --preset paper --stage 2 --batch 16 --chunk 4 --steps 2   # ratio
     python benchmarks/bench_stages.py --preset paper --stage 2 --batch 256 --chunk 16 --steps 1 # paper batch

@@ -80,6 +80,8 @@ class TaskConfig:
     image_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
     nnunet_trainer: str = "nnUNetTrainer"  # nnU-Net baselines (kmtr.nnunet): nnU-Net's trainer class, or a shorter one
+    nnunet_gpu_memory_gb: float = 8.0  # nnU-Net's planning target (-gpu_memory_target; 8 = its default): sets its batch
+    nnunet_tta: bool = True  # nnU-Net's mirroring test-time augmentation at prediction (its default)
 
 
 @dataclass
@@ -184,7 +186,8 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
                                     "optim.warmup_epochs": 1},
 }
 TINY_BASELINES: dict[str, Any] = {"heads.resnet_width": 0.125, "heads.unet_channels": "8,16,32,64",
-                                  "heads.nnunet_trainer": "nnUNetTrainer_20epochs_50iters"}
+                                  "heads.nnunet_trainer": "nnUNetTrainer_10epochs_25iters",
+                                  "heads.nnunet_gpu_memory_gb": 0.2, "heads.nnunet_tta": False}
 
 
 def preset(name: str, stage: int = 1, task: str = "") -> TrainConfig:

@@ -214,7 +214,8 @@ def train_nnunet(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]
         plan_env = {**env, "nnUNet_n_proc_DA": str(processes)}  # the planner sets torch threads from it
         seconds["plan_and_preprocess"] = _step("plan_and_preprocess", [
             _console_script("nnUNetv2_plan_and_preprocess"), "-d", "1", "-c", CONFIGURATION, "-np", str(processes),
-            "-npfp", str(processes), "--verify_dataset_integrity"], plan_env, run)
+            "-npfp", str(processes), "-gpu_memory_target", f"{cfg.heads.nnunet_gpu_memory_gb:g}",
+            "--verify_dataset_integrity"], plan_env, run)
         tmp = pre / "splits_final.json.tmp"
         tmp.write_text(json.dumps(splits_final(export), indent=1))
         tmp.replace(pre / "splits_final.json")
@@ -232,7 +233,7 @@ def train_nnunet(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]
         print(f"nnU-Net {cfg.method}: predicting {len(export.cases['test'])} test cases", flush=True)
         seconds["predict"] = _step("predict", [
             sys.executable, "-m", "kmtr.nnunet.worker", "predict", DATASET, fold, trainer, device,
-            str(raw / DATASET / "imagesTs"), str(out)], env, run)
+            str(raw / DATASET / "imagesTs"), str(out)] + ([] if cfg.heads.nnunet_tta else ["--disable_tta"]), env, run)
         from kmtr.store import open_store, read_store_info
 
         info = read_store_info(open_store(cfg.data.data), cfg.data.data)

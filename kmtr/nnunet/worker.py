@@ -10,8 +10,8 @@ imported, so each run gets a fresh process). Commands:
   TRAINER -device DEVICE [--c]`` does (nnU-Net's trainer class, its ``maybe_load_checkpoint`` and
   ``run_training``), except that the trainer may also be one of ours and nnU-Net's final validation
   pass over its own validation fold is not run (the benchmark evaluates on the test split);
-* ``predict DATASET FOLD TRAINER DEVICE INPUT OUTPUT`` — nnU-Net's ``nnUNetPredictor`` (sliding
-  window with Gaussian weighting and mirroring, nnU-Net's defaults) on every image of INPUT with
+* ``predict DATASET FOLD TRAINER DEVICE INPUT OUTPUT [--disable_tta]`` — nnU-Net's ``nnUNetPredictor``
+  (sliding window with Gaussian weighting and mirroring, nnU-Net's defaults) on every image of INPUT with
   ``checkpoint_final.pth``, label maps written to OUTPUT; finished cases are skipped
   (``overwrite=False``), so an interrupted prediction resumes.
 
@@ -81,7 +81,8 @@ def train(dataset: str, fold: str, trainer_name: str, device_name: str, continue
     trainer.run_training()
 
 
-def predict(dataset: str, fold: str, trainer_name: str, device_name: str, source: str, target: str) -> None:
+def predict(dataset: str, fold: str, trainer_name: str, device_name: str, source: str, target: str,
+            mirroring: bool = True) -> None:
     """``nnUNetPredictor`` initialised as ``initialize_from_trained_model_folder`` does (plans,
     dataset.json and ``checkpoint_final.pth`` of the fold; the network built by the trainer class),
     then ``predict_from_files_sequential`` (one process)."""
@@ -108,8 +109,8 @@ def predict(dataset: str, fold: str, trainer_name: str, device_name: str, source
         determine_num_input_channels(plans_manager, configuration, dataset_json),
         plans_manager.get_label_manager(dataset_json).num_segmentation_heads, enable_deep_supervision=False)
     network.load_state_dict(checkpoint["network_weights"])
-    predictor = nnUNetPredictor(device=device, perform_everything_on_device=device.type == "cuda",
-                                allow_tqdm=False)
+    predictor = nnUNetPredictor(use_mirroring=mirroring, device=device,
+                                perform_everything_on_device=device.type == "cuda", allow_tqdm=False)
     predictor.manual_initialization(network, plans_manager, configuration, [checkpoint["network_weights"]],
                                     dataset_json, checkpoint["trainer_name"],
                                     checkpoint.get("inference_allowed_mirroring_axes"))
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             p.add_argument("source")
             p.add_argument("target")
+            p.add_argument("--disable_tta", action="store_true", help="as nnUNetv2_predict --disable_tta")
     args = parser.parse_args(argv)
     if args.command == "check-trainer":
         if find_trainer(args.trainer) is None:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "train":
         train(args.dataset, args.fold, args.trainer, args.device, args.continue_training)
     else:
-        predict(args.dataset, args.fold, args.trainer, args.device, args.source, args.target)
+        predict(args.dataset, args.fold, args.trainer, args.device, args.source, args.target, not args.disable_tta)
 
 
 if __name__ == "__main__":
