@@ -11,15 +11,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from kmtr_fixtures import write_store
 from typer.testing import CliRunner
 
 from cli.kmtr_app import app
 from kmtr.fft import ifft2c
 from kmtr.nnunet import INSTALL_HINT, nnunet_available
 from kmtr.nnunet.export import (
-    DATASET, ExportedDataset, case_id, export_dataset, parse_case_id, read_label_map, splits_final, write_image,
+    DATASET,
+    ExportedDataset,
+    case_id,
+    export_dataset,
+    parse_case_id,
+    read_label_map,
+    splits_final,
+    write_image,
 )
-from kmtr_fixtures import write_store
 
 torch.set_num_threads(1)
 

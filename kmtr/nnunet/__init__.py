@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["NNUNET_METHODS", "INSTALL_HINT", "NnUNetMissing", "nnunet_available", "require_nnunet"]
+__all__ = ["INSTALL_HINT", "NNUNET_METHODS", "NnUNetMissing", "nnunet_available", "require_nnunet"]
 
 #: benchmark method → the image it segments (:func:`kmtr.models.baselines.baseline_input` kinds)
 NNUNET_METHODS: dict[str, str] = {"nnunet": "image", "nnunet_u": "image_under"}

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -42,8 +43,19 @@ from kmtr.models.baselines import baseline_input
 from kmtr.store import StoreError
 
 __all__ = [
-    "DATASET", "FILE_ENDING", "NUM_CLASSES", "ExportedDataset", "case_id", "parse_case_id", "magnitude_images",
-    "label_names", "dataset_json", "write_image", "read_label_map", "export_dataset", "splits_final",
+    "DATASET",
+    "FILE_ENDING",
+    "NUM_CLASSES",
+    "ExportedDataset",
+    "case_id",
+    "dataset_json",
+    "export_dataset",
+    "label_names",
+    "magnitude_images",
+    "parse_case_id",
+    "read_label_map",
+    "splits_final",
+    "write_image",
 ]
 
 DATASET = "Dataset001_KMTR"
@@ -141,7 +153,7 @@ class ExportedDataset:
         return {"kind": self.kind, "mask": self.mask, "frames": self.frames, "cases": self.cases}
 
     @classmethod
-    def load(cls, folder: Path) -> "ExportedDataset":
+    def load(cls, folder: Path) -> ExportedDataset:
         """Read ``<folder>/export.json`` (raises FileNotFoundError when the export is not complete)."""
         d = json.loads((folder / "export.json").read_text())
         return cls(folder, d["kind"], d["mask"], list(d["frames"]), {k: list(v) for k, v in d["cases"].items()})

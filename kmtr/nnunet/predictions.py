@@ -23,7 +23,7 @@ from kmtr.data import KSpaceDataset, prepare_batch
 from kmtr.eval.predict import Predictions
 from kmtr.nnunet.export import FILE_ENDING, parse_case_id, read_label_map
 
-__all__ = ["PREDICTIONS", "collect_predictions", "save_predictions", "load_predictions"]
+__all__ = ["PREDICTIONS", "collect_predictions", "load_predictions", "save_predictions"]
 
 PREDICTIONS = "predictions_test.npz"
 

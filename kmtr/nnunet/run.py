@@ -34,12 +34,12 @@ from typing import Any
 
 from kmtr.config import TrainConfig, config_to_dict, save_config
 from kmtr.nnunet import NNUNET_METHODS, require_nnunet
-from kmtr.nnunet.export import DATASET, ExportedDataset, export_dataset, label_names, splits_final
+from kmtr.nnunet.export import DATASET, NUM_CLASSES, ExportedDataset, export_dataset, splits_final
 from kmtr.nnunet.predictions import PREDICTIONS, collect_predictions, save_predictions
 from kmtr.nnunet.worker import CONFIGURATION, PLANS
 from kmtr.train.runner import ConfigError, run_dir
 
-__all__ = ["NnUNetFailed", "nnunet_env", "is_finished", "train_nnunet"]
+__all__ = ["NnUNetFailed", "is_finished", "nnunet_env", "train_nnunet"]
 
 PREDICTION_FOLDER = "nnunet_predictions_test"
 
@@ -238,7 +238,7 @@ def train_nnunet(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]
 
         info = read_store_info(open_store(cfg.data.data), cfg.data.data)
         preds = collect_predictions(cfg.data.data, "test", cfg.data.mask, cfg.data.frames, export.cases["test"], out)
-        names = [info.label_map.get(str(i), str(i)) for i in range(len(label_names({})))]
+        names = [info.label_map.get(str(i), str(i)) for i in range(NUM_CLASSES)]  # as kmtr's task_targets
         save_predictions(preds, {"out_dim": len(names), "names": names}, run)
     steps, loss = _training_record(fold_dir)
     return {"run_dir": run, "global_step": steps, "last": {"loss": loss}, "seconds": seconds,
