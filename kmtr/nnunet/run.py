@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,8 +78,14 @@ def _console_script(name: str) -> str:
     return found
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _step(name: str, command: list[str], env: dict[str, str], run: Path) -> float:
-    """Run one nnU-Net step with its output in ``<run>/logs/<name>.log``; returns seconds taken.
+    """Run one nnU-Net step with its output in ``<run>/logs/<name>.log``; returns seconds taken
+    (wall clock; the step's CPU seconds, its processes together, go to the log's last line).
 
     Raises:
         NnUNetFailed: the step exited with an error (the log's last lines are in the message).
@@ -86,12 +93,13 @@ def _step(name: str, command: list[str], env: dict[str, str], run: Path) -> floa
     logs = run / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"{name}.log"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     with open(log, "a") as fh:
         fh.write(f"$ {' '.join(command)}\n")
         fh.flush()
         code = subprocess.call(command, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=run)
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        fh.write(f"kmtr: step {name} exit {code}, {seconds:.1f} s wall, {_children_cpu() - cpu:.1f} s CPU\n")
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise NnUNetFailed(f"nnU-Net step {name!r} failed (exit {code}); log {log}:\n{tail}")
