@@ -19,13 +19,15 @@ import zarr
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "STATUS_DONE",
     "SPLIT_CODES",
+    "STATUS_DONE",
     "StoreError",
     "StoreInfo",
-    "resolve_store_url",
+    "check_layout",
     "open_store",
     "read_store_info",
+    "resolve_store_url",
+    "store_format_schema",
 ]
 
 FORMAT_NAME = "kspace-mri-store"
@@ -189,6 +191,45 @@ def _view_ids(attrs: dict[str, Any], s: int) -> tuple[int, ...]:
     return tuple(1 if i in lax else 0 for i in range(s))
 
 
+def store_format_schema(version: int = FORMAT_VERSION) -> dict[str, Any]:
+    """The arrays of store format ``version`` as the simulator declares them: ``store_format_v<version>.json``
+    beside this module, exported from ``kspace_sim.store.schema`` (a test keeps the two equal; the trainer
+    reads the JSON and never imports the simulator)."""
+    path = Path(__file__).with_name(f"store_format_v{version}.json")
+    return json.loads(path.read_text())
+
+
+def _dtype_matches(actual: Any, expected: str) -> bool:
+    if expected == "string":
+        return np.dtype(actual).kind in "UTO"
+    return np.dtype(actual) == np.dtype(expected)
+
+
+def check_layout(group: zarr.Group, url: str = "") -> None:
+    """Check every array the format declares (``kspace`` aside: :func:`read_store_info` checks it with
+    its storage): required ones present, and each present one with the declared dtype and number of axes.
+
+    Raises:
+        StoreError: one line naming the first array that is missing or has another dtype or rank.
+    """
+    for spec in store_format_schema()["arrays"]:
+        path = spec["path"]
+        if path == "kspace":
+            continue
+        if path.startswith("masks/"):
+            found = [f"masks/{name}" for name, _ in group["masks"].arrays()] if "masks" in group else []
+        else:
+            found = [path] if path in group else []
+            if not found and spec["required"]:
+                raise StoreError(f"{url}: required array {path!r} is missing (docs/store-format.md)")
+        for name in found:
+            arr = group[name]
+            if arr.ndim != len(spec["shape"]) or not _dtype_matches(arr.dtype, spec["dtype"]):
+                raise StoreError(
+                    f"{url}: {name!r} should be {len(spec['shape'])}-d {spec['dtype']}, found {arr.shape} {arr.dtype}"
+                )
+
+
 def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
     """Summarise an opened store (reads only metadata and the small ``subjects/*`` arrays)."""
     if "kspace" not in group:
@@ -204,6 +245,7 @@ def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
             raise StoreError(f"{url}: float16 k-space storage without 'subjects/kspace_scale'")
     elif storage != "complex64":
         raise StoreError(f"{url}: unknown k-space storage {storage!r} (complex64 or float16)")
+    check_layout(group, url)
     n, s, t, h, w = karr.shape[:5]
     attrs = group.attrs.asdict()
     masks: tuple[str, ...] = ()

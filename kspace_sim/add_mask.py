@@ -9,7 +9,6 @@ chunk, written atomically.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +16,11 @@ from typing import Any
 import numpy as np
 import zarr
 
-from kspace_sim.build import _progress, git_commit
-from kspace_sim.cluster import dask_client
 from kspace_sim.masks import acs_lines_mask
+from kspace_sim.masks.registry import validate_mask_request
 from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
-from kspace_sim.masks.registry import validate_mask_request
+from kspace_sim.subject_runner import achieved_acceleration, git_commit, log_entry, mask_line_counts, run_rows
 
 __all__ = ["AddMaskReport", "add_mask_to_store", "validate_mask_spec"]
 
@@ -51,8 +49,7 @@ def _mask_row(
     m = subject_masks(subject_id, [spec], seed, s, t, w, banks)[spec.name]
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     zarr.open_group(url, mode="r+", use_consolidated=False, **kwargs)[f"masks/{spec.name}"][row] = m
-    acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
-    return int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum())
+    return mask_line_counts(m, acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options))
 
 
 def _scan_written_rows(
@@ -71,8 +68,7 @@ def _scan_written_rows(
         m = arr[start : start + block]
         fin = m.any(axis=-1).all(axis=(1, 2))
         finished[start : start + block] = fin
-        m = m[fin & done[start : start + block]]
-        counts += (m.size, m.sum(), m[..., ~acs].size, m[..., ~acs].sum())
+        counts += mask_line_counts(m[fin & done[start : start + block]], acs)
     return finished, counts
 
 
@@ -145,37 +141,23 @@ def _fill(
     ids = [str(x) for x in group["subjects/id"][:]]
     rows = [i for i in range(n) if status[i] == STATUS_DONE and not finished[i]]
     skipped = int(((status == STATUS_DONE) & finished).sum())
-    args = (spec, seed, (s, t, w), storage_options, mask_banks([spec], seed, t, w) if rows else {})
-    bar = _progress(len(rows), progress)
-    if workers <= 0:
-        for row in rows:
-            counts += _mask_row(url, row, ids[row], *args)
-            bar.update(1)
-    elif rows:
-        from dask.distributed import as_completed
 
-        with dask_client(workers, scheduler) as client:
-            futures = [client.submit(_mask_row, url, row, ids[row], *args, key=f"mask-row-{row}", pure=False) for row in rows]
-            for fut in as_completed(futures):
-                counts += fut.result()
-                bar.update(1)
-    bar.close()
-    # exact achieved R over every done subject: rows found written plus rows written now
-    r = counts[0] / max(int(counts[1]), 1)
-    r_na = counts[2] / max(int(counts[3]), 1)
+    def add(result: tuple[int, int, int, int]) -> None:
+        counts[:] += result
+
+    run_rows(
+        _mask_row, rows, lambda row: (url, row, ids[row]),
+        lambda client: (spec, seed, (s, t, w), storage_options, mask_banks([spec], seed, t, w)), add,
+        workers=workers, scheduler=scheduler, progress=progress, key="mask-row",
+    )
+    # exact achieved R over every done subject: rows found written plus rows written now (the build's rule)
+    r, r_na = achieved_acceleration(counts)
     masks = dict(group.attrs.get("masks", {}))
     masks[spec.name] = {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na}
-    builds = list(group.attrs.get("builds", []))
-    builds.append(
-        {
-            "kind": "add-mask",
-            "mask": spec.name,
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "processed": len(rows),
-            "skipped_done": skipped,
-            "git_commit": git_commit(),
-        }
-    )
+    builds = [
+        *group.attrs.get("builds", []),
+        log_entry({"kind": "add-mask", "mask": spec.name}, len(rows), skipped, {"git_commit": git_commit()}),
+    ]
     group.attrs.update({"masks": masks, "builds": builds})
     consolidate(url, storage_options)
     return AddMaskReport(spec.name, len(rows), skipped, time.perf_counter() - t0, r, r_na)

@@ -9,37 +9,52 @@ subjects already done are skipped, failed ones are retried.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import zarr
 
 import kspace_sim
-from kspace_sim.cluster import dask_client
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.sharing.splits import SplitOptions, assign_splits, default_test_size
 from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate_subject, validate_masks
 from kspace_sim.sources.discover import SubjectSource, scan_input
 from kspace_sim.sources.subject import SubjectError
+from kspace_sim.store.checksum import DEFAULT_CHECKSUM, store_checksum_algorithm, subject_checksum
+from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.layout import (
+    STATUS_DONE,
+    STATUS_FAILED,
     StoreError,
     consolidate,
+    create_schema_array,
     create_store,
     open_store,
 )
-from kspace_sim.store.checksum import DEFAULT_CHECKSUM, store_checksum_algorithm, subject_checksum
-from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
+from kspace_sim.subject_runner import achieved_acceleration, git_commit, log_entry, mask_line_counts, run_rows, utc_now
 from kspace_sim.views import LABEL_MAP
 
-__all__ = ["BuildConfig", "BuildReport", "build_store", "validate_build", "validate_split", "process_subject", "git_commit"]
+__all__ = [
+    "BuildConfig",
+    "BuildReport",
+    "build_store",
+    "discover",
+    "finalise_labels",
+    "git_commit",
+    "plan",
+    "process_subject",
+    "publish_run",
+    "run_subjects",
+    "validate_build",
+    "validate_split",
+]
 
 
 @dataclass
@@ -110,21 +125,6 @@ class BuildReport:
         return self.processed / self.seconds if self.seconds > 0 else float("nan")
 
 
-def git_commit() -> str:
-    """The simulator's git commit, or 'unknown' outside a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except Exception:  # noqa: BLE001 - provenance only
-        return "unknown"
-
-
 def _open_rows(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     return zarr.open_group(url, mode="r+", use_consolidated=False, **kwargs)
@@ -172,8 +172,7 @@ def process_subject(
         counts: dict[str, tuple[int, int, int, int]] = {}
         for name, m in sim.masks.items():
             spec = next(s for s in masks if s.name == name)
-            acs = acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options)
-            counts[name] = (int(m.size), int(m.sum()), int(m[..., ~acs].size), int(m[..., ~acs].sum()))
+            counts[name] = mask_line_counts(m, acs_lines_mask(spec.pattern, m.shape[-1], spec.acceleration, **spec.options))
         pheno = phenotypes(vol) if phenotypes is not None else (None, [])
         v = sim.views
         return SubjectRecord(
@@ -264,7 +263,7 @@ def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
     return {
         "simulator_version": kspace_sim.__version__,
         "git_commit": git_commit(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "global_seed": cfg.seed,
         "parameters": cfg.data_parameters(),
         "fft_convention": FFT_CONVENTION,
@@ -344,12 +343,8 @@ def phenotype_hook(vol: Any) -> tuple[np.ndarray, list[str]]:
 def _mask_summary(counts: dict[str, list[int]], cfg: BuildConfig) -> dict[str, dict[str, Any]]:
     out = {}
     for spec in cfg.masks:
-        total, sampled, total_na, sampled_na = counts.get(spec.name, [0, 0, 0, 0])
-        out[spec.name] = {
-            **spec.to_dict(),
-            "achieved_acceleration": total / sampled if sampled else float("nan"),
-            "achieved_acceleration_without_acs": total_na / sampled_na if sampled_na else float("nan"),
-        }
+        r, r_na = achieved_acceleration(counts.get(spec.name, [0, 0, 0, 0]))
+        out[spec.name] = {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na}
     return out
 
 
@@ -360,17 +355,40 @@ def _store_size(url: str) -> int | None:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
-def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None = None) -> BuildReport:
-    """Build (or resume) the store ``cfg.out`` from ``cfg.input_dir``.
+@dataclass
+class Discovery:
+    """What the input holds: the subjects (pseudonymised and sorted when asked), the entries that
+    are not subjects, and the participant table with its disease definitions."""
 
-    Args:
-        cfg: the build configuration.
-        on_failure: called with (subject id, reason) for each failed subject as it happens.
+    sources: list[SubjectSource]
+    skipped_entries: list[tuple[str, str]]
+    table_path: str | None
+    diseases: list[Any]
 
-    Raises:
-        InputError, ValueError, StoreError: before any work, for a missing input, a bad mask
-            request or an incompatible existing store.
-    """
+
+@dataclass
+class BuildPlan:
+    """The store opened (or created) for this run, its subject table, and the rows still to do."""
+
+    group: zarr.Group
+    table: SubjectTable
+    pending: list[int]
+    skipped: int
+    checksum: str
+    started: str
+
+
+@dataclass
+class SubjectRun:
+    """What the subject tasks of one run reported: summed mask line counts, failures, float16 errors."""
+
+    counts: dict[str, list[int]]
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    storage_errors: list[float] = field(default_factory=list)
+
+
+def discover(cfg: BuildConfig) -> Discovery:
+    """Step 1: check the configuration, scan the input and the participant table (before any write)."""
     validate_build(cfg)
     scan = scan_input(cfg.input_dir, cfg.seg_dir)
     sources = scan.sources
@@ -378,99 +396,104 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
     table_path, diseases = _resolve_table(cfg)
     if cfg.pseudonym_key is not None:
         sources = sorted((s.pseudonymised(cfg.pseudonym_key) for s in sources), key=lambda s: s.subject_id)
-    t0 = time.perf_counter()
-    group = _prepare_store(cfg, sources)
-    hook = phenotype_hook if cfg.labels else None
-    if "labels/phenotypes" not in group and hook is not None:
+    return Discovery(sources, list(scan.skipped), table_path, diseases)
+
+
+def plan(cfg: BuildConfig, found: Discovery) -> BuildPlan:
+    """Step 2: create the store, or reopen it for a resume with identical parameters; the rows left to do."""
+    group = _prepare_store(cfg, found.sources)
+    n = len(found.sources)
+    if "labels/phenotypes" not in group and cfg.labels:
         from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
 
-        ph = group.create_array("labels/phenotypes", shape=(len(sources), 18), chunks=(max(len(sources), 1), 18), dtype="float32", fill_value=float("nan"))
+        dims = {"N": n, "P": len(PHENOTYPE_COLUMNS)}
+        ph = create_schema_array(group, "labels/phenotypes", dims)
         ph.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
-        reasons = group.create_array("labels/phenotype_qc", shape=(len(sources),), chunks=(max(len(sources), 1),), dtype=str)
-        reasons[:] = np.full(len(sources), "", dtype=object).astype(str)
+        reasons = create_schema_array(group, "labels/phenotype_qc", dims)
+        reasons[:] = np.full(n, "", dtype=object).astype(str)
     table = SubjectTable(group)
-    checksum = store_checksum_algorithm(group)  # a store resumed keeps the algorithm it was started with
     pending = table.pending_rows()
-    skipped = len(sources) - len(pending)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    counts: dict[str, list[int]] = {k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in group.attrs.get("masks", {}).items()}
-    failures: list[tuple[str, str]] = []
+    # a store resumed keeps the checksum algorithm it was started with
+    return BuildPlan(group, table, pending, n - len(pending), store_checksum_algorithm(group), utc_now())
 
-    storage_errors: list[float] = []
 
-    def handle(rec: SubjectRecord) -> None:
-        table.record(rec)
-        if rec.ok:
-            storage_errors.append(rec.storage_nrmse)
-            for name, c in rec.mask_counts.items():
-                acc = counts.setdefault(name, [0, 0, 0, 0])
-                for i in range(4):
-                    acc[i] += c[i]
-        else:
-            sid = table.ids[rec.row]
-            failures.append((sid, rec.reason))
-            if on_failure:
-                on_failure(sid, rec.reason)
-
-    disease_job = _start_disease_labels(table_path, sources, cfg, diseases)
-    bar = _progress(len(pending), cfg.progress)
+def run_subjects(
+    cfg: BuildConfig, found: Discovery, todo: BuildPlan, on_failure: Callable[[str, str], None] | None = None
+) -> SubjectRun:
+    """Step 3: simulate and write every pending subject (serially or on Dask); the client records
+    each result in the subject table as it arrives and flushes it every ``cfg.flush_seconds``."""
+    table = todo.table
+    run = SubjectRun({k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in todo.group.attrs.get("masks", {}).items()})
+    hook = phenotype_hook if cfg.labels else None
     last_flush = time.monotonic()
 
     def finished(rec: SubjectRecord) -> None:
         nonlocal last_flush
-        handle(rec)
-        bar.update(1)
+        table.record(rec)
+        if rec.ok:
+            run.storage_errors.append(rec.storage_nrmse)
+            for name, c in rec.mask_counts.items():
+                acc = run.counts.setdefault(name, [0, 0, 0, 0])
+                for i in range(4):
+                    acc[i] += c[i]
+        else:
+            sid = table.ids[rec.row]
+            run.failures.append((sid, rec.reason))
+            if on_failure:
+                on_failure(sid, rec.reason)
         if time.monotonic() - last_flush > cfg.flush_seconds:
             table.flush()
             last_flush = time.monotonic()
 
-    if cfg.workers <= 0:  # in-process, serial: debugging and tests
-        banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop) if pending else {}
-        args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, checksum)
-        for row in pending:
-            finished(process_subject(sources[row], row, cfg.out, *args))
-    elif pending:
-        from dask.distributed import as_completed
-
-        with dask_client(cfg.workers, cfg.scheduler) as client:
+    def shared(client: Any) -> tuple[Any, ...]:
+        if client is None:
+            banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop)
+        else:
             banks = _cluster_mask_banks(client, cfg)
-            args = (cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, checksum)
-            futures = [
-                client.submit(process_subject, sources[row], row, cfg.out, *args, key=f"subject-row-{row}", pure=False)
-                for row in pending
-            ]
-            for fut in as_completed(futures):
-                finished(fut.result())
-                fut.release()
-    bar.close()
+        return (cfg.out, cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, todo.checksum)
+
+    run_rows(
+        process_subject, todo.pending, lambda row: (found.sources[row], row), shared, finished,
+        workers=cfg.workers, scheduler=cfg.scheduler, progress=cfg.progress, key="subject-row",
+    )
     table.flush()
-    disease_report = _write_disease_labels(group, disease_job, sources)
-    splits = assign_splits(group, SplitOptions(cfg.seed, cfg.test_size, cfg.val_fraction))
-    seconds = time.perf_counter() - t0
-    mask_attrs = _mask_summary(counts, cfg)
-    for name, c in counts.items():
+    return run
+
+
+def finalise_labels(cfg: BuildConfig, found: Discovery, todo: BuildPlan, disease_job: Any) -> tuple[Any, dict[str, int]]:
+    """Step 4: ``labels/diseases`` (from the participant table read alongside the subjects) and
+    ``subjects/split``; returns the disease report and the subjects per split."""
+    disease_report = _write_disease_labels(todo.group, disease_job, found.sources)
+    splits = assign_splits(todo.group, SplitOptions(cfg.seed, cfg.test_size, cfg.val_fraction))
+    return disease_report, splits
+
+
+def publish_run(cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: SubjectRun) -> dict[str, dict[str, Any]]:
+    """Step 5: the masks' achieved R, the build log and float16 statistics into the group
+    attributes, consolidated metadata, and the Croissant manifest when asked; returns the masks' attributes."""
+    group = todo.group
+    mask_attrs = _mask_summary(run.counts, cfg)
+    for name, c in run.counts.items():
         if name in mask_attrs:
             mask_attrs[name]["_counts"] = c
-    builds = list(group.attrs.get("builds", []))
-    builds.append(
+    entry = log_entry(
+        {"started": todo.started},
+        len(todo.pending),
+        todo.skipped,
         {
-            "started": started,
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "processed": len(pending),
-            "skipped_done": skipped,
-            "failed": [{"id": sid, "reason": r} for sid, r in failures],
-            "skipped_entries": [{"entry": name, "reason": r} for name, r in _logged_entries(scan.skipped, cfg)],
+            "failed": [{"id": sid, "reason": r} for sid, r in run.failures],
+            "skipped_entries": [{"entry": name, "reason": r} for name, r in _logged_entries(found.skipped_entries, cfg)],
             "simulator_version": kspace_sim.__version__,
             "git_commit": git_commit(),
             "workers": cfg.workers,
-        }
+        },
     )
-    update: dict[str, Any] = {"masks": mask_attrs, "builds": builds}
-    if cfg.storage == "float16" and storage_errors:
+    update: dict[str, Any] = {"masks": mask_attrs, "builds": [*group.attrs.get("builds", []), entry]}
+    if cfg.storage == "float16" and run.storage_errors:
         prev = group.attrs.get("float16_image_nrmse", {})
         update["float16_image_nrmse"] = {
-            "max": max([float(prev.get("max", 0.0)), *storage_errors]),
-            "mean_this_run": float(np.mean(storage_errors)),
+            "max": max([float(prev.get("max", 0.0)), *run.storage_errors]),
+            "mean_this_run": float(np.mean(run.storage_errors)),
         }
     group.attrs.update(_normalise(update))
     consolidate(cfg.out, cfg.storage_options)
@@ -482,23 +505,56 @@ def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None 
             PublishOptions(name=Path(cfg.manifest).stem, version=cfg.manifest_version, ukb_application=cfg.ukb_application),
             cfg.storage_options, progress=cfg.progress,
         )
+    return mask_attrs
+
+
+def build_store(cfg: BuildConfig, on_failure: Callable[[str, str], None] | None = None) -> BuildReport:
+    """Build (or resume) the store ``cfg.out`` from ``cfg.input_dir``:
+    discover → plan → run subjects → finalise labels and splits → publish.
+
+    Args:
+        cfg: the build configuration.
+        on_failure: called with (subject id, reason) for each failed subject as it happens.
+
+    Raises:
+        InputError, ValueError, StoreError: before any work, for a missing input, a bad mask
+            request or an incompatible existing store.
+    """
+    found = discover(cfg)
+    t0 = time.perf_counter()
+    todo = plan(cfg, found)
+    disease_job = _start_disease_labels(found.table_path, found.sources, cfg, found.diseases)  # read alongside
+    run = run_subjects(cfg, found, todo, on_failure)
+    disease_report, splits = finalise_labels(cfg, found, todo, disease_job)
+    seconds = time.perf_counter() - t0
+    mask_attrs = publish_run(cfg, found, todo, run)
+    return _report(cfg, found, todo, run, seconds, mask_attrs, disease_report, splits)
+
+
+def _report(
+    cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: SubjectRun, seconds: float,
+    mask_attrs: dict[str, dict[str, Any]], disease_report: Any, splits: dict[str, int],
+) -> BuildReport:
+    """The run's summary; writes the label table (Parquet) beside a local store or where asked."""
+    table = todo.table
     c = table.counts()
-    labels_df, summary = _label_table(group, table)
+    labels_df, summary = _label_table(todo.group, table)
     if labels_df is not None and (cfg.labels_parquet or "://" not in cfg.out):
-        _write_parquet(labels_df, cfg.labels_parquet or _default_parquet(cfg.out), diseases, disease_report, cfg.policy)
+        _write_parquet(labels_df, cfg.labels_parquet or _default_parquet(cfg.out), found.diseases, disease_report, cfg.policy)
+    errors = run.storage_errors
     return BuildReport(
         store=cfg.out,
-        n_subjects=len(sources),
-        processed=len(pending),
-        skipped=skipped,
+        n_subjects=len(found.sources),
+        processed=len(todo.pending),
+        skipped=todo.skipped,
         done=c["done"],
-        failed=[(table.ids[i], str(table.reason[i])) for i in np.flatnonzero(table.status == 2)],
+        failed=[(table.ids[i], str(table.reason[i])) for i in np.flatnonzero(table.status == STATUS_FAILED)],
         seconds=seconds,
         achieved_acceleration={k: {kk: v[kk] for kk in ("achieved_acceleration", "achieved_acceleration_without_acs")} for k, v in mask_attrs.items()},
         store_bytes=_store_size(cfg.out),
-        float16_image_nrmse=max(storage_errors) if cfg.storage == "float16" and storage_errors else None,
+        float16_image_nrmse=max(errors) if cfg.storage == "float16" and errors else None,
         splits=splits,
-        skipped_entries=list(scan.skipped),
+        skipped_entries=list(found.skipped_entries),
         labels=labels_df,
         label_summary=summary,
         disease_report=disease_report,
@@ -556,10 +612,7 @@ def _write_disease_labels(group: zarr.Group, job: Any, sources: list[SubjectSour
     lab = result.labels
     raw_ids = [s.source_id or s.subject_id for s in sources]
     values = lab.loc[raw_ids].to_numpy(dtype=np.int8)
-    arr = group.create_array(
-        "labels/diseases", shape=values.shape, chunks=tuple(max(d, 1) for d in values.shape), dtype="int8",
-        fill_value=-1, overwrite=True,
-    )
+    arr = create_schema_array(group, "labels/diseases", {"N": values.shape[0], "D": values.shape[1]}, overwrite=True)
     arr[...] = values
     rep = result.report
     arr.attrs.update(
@@ -585,7 +638,7 @@ def _label_table(group: zarr.Group, table: SubjectTable) -> tuple[Any, list[Any]
     from kspace_sim.labels.codes import load_disease_codes
     from kspace_sim.labels.summary import summary_table
 
-    done = table.status == 1
+    done = table.status == STATUS_DONE
     ids = [sid for sid, ok in zip(table.ids, done) if ok]
     df = pd.DataFrame(index=pd.Index(ids, name="subject_id"))
     if table.phenotypes is not None:
@@ -609,18 +662,3 @@ def _write_parquet(df: Any, path: str, diseases: list[Any], report: Any, policy:
     from kspace_sim.labels.label_table import label_table_metadata, write_label_table
 
     write_label_table(df, path, label_table_metadata(diseases or None, report, policy))
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="subjects", unit="subj")
-

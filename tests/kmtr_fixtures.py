@@ -4,7 +4,8 @@ The trainer's tests and benchmarks need stores of any size, fast, with chosen st
 building one from phantom subjects (tests/test_contract.py does that) would take too long for
 each of them. So the arrays here are synthetic (smooth random magnitudes, a beating disk, random
 line masks), but the store around them is the simulator's: created by
-:func:`kspace_sim.store.layout.create_store` (arrays, dtypes, chunks, the 16-byte xxh3 checksum
+:func:`kspace_sim.store.layout.create_store` and ``create_schema_array`` from the declarative schema
+:mod:`kspace_sim.store.schema` (arrays, dtypes, chunks, fill values, the 16-byte xxh3 checksum
 column, split and status codes), with the simulator's label map (6 classes), its 18 phenotype
 column names and units, its disease columns (``labels/disease_codes.toml``), its FFT convention
 and the real checksum of every subject's rows. Drift between the two halves of the contract
@@ -24,7 +25,7 @@ from kspace_sim.fft import FFT_CONVENTION, fft2c
 from kspace_sim.labels.codes import load_disease_codes
 from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
 from kspace_sim.store.checksum import subject_checksum
-from kspace_sim.store.layout import consolidate, create_store
+from kspace_sim.store.layout import consolidate, create_schema_array, create_store
 from kspace_sim.views import LABEL_MAP, VIEW_ORDER
 
 #: a tiny model and schedule for every stage and task on 5 frames of a 32 × 32 store (seconds per
@@ -163,12 +164,11 @@ def write_store(
     if with_labels:
         ph = rng.standard_normal((n, len(PHENOTYPE_COLUMNS))).astype(np.float32)
         ph[0, 3] = np.nan
-        pa = g.create_array("labels/phenotypes", shape=ph.shape, chunks=ph.shape, dtype="float32",
-                            fill_value=float("nan"))
+        pa = create_schema_array(g, "labels/phenotypes", {"N": n, "P": ph.shape[1]})
         pa[:] = ph
         pa.attrs.update({"columns": list(PHENOTYPE_COLUMNS), "units": list(PHENOTYPE_UNITS)})
         dz = rng.integers(-1, 2, size=(n, len(DISEASE_COLUMNS))).astype(np.int8)
-        da = g.create_array("labels/diseases", shape=dz.shape, chunks=dz.shape, dtype="int8", fill_value=-1)
+        da = create_schema_array(g, "labels/diseases", {"N": n, "D": dz.shape[1]})
         da[:] = dz
         da.attrs.update({"columns": DISEASE_COLUMNS, "unknown": -1})
     if format_version != 1:

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import zarr
+from synthetic_subjects import write_cohort
 from typer.testing import CliRunner
 
 from cli.kspace_sim_app import app
 from kspace_sim.add_mask import add_mask_to_store
 from kspace_sim.build import BuildConfig, build_store
 from kspace_sim.simulate import MaskSpec, SimulationParams
-from synthetic_subjects import write_cohort
 
 PARAMS = SimulationParams(crop=32, frames=10)
 
@@ -53,3 +53,27 @@ def test_vista_bank_build_and_add_mask_agree(tmp_path):
     ma = zarr.open_group(str(a), mode="r")["masks/vista_r4"][:]
     np.testing.assert_array_equal(ma, zarr.open_group(str(b), mode="r")["masks/vista_r4"][:])
     assert (ma.sum(-1) == 8).all()
+
+
+def test_achieved_r_is_nan_with_no_done_subject_in_build_and_add_mask(tmp_path):
+    """One rule for the achieved R (kspace_sim.subject_runner.achieved_acceleration): with nothing
+    sampled (no done subject) it is undefined, NaN, in the build and in add-mask alike (add-mask
+    used to record 0.0 there)."""
+    import math
+
+    from kspace_sim.subject_runner import achieved_acceleration
+
+    assert achieved_acceleration([100, 25, 80, 10]) == (4.0, 8.0)
+    assert all(math.isnan(r) for r in achieved_acceleration([0, 0, 0, 0]))
+    r, r_na = achieved_acceleration([100, 20, 80, 0])  # every sampled line inside the ACS block
+    assert r == 5.0 and math.isnan(r_na)
+    cohort = write_cohort(tmp_path / "in", ["1"])
+    (cohort / "1" / "sa.nii.gz").write_bytes(b"not a nifti")
+    out = tmp_path / "s.zarr"
+    rep = build_store(BuildConfig(str(cohort), str(out), [MaskSpec("gaussian", 4)], PARAMS, workers=0, progress=False, labels=False))
+    assert rep.done == 0 and math.isnan(rep.achieved_acceleration["gaussian_r4"]["achieved_acceleration"])
+    added = add_mask_to_store(str(out), MaskSpec("uniform", 8), workers=0, progress=False)
+    assert added.written == 0
+    assert math.isnan(added.achieved_acceleration) and math.isnan(added.achieved_acceleration_without_acs)
+    stored = zarr.open_group(str(out), mode="r").attrs["masks"]["uniform_r8"]
+    assert math.isnan(stored["achieved_acceleration"])

@@ -13,28 +13,38 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, DEFAULT_CHECKSUM
+from kspace_sim.store.schema import (
+    ARRAYS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLIT_CODES,
+    STATUS_CODES,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    array_spec,
+    chunk_shape,
+    resolve_shape,
+)
 from kspace_sim.views import VIEW_ORDER
 
 __all__ = [
+    "CHUNKINGS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "STATUS_PENDING",
+    "SPLIT_CODES",
     "STATUS_DONE",
     "STATUS_FAILED",
-    "SPLIT_CODES",
+    "STATUS_PENDING",
     "STORAGES",
-    "CHUNKINGS",
     "StoreError",
-    "open_store",
-    "create_store",
-    "create_mask_array",
     "consolidate",
+    "create_mask_array",
+    "create_schema_array",
+    "create_store",
+    "open_store",
 ]
 
-FORMAT_NAME = "kspace-mri-store"
-FORMAT_VERSION = 1
-STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
-SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 COMPRESSIONS = ("none", "zstd")
 STORAGES = ("complex64", "float16")
 CHUNKINGS = ("subject", "sharded")
@@ -92,11 +102,28 @@ def _kspace_compressors(compression: str) -> Any:
     raise ValueError(f"unknown compression {compression!r}; choose from {COMPRESSIONS}")
 
 
+def create_schema_array(
+    group: zarr.Group,
+    path: str,
+    dims: dict[str, int],
+    *,
+    storage: str = "complex64",
+    overwrite: bool = False,
+    **layout: Any,
+) -> zarr.Array:
+    """Create the array ``path`` as :mod:`kspace_sim.store.schema` declares it (shape from ``dims``,
+    dtype, fill value, one chunk per subject or per array); ``layout`` overrides chunks/shards/compressors."""
+    spec = array_spec(path, storage)
+    shape = resolve_shape(spec, dims)
+    kwargs: dict[str, Any] = {"chunks": chunk_shape(spec, shape), **layout}
+    if spec.dtype == "string":
+        return group.create_array(path, shape=shape, dtype=str, overwrite=overwrite, **kwargs)
+    return group.create_array(path, shape=shape, dtype=spec.dtype, fill_value=spec.fill, overwrite=overwrite, **kwargs)
+
+
 def create_mask_array(group: zarr.Group, name: str, n: int, s: int, t: int, w: int, overwrite: bool = False) -> zarr.Array:
     """``masks/<name>`` (N, S, T, W) bool, one chunk per subject."""
-    return group.create_array(
-        f"masks/{name}", shape=(n, s, t, w), chunks=(1, s, t, w), dtype=bool, fill_value=False, overwrite=overwrite
-    )
+    return create_schema_array(group, f"masks/{name}", {"N": n, "S": s, "T": t, "W": w}, overwrite=overwrite)
 
 
 def create_store(
@@ -113,7 +140,8 @@ def create_store(
     with_seg: bool = True,
     storage_options: dict[str, Any] | None = None,
 ) -> zarr.Group:
-    """Create an empty store for ``subject_ids`` (rows in the given order), every subject pending.
+    """Create an empty store for ``subject_ids`` (rows in the given order), every subject pending,
+    with the arrays and attributes of :mod:`kspace_sim.store.schema`.
 
     Args:
         url: local path or fsspec URL (must not exist).
@@ -133,44 +161,31 @@ def create_store(
     if storage not in STORAGES:
         raise ValueError(f"unknown storage {storage!r}; choose from {STORAGES}")
     n, s, t, h, w = len(subject_ids), len(VIEW_ORDER), frames, size, size
+    dims = {"N": n, "S": s, "T": t, "H": h, "W": w, "C": CHECKSUM_ALGORITHMS[DEFAULT_CHECKSUM]}
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
     group = zarr.open_group(url, mode="w-", **kwargs)
     pair = (2,) if storage == "float16" else ()
     row = (1, s, t, h, w)
     layout: dict[str, Any] = {"chunks": row} if chunking == "subject" else {"chunks": (1, 1, t, h, w), "shards": row}
-    group.create_array(
+    create_schema_array(
+        group,
         "kspace",
-        shape=(n, s, t, h, w, *pair),
+        dims,
+        storage=storage,
         chunks=layout["chunks"] + pair,
         shards=layout["shards"] + pair if "shards" in layout else None,
-        dtype="complex64" if storage == "complex64" else "float16",
-        fill_value=0j if storage == "complex64" else 0.0,
         compressors=_kspace_compressors(compression),
     )
     group["kspace"].attrs["storage"] = storage
     if with_seg:
-        group.create_array("seg", shape=(n, s, t, h, w), dtype="uint8", fill_value=0, **layout)
+        create_schema_array(group, "seg", dims, **layout)
     for name in mask_names:
         create_mask_array(group, name, n, s, t, w)
-    ids = group.create_array("subjects/id", shape=(n,), chunks=(max(n, 1),), dtype=str)
-    ids[:] = np.asarray(subject_ids, dtype=object).astype(str)
-    small = {
-        "status": ((n,), "int8", 0),
-        "checksum": ((n, CHECKSUM_ALGORITHMS[DEFAULT_CHECKSUM]), "uint8", 0),
-        "split": ((n,), "int8", 0),
-        "seg_present": ((n, s), "bool", False),
-        "pixel_spacing": ((n, s, 2), "float32", float("nan")),
-        "crop_box": ((n, s, 4), "int32", 0),
-        "sax_slices": ((n, 6), "int16", -1),
-        "intensity_range": ((n, s, 2), "float32", float("nan")),
-        "dt": ((n,), "float32", float("nan")),
-        "source_frames": ((n,), "int16", 0),
-        "kspace_scale": ((n,), "float32", 1.0),
-    }
-    for key, (shape, dtype, fill) in small.items():
-        group.create_array(f"subjects/{key}", shape=shape, chunks=tuple(max(d, 1) for d in shape), dtype=dtype, fill_value=fill)
-    reason = group.create_array("subjects/reason", shape=(n,), chunks=(max(n, 1),), dtype=str)
-    reason[:] = np.full(n, "", dtype=object).astype(str)
+    for spec in ARRAYS:
+        if spec.path.startswith("subjects/"):
+            create_schema_array(group, spec.path, dims)
+    group["subjects/id"][:] = np.asarray(subject_ids, dtype=object).astype(str)
+    group["subjects/reason"][:] = np.full(n, "", dtype=object).astype(str)
     group["subjects/dt"].attrs.update(
         {
             "units": "s",
@@ -181,7 +196,7 @@ def create_store(
     )
     group["subjects/checksum"].attrs["algorithm"] = DEFAULT_CHECKSUM
     group["subjects/split"].attrs["codes"] = SPLIT_CODES
-    group["subjects/status"].attrs["codes"] = {"pending": 0, "done": 1, "failed": 2}
+    group["subjects/status"].attrs["codes"] = STATUS_CODES
     group.attrs.update(
         {
             "format": FORMAT_NAME,
