@@ -146,7 +146,7 @@ def _paper() -> TrainConfig:
 
 
 def _tiny() -> TrainConfig:
-    """Minutes on 2 CPU cores on the 64-subject demo store (9 × 50 × 128 × 128)."""
+    """Minutes per stage on 2 CPU cores on the 160-subject demo store (9 × 50 × 128 × 128, 112 training subjects)."""
     return TrainConfig(
         data=DataConfig(frames=5, batch_size=2, num_workers=0, cache=True, augment=True, max_angle=0.0),
         arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4),
