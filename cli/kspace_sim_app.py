@@ -28,14 +28,6 @@ err = Console(stderr=True, soft_wrap=True)
 DEFAULT_DEMO_SUBJECTS = 160
 DEFAULT_DEMO_TEST_SIZE = 0.2
 DEFAULT_PATTERN = "vista"
-DEFAULT_VISTA_BANK = 16
-
-
-def default_bank_size(pattern: str, bank: int | None) -> int:
-    """``--mask-bank`` default: 16 precomputed patterns for VISTA (seconds per pattern), else 0."""
-    if bank is not None:
-        return bank
-    return DEFAULT_VISTA_BANK if pattern == "vista" else 0
 
 
 def _fail(message: str) -> None:
@@ -142,7 +134,7 @@ def build(
     from kspace_sim.store.layout import StoreError
 
     pattern = mask or _default_pattern()
-    specs = [MaskSpec(pattern, r, bank_size=default_bank_size(pattern, mask_bank)) for r in acc]
+    specs = [MaskSpec(pattern, r, bank_size=mask_bank) for r in acc]  # None: the library's default bank
     params = SimulationParams(crop=crop, frames=frames)
     if input is not None and not input.exists():
         _fail(f"input path {input} does not exist")

@@ -21,13 +21,12 @@ def register(app: typer.Typer) -> None:
         scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
     ) -> None:
         """Add masks/<pattern>_r<R> to every done subject without recomputing k-space (resumable)."""
-        from cli.kspace_sim_app import default_bank_size
         from kspace_sim.add_mask import add_mask_to_store
         from kspace_sim.simulate import MaskSpec
         from kspace_sim.store.layout import StoreError
 
         try:
-            rep = add_mask_to_store(store, MaskSpec(mask, acc, bank_size=default_bank_size(mask, mask_bank)), workers=workers, scheduler=scheduler)
+            rep = add_mask_to_store(store, MaskSpec(mask, acc, bank_size=mask_bank), workers=workers, scheduler=scheduler)
         except (ValueError, StoreError) as exc:
             Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2)

@@ -18,7 +18,9 @@ from kspace_sim.seeding import derive_rng, derive_seed
 from kspace_sim.sources.subject import SubjectVolumes
 from kspace_sim.views import ViewStack, extract_views
 
-__all__ = ["MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "bank_seed", "validate_masks"]
+DEFAULT_VISTA_BANK = 16
+
+__all__ = ["DEFAULT_VISTA_BANK", "default_bank_size", "MaskSpec", "SimulationParams", "SimulatedSubject", "simulate_subject", "subject_masks", "mask_banks", "bank_seed", "validate_masks"]
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,18 @@ class MaskSpec:
         options: pattern options.
         bank_size: 0 = an independent pattern per slice; K > 0 = each slice takes one of K
             patterns computed once per build (seeded from the global seed and the mask name) with
-            a per-slice cyclic time shift (see :func:`kspace_sim.masks.make_mask`).
+            a per-slice cyclic time shift (see :func:`kspace_sim.masks.make_mask`). ``None`` (the
+            default): :func:`default_bank_size` (16 for VISTA, whose patterns take seconds each; else 0).
     """
 
     pattern: str
     acceleration: float
     options: dict[str, Any] = field(default_factory=dict)
-    bank_size: int = 0
+    bank_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bank_size is None:
+            object.__setattr__(self, "bank_size", default_bank_size(self.pattern))
 
     @property
     def name(self) -> str:
@@ -50,6 +57,14 @@ class MaskSpec:
             "options": dict(self.options),
             "bank_size": int(self.bank_size),
         }
+
+
+def default_bank_size(pattern: str, bank: int | None = None) -> int:
+    """The mask bank size: ``bank`` when given, else 16 precomputed patterns for VISTA (seconds per
+    pattern), else 0 (a fresh pattern per slice)."""
+    if bank is not None:
+        return bank
+    return DEFAULT_VISTA_BANK if pattern == "vista" else 0
 
 
 def bank_seed(spec: MaskSpec, global_seed: int) -> int:

@@ -77,3 +77,15 @@ def test_achieved_r_is_nan_with_no_done_subject_in_build_and_add_mask(tmp_path):
     assert math.isnan(added.achieved_acceleration) and math.isnan(added.achieved_acceleration_without_acs)
     stored = zarr.open_group(str(out), mode="r").attrs["masks"]["uniform_r8"]
     assert math.isnan(stored["achieved_acceleration"])
+
+
+def test_the_library_default_bank_is_the_clis():
+    """A library user's MaskSpec gets the CLI's default bank (16 VISTA patterns, else none): no fresh
+    seconds-long VISTA per slice unless asked for with bank_size=0."""
+    from kspace_sim.simulate import DEFAULT_VISTA_BANK, default_bank_size
+
+    assert DEFAULT_VISTA_BANK == 16
+    assert MaskSpec("vista", 4).bank_size == 16 and MaskSpec("vista", 4).to_dict()["bank_size"] == 16
+    assert MaskSpec("gaussian", 4).bank_size == 0
+    assert MaskSpec("vista", 4, bank_size=0).bank_size == 0 and MaskSpec("vista", 4, bank_size=3).bank_size == 3
+    assert default_bank_size("vista", None) == 16 and default_bank_size("uniform") == 0 and default_bank_size("vista", 2) == 2

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kspace_sim.sharing.manifest import _provenance, format_sha256sums
+
+RECORDS_DIR = ".export/records"  # one JSON record per exported subject
+MANIFEST_FILE = "export_manifest.json"
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
 
 __all__ = ["write_export_manifest", "acceleration_conventions", "DATA_CRIMES_CAVEAT"]
 
@@ -81,7 +92,6 @@ def write_export_manifest(
 ) -> tuple[int, int]:
     """Write ``export_manifest.json`` and ``SHA256SUMS`` from the subjects' completion records;
     returns (files, bytes) listed."""
-    from kspace_sim.export.runner import MANIFEST_FILE, RECORDS_DIR, _write_json_atomic
     from kspace_sim.export.subject_task import CHECKSUMS
     from kspace_sim.store.layout import SPLIT_CODES
 

@@ -27,6 +27,7 @@ import xxhash
 
 import kspace_sim
 from kspace_sim.cluster import dask_client
+from kspace_sim.export.export_manifest import MANIFEST_FILE, RECORDS_DIR, _write_json_atomic, write_export_manifest
 from kspace_sim.export.subject_task import CHECKSUMS, FORMATS, SubjectJob, export_subject
 from kspace_sim.store.layout import SPLIT_CODES, STATUS_DONE, open_store
 
@@ -34,8 +35,6 @@ __all__ = ["ExportError", "ExportConfig", "ExportReport", "export_store", "store
            "IDENTITY_FILE", "RECORDS_DIR", "MANIFEST_FILE"]
 
 IDENTITY_FILE = ".export/identity.json"
-RECORDS_DIR = ".export/records"
-MANIFEST_FILE = "export_manifest.json"
 STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
 
 
@@ -101,13 +100,6 @@ def store_fingerprint(attrs: dict[str, Any], ids: list[str]) -> str:
 def subject_key(row: int, n_rows: int) -> str:
     """CMRxRecon-style key of a store row: ``P001`` for row 0 (at least 3 digits)."""
     return f"P{row + 1:0{max(3, len(str(n_rows)))}d}"
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _mask_choice(group: Any, wanted: str | None) -> tuple[str, dict[str, Any]]:
@@ -301,7 +293,6 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     bar.close()
     seconds = time.perf_counter() - t0
 
-    from kspace_sim.export.export_manifest import write_export_manifest
 
     n_files, n_bytes = write_export_manifest(out, attrs, identity, mask_name, spec, acs)
     return ExportReport(

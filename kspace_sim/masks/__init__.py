@@ -12,6 +12,7 @@ from kspace_sim.masks.registry import (
     register_pattern,
     validate_mask_request,
 )
+from kspace_sim.masks import cartesian, poisson, vista  # noqa: E402,F401  importing them registers the built-in patterns
 
 __all__ = [
     "achieved_acceleration",

@@ -60,24 +60,15 @@ def register_pattern(name: str, description: str = "") -> Callable[[MaskPattern]
 
 def available_patterns() -> dict[str, str]:
     """``{name: one-line description}`` of every registered pattern."""
-    _load_builtin()
     return {k: v.description for k, v in sorted(_REGISTRY.items())}
 
 
 def get_pattern(name: str) -> MaskPattern:
-    _load_builtin()
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown mask pattern {name!r}; available: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name].fn
-
-
-def _load_builtin() -> None:
-    # importing the modules registers their patterns
-    from kspace_sim.masks import cartesian  # noqa: F401
-
-    from kspace_sim.masks import poisson, vista  # noqa: F401
 
 
 def validate_mask_request(pattern: str, acceleration: float, n_frames: int, n_lines: int, **options: Any) -> None:

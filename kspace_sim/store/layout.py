@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from kspace_sim.store.errors import StoreError
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, DEFAULT_CHECKSUM
 from kspace_sim.store.schema import (
     ARRAYS,
@@ -48,10 +49,6 @@ __all__ = [
 COMPRESSIONS = ("none", "zstd")
 STORAGES = ("complex64", "float16")
 CHUNKINGS = ("subject", "sharded")
-
-
-class StoreError(Exception):
-    """A store that cannot be created, opened or resumed as asked."""
 
 
 def _silence() -> None:

@@ -19,7 +19,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, WrapperStore
 
-from kspace_sim.store.layout import StoreError
+from kspace_sim.store.errors import StoreError
 
 __all__ = [
     "RemoteError",
