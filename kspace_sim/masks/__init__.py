@@ -1,5 +1,6 @@
 """Cartesian k-t undersampling masks: a registry of patterns, each ``(T, W)`` bool per slice."""
 
+from kspace_sim.masks import cartesian, poisson, vista  # noqa: E402,F401  importing them registers the built-in patterns
 from kspace_sim.masks.registry import (
     achieved_acceleration,
     acs_lines_mask,
@@ -12,7 +13,6 @@ from kspace_sim.masks.registry import (
     register_pattern,
     validate_mask_request,
 )
-from kspace_sim.masks import cartesian, poisson, vista  # noqa: E402,F401  importing them registers the built-in patterns
 
 __all__ = [
     "achieved_acceleration",

@@ -32,8 +32,9 @@ Optional fully sampled ACS lines, cycling of a short pattern over time and an on
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -530,34 +531,18 @@ def _resolved_params(prm: VistaParams, n_lines: int, n: int, acceleration: float
     return resolved
 
 
-def check_vista_request(
-    n_frames: int,
-    n_lines: int,
-    acceleration: float,
-    *,
-    seed: int = 0,
-    iterations: int = 120,
-    s: float = 1.4,
-    alpha: float = 0.28,
-    sigma: float | None = None,
-    time_scale: float | None = None,
-    step_size: float = 0.25,
-    max_step: float | None = None,
-    snap_every: int | None = None,
-    interleave_at: int | None = None,
-    fill_from: int | None = None,
-    fill_fraction: float = 1.0,
-    acs_lines: int = 0,
-    cycle_frames: int | None = None,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-) -> None:
+def check_vista_request(n_frames: int, n_lines: int, acceleration: float, **options: Any) -> None:
     """Raise ``ValueError`` for any request :func:`vista_mask` would refuse (R <= 1, T < 2, ...),
-    without computing a mask: the registry's ``check_request`` hook, run before a build writes."""
-    n = _validate_request(n_frames, n_lines, acceleration, seed, acs_lines, cycle_frames)
-    prm = VistaParams(iterations, s, alpha, sigma, time_scale, step_size, max_step, snap_every,
-                      interleave_at, fill_from, fill_fraction)
-    _resolved_params(prm, n_lines, n, acceleration, acs_lines)
+    without computing a mask: the registry's ``check_request`` hook, run before a build writes.
+    ``options`` are :func:`vista_mask`'s keyword options (an unknown one raises ``TypeError``), with
+    ``seed`` (default 0)."""
+    seed = options.pop("seed", 0)
+    a = inspect.signature(vista_mask).bind(n_frames, n_lines, acceleration, seed, **options)
+    a.apply_defaults()
+    args = a.arguments
+    n = _validate_request(n_frames, n_lines, acceleration, seed, args["acs_lines"], args["cycle_frames"])
+    prm = VistaParams(*(args[f.name] for f in fields(VistaParams)))
+    _resolved_params(prm, n_lines, n, acceleration, args["acs_lines"])
 
 
 @register_pattern("vista", "VISTA variable-density incoherent k-t sampling (Ahmad et al. 2015)")
