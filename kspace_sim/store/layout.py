@@ -5,7 +5,6 @@ Stores live at a local path or any fsspec URL (``s3://``, ``gs://``, ``memory://
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -49,15 +48,6 @@ __all__ = [
 COMPRESSIONS = ("none", "zstd")
 STORAGES = ("complex64", "float16")
 CHUNKINGS = ("subject", "sharded")
-
-
-def _silence() -> None:
-    warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-    warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
-    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-
-
-_silence()
 
 
 def open_store(url: str, mode: str = "r", storage_options: dict[str, Any] | None = None) -> zarr.Group:

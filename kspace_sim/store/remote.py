@@ -20,6 +20,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, WrapperStore
 
 from kspace_sim.store.errors import StoreError
+from kspace_sim.store.zarr_warnings import quiet_zarr_spec_notices
 
 __all__ = [
     "RemoteError",
@@ -131,7 +132,8 @@ def consolidate_any(location: str, storage_options: dict[str, Any] | None = None
 
     (``zarr.consolidate_metadata`` takes no ``storage_options``; a URL store is opened here.)
     """
-    zarr.consolidate_metadata(zarr_store(location, storage_options, read_only=False))
+    with quiet_zarr_spec_notices():
+        zarr.consolidate_metadata(zarr_store(location, storage_options, read_only=False))
 
 
 def copy_store(src: str, dst: str, storage_options: dict[str, Any] | None = None) -> int:
