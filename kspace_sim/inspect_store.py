@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kspace_sim.store.layout import SPLIT_CODES, open_store
+from kspace_sim.store.layout import SPLIT_CODES, STATUS_DONE, STATUS_FAILED, STATUS_PENDING, open_store
 
 __all__ = ["describe_store"]
 
@@ -35,10 +35,10 @@ def describe_store(url: str, storage_options: dict[str, Any] | None = None) -> d
         "url": url,
         "arrays": arrays,
         "n_subjects": int(status.size),
-        "done": int((status == 1).sum()),
-        "failed": [(str(ids[i]), str(reason[i])) for i in np.flatnonzero(status == 2)],
-        "pending": int((status == 0).sum()),
-        "splits": {k: int(((split == v) & (status == 1)).sum()) for k, v in SPLIT_CODES.items()},
+        "done": int((status == STATUS_DONE).sum()),
+        "failed": [(str(ids[i]), str(reason[i])) for i in np.flatnonzero(status == STATUS_FAILED)],
+        "pending": int((status == STATUS_PENDING).sum()),
+        "splits": {k: int(((split == v) & (status == STATUS_DONE)).sum()) for k, v in SPLIT_CODES.items()},
         "masks": attrs.get("masks", {}),
         "attrs": {k: v for k, v in attrs.items() if k not in ("masks", "builds")},
         "builds": attrs.get("builds", []),

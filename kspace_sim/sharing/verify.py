@@ -38,6 +38,7 @@ from kspace_sim.sharing.manifest import (
 from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
 from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, open_store
+from kspace_sim.store.schema import array_spec, resolve_shape
 
 __all__ = ["Problem", "VerifyReport", "verify", "verify_store"]
 
@@ -93,27 +94,24 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path or '(value)'}: manifest {a!r}, store {b!r}"]
 
 
+# the small arrays whose shape and dtype verify checks (their declaration: kspace_sim/store/schema.py)
+_CHECKED_SUBJECT_ARRAYS = ("subjects/status", "subjects/split", "subjects/checksum", "subjects/kspace_scale")
+
+
 def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype of the arrays verify checks, from the schema and the store's parameters."""
     attrs = group.attrs.asdict()
     sim = (attrs.get("parameters") or {}).get("simulation") or {}
     n = group["subjects/id"].shape[0]
     s = len(attrs.get("view_order") or []) or 9
     t, hw = int(sim.get("frames", 50)), int(sim.get("crop", 128))
     storage = (attrs.get("parameters") or {}).get("kspace_storage", "complex64")
-    out: dict[str, tuple[tuple[int, ...], str]] = {
-        "kspace": ((n, s, t, hw, hw, 2), "float16") if storage == "float16" else ((n, s, t, hw, hw), "complex64"),
-        "subjects/status": ((n,), "int8"),
-        "subjects/split": ((n,), "int8"),
-        "subjects/checksum": ((n, CHECKSUM_ALGORITHMS.get(store_checksum_algorithm(group), 32)), "uint8"),
-        "subjects/kspace_scale": ((n,), "float32"),
-    }
-    if "seg" in group:
-        out["seg"] = ((n, s, t, hw, hw), "uint8")
-    for m in (attrs.get("parameters") or {}).get("masks", []):
-        from kspace_sim.masks import mask_name
+    dims = {"N": n, "S": s, "T": t, "H": hw, "W": hw, "C": CHECKSUM_ALGORITHMS.get(store_checksum_algorithm(group), 32)}
+    paths = ["kspace", *(["seg"] if "seg" in group else []), *_CHECKED_SUBJECT_ARRAYS]
+    from kspace_sim.masks import mask_name
 
-        out[f"masks/{mask_name(m['pattern'], m['acceleration'])}"] = ((n, s, t, hw), "bool")
-    return out
+    paths += [f"masks/{mask_name(m['pattern'], m['acceleration'])}" for m in (attrs.get("parameters") or {}).get("masks", [])]
+    return {p: (resolve_shape(array_spec(p, storage), dims), array_spec(p, storage).dtype) for p in paths}
 
 
 def _check_layout(group: Any, rep: VerifyReport) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from kspace_sim.store.errors import StoreError
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, DEFAULT_CHECKSUM
+from kspace_sim.store.errors import StoreError
 from kspace_sim.store.schema import (
     ARRAYS,
     FORMAT_NAME,

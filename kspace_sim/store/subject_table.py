@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from kspace_sim.store.layout import STATUS_DONE, STATUS_FAILED
+from kspace_sim.store.layout import STATUS_DONE, STATUS_FAILED, STATUS_PENDING
 
 __all__ = ["SubjectTable", "SubjectRecord"]
 
@@ -108,5 +108,5 @@ class SubjectTable:
         return {
             "done": int((self.status == STATUS_DONE).sum()),
             "failed": int((self.status == STATUS_FAILED).sum()),
-            "pending": int((self.status == 0).sum()),
+            "pending": int((self.status == STATUS_PENDING).sum()),
         }
