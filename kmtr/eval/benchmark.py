@@ -7,7 +7,7 @@ predictions are cached beside each run (``predictions_<split>.npz``), so an inte
 continues with what is still missing.
 
 The report starts with what was compared: one row per method (input, pre-training, features,
-recipe; :data:`kmtr.train.stage3.METHODS`) and the learning rate each (method, task) trained
+recipe; :data:`kmtr.methods.METHODS`) and the learning rate each (method, task) trained
 with, searched on the validation split with the same budget for every method when asked
 (``lr_search``, :mod:`kmtr.eval.lr_search`).
 
@@ -22,18 +22,22 @@ the AUC difference). With several R's, the headline row of each task is plotted 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from kmtr.eval import figures
+from kmtr.eval.comparison import MEAN_GUESS, TaskComparison, relabel
 from kmtr.eval.predict import Predictions, load_run, predict_split
-from kmtr.eval.stats import bootstrap_ci, paired_bootstrap, wilcoxon_paired
-from kmtr.eval.tables import comparison_table
+from kmtr.methods import METHODS, REFERENCE_LABELS, default_methods, method_label, method_spec
+from kmtr.tasks import TASKS, get_task
+from kmtr.tasks import classification as _classification
+from kmtr.tasks import reconstruction as _reconstruction
+from kmtr.tasks import regression as _regression
+from kmtr.tasks import segmentation as _segmentation
 
 __all__ = [
     "DEFAULT_METHODS", "METHOD_LABELS", "TaskComparison", "method_table", "check_request", "threshold_table",
@@ -41,54 +45,21 @@ __all__ = [
     "compare_segmentation", "compare_reconstruction", "cached_predictions", "run_benchmark",
 ]
 
-DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
-    "regression": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
-    "classification": ("kmtr", "mae", "resnet50", "resnet50_u", "resnet50_k", "spectrum_ridge"),
-    "segmentation": ("kmtr", "mae", "unet", "unet_u", "nnunet", "nnunet_u"),
-    "reconstruction": ("kmtr", "mae"),
-}
-METHOD_LABELS = {
-    "kmtr": "k-MTR", "mae": "MAE w/o stage II", "resnet50": "ResNet-50 (full images)",
-    "resnet50_u": "ResNet-50^u", "resnet50_k": "ResNet-50^k", "unet": "U-Net (full images)", "unet_u": "U-Net^u",
-    "mean_guess": "mean guess", "zero_filled": "zero-filled", "spectrum_ridge": "spectrum ridge",
-    "kmtr_spectrum": "k-MTR + spectrum", "nnunet": "nnU-Net (full images)", "nnunet_u": "nnU-Net^u",
-}
+#: task → the methods compared when none are named (the registry's ``benchmark`` methods, :mod:`kmtr.methods`)
+DEFAULT_METHODS: dict[str, tuple[str, ...]] = {t: default_methods(t) for t in TASKS}
+#: method (or reference row) → its name in tables, from the registry
+METHOD_LABELS = {**{m: method_label(m) for m in METHODS}, **REFERENCE_LABELS}
 INPUT_WORDS = {"image": "fully sampled images", "image_under": "zero-filled undersampled images",
                "kspace_under": "undersampled k-space"}
-MEAN_GUESS = "mean guess"
-
-
-@dataclass
-class TaskComparison:
-    """Values, 95 % intervals and paired tests of every method on one task (rows × methods)."""
-
-    task: str
-    metric: str
-    higher_is_better: bool
-    values: pd.DataFrame
-    lo: pd.DataFrame
-    hi: pd.DataFrame
-    paired: pd.DataFrame  # long: row, method, diff (k-MTR − method), lo, hi, p_value, n
-
-    def markdown(self) -> str:
-        reference = MEAN_GUESS if MEAN_GUESS in self.values.columns else None
-        table = comparison_table(self.values, self.lo, self.hi, self.higher_is_better, reference=reference)
-        return table.markdown()
 
 
 def _label(method: str) -> str:
-    if method in METHOD_LABELS:
-        return METHOD_LABELS[method]
-    from kmtr.train.stage3 import METHODS, method_spec
-
-    return (method_spec(method).label or method) if method in METHODS else method
+    return method_label(method)
 
 
 def method_table(methods: Sequence[str]) -> pd.DataFrame:
     """What each method is: one row per method (name in the tables, input, pre-training, features,
-    recipe), from the method registry :data:`kmtr.train.stage3.METHODS`."""
-    from kmtr.train.stage3 import method_spec
-
+    recipe), from the method registry :data:`kmtr.methods.METHODS`."""
     rows = []
     for m in methods:
         spec = method_spec(m)
@@ -111,31 +82,28 @@ def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Seq
     from kmtr.eval.lr_search import MAX_TRIES
     from kmtr.train.pipeline import stage_config
     from kmtr.train.runner import ConfigError
-    from kmtr.train.stage3 import TASKS, method_spec, task_targets
 
     for task in tasks:
-        if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        get_task(task)
         for m in methods[task]:
             spec = method_spec(m)
             if task not in spec.tasks:
                 raise ConfigError(f"method {m} does not do {task} (it does {', '.join(spec.tasks)}): leave it out, "
                                   f"or benchmark {task} with other --method options")
-    nnunet = sorted({m for t in tasks for m in methods[t] if m in ("nnunet", "nnunet_u")})
-    if nnunet:
-        from kmtr.nnunet import require_nnunet
-
-        require_nnunet(nnunet[0])  # the nnunet extra, before anything is written
+    for m in sorted({m for t in tasks for m in methods[t]}):
+        require = method_spec(m).require
+        if require is not None:
+            require(m)  # optional dependencies (the nnunet extra), before anything is written
     if not 0 <= lr_search <= MAX_TRIES:
         raise ConfigError(f"--lr-search takes 0 (off) to {MAX_TRIES} learning rates, not {lr_search}")
     for mask in masks:
         for task in tasks:
             cfg = stage_config(preset_name, 3, task, {**overrides, "data.mask": mask})
             ds = KSpaceDataset(cfg.data.data, cfg.data.train_split, mask, cfg.data.frames, with_seg=False)
-            task_targets(cfg, ds)  # labels present, diseases known and with both classes in training
+            get_task(task).targets(cfg, ds)  # labels present, diseases known and with both classes in training
             if cfg.data.val_split:
                 KSpaceDataset(cfg.data.data, cfg.data.val_split, mask, cfg.data.frames, with_seg=False)
-            elif lr_search or "spectrum_ridge" in methods[task]:
+            elif lr_search or any(method_spec(m).needs_validation for m in methods[task]):
                 raise ConfigError("the learning-rate search and spectrum_ridge choose their settings on the "
                                   "validation split: set data.val_split")
 
@@ -152,122 +120,27 @@ def threshold_table(method: str, val: Predictions, test: Predictions, names: Seq
     return df[keep].assign(method=_label(method))[["method", *keep]]
 
 
-def _paired_rows(rows: Sequence[str], methods: Sequence[str], test: Callable[[int, str], Any]) -> pd.DataFrame:
-    out = []
-    for j, row in enumerate(rows):
-        for m in methods:
-            if m == "kmtr":
-                continue
-            r = test(j, m)
-            out.append({"row": row, "method": _label(m), "diff": r.diff, "lo": r.lo, "hi": r.hi, "p_value": r.p_value,
-                        "n": r.n})
-    return pd.DataFrame(out)
-
-
-def _frames(rows: Sequence[str], cols: list[str], cells: dict[tuple[int, str], tuple[float, float, float]]
-            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    v, lo, hi = (pd.DataFrame(np.nan, index=list(rows), columns=cols) for _ in range(3))
-    for (j, col), (a, b, c) in cells.items():
-        v.iloc[j, cols.index(col)], lo.iloc[j, cols.index(col)], hi.iloc[j, cols.index(col)] = a, b, c
-    return v, lo, hi
-
-
 def compare_regression(preds: dict[str, Predictions], names: Sequence[str], train_mean: np.ndarray,
                        n_boot: int = 1000, seed: int = 0) -> TaskComparison:
-    """MAE per phenotype (original units) of each method and of the training-mean guess."""
-    truth = next(iter(preds.values())).truth["phenotypes"]
-    errors = {m: np.abs(p.pred - truth) for m, p in preds.items()}
-    errors["mean_guess"] = np.abs(np.asarray(train_mean)[None] - truth)
-    cols = [_label(m) for m in errors]
-    cells = {}
-    for m, err in errors.items():
-        for j in range(len(names)):
-            e = err[:, j][np.isfinite(err[:, j])]
-            cells[(j, _label(m))] = bootstrap_ci(np.mean, e, n_boot=n_boot, seed=seed) if len(e) else (np.nan,) * 3
-    v, lo, hi = _frames(names, cols, cells)
-    paired = _paired_rows(names, list(errors), lambda j, m: wilcoxon_paired(errors["kmtr"][:, j], errors[m][:, j],
-                                                                            n_boot=n_boot, seed=seed)) \
-        if "kmtr" in errors else pd.DataFrame()
-    return TaskComparison("regression", "MAE", False, v, lo, hi, paired)
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, p))
+    """MAE per phenotype (original units) of each method and of the training-mean guess, methods by their labels."""
+    return relabel(_regression.compare_regression(preds, list(names), train_mean, n_boot, seed), _label)
 
 
 def compare_classification(preds: dict[str, Predictions], names: Sequence[str], prevalence: np.ndarray,
                            n_boot: int = 1000, seed: int = 0) -> TaskComparison:
-    """AUC-ROC per disease; the mean guess predicts the training prevalence for everyone (AUC 0.5)."""
-    labels = next(iter(preds.values())).truth["diseases"]
-    probs = {m: p.pred for m, p in preds.items()}
-    probs["mean_guess"] = np.broadcast_to(np.asarray(prevalence, float)[None], labels.shape).copy()
-    cols = [_label(m) for m in probs]
-    cells = {}
-    for m, prob in probs.items():
-        for j in range(len(names)):
-            known = labels[:, j] >= 0
-            cells[(j, _label(m))] = bootstrap_ci(_auc, labels[known, j], prob[known, j], n_boot=n_boot, seed=seed)
-
-    def test(j: int, m: str) -> Any:
-        known = labels[:, j] >= 0
-        return paired_bootstrap(_auc, labels[known, j], probs["kmtr"][known, j], probs[m][known, j], n_boot=n_boot,
-                                seed=seed)
-
-    v, lo, hi = _frames(names, cols, cells)
-    paired = _paired_rows(names, list(probs), test) if "kmtr" in probs else pd.DataFrame()
-    return TaskComparison("classification", "AUC-ROC", True, v, lo, hi, paired)
-
-
-def subject_dice(pred: np.ndarray, true: np.ndarray, present: np.ndarray, n_classes: int = 6) -> np.ndarray:
-    """Per-subject Dice (N, C−1) for classes 1..C−1 over every labelled slice and frame (NaN when
-    the class is absent from both); pred/true (N, S, T, H, W), present (N, S) bool."""
-    out = np.full((pred.shape[0], n_classes - 1), np.nan)
-    for i in range(pred.shape[0]):
-        p, t = pred[i][present[i]], true[i][present[i]]
-        for c in range(1, n_classes):
-            a, b = p == c, t == c
-            denom = a.sum() + b.sum()
-            if denom:
-                out[i, c - 1] = 2.0 * np.logical_and(a, b).sum() / denom
-    return out
+    """AUC-ROC per disease (the mean guess predicts the training prevalence), methods by their labels."""
+    return relabel(_classification.compare_classification(preds, list(names), prevalence, n_boot, seed), _label)
 
 
 def compare_segmentation(preds: dict[str, Predictions], class_names: Sequence[str], n_boot: int = 1000,
                          seed: int = 0) -> TaskComparison:
-    """Per-subject Dice per class (all labelled views and frames)."""
-    first = next(iter(preds.values()))
-    present = first.truth["seg_present"].astype(bool)
-    dice = {m: subject_dice(p.pred, p.truth["seg"], present, len(class_names)) for m, p in preds.items()}
-    rows = list(class_names[1:])
-    cells = {}
-    for m, d in dice.items():
-        for j in range(len(rows)):
-            x = d[:, j][np.isfinite(d[:, j])]
-            cells[(j, _label(m))] = bootstrap_ci(np.mean, x, n_boot=n_boot, seed=seed) if len(x) else (np.nan,) * 3
-    v, lo, hi = _frames(rows, [_label(m) for m in dice], cells)
-    paired = _paired_rows(rows, list(dice), lambda j, m: wilcoxon_paired(dice["kmtr"][:, j], dice[m][:, j],
-                                                                         n_boot=n_boot, seed=seed)) \
-        if "kmtr" in dice else pd.DataFrame()
-    return TaskComparison("segmentation", "Dice", True, v, lo, hi, paired)
+    """Per-subject Dice per class (all labelled views and frames), methods by their labels."""
+    return relabel(_segmentation.compare_segmentation(preds, list(class_names), n_boot, seed), _label)
 
 
 def compare_reconstruction(preds: dict[str, Predictions], n_boot: int = 1000, seed: int = 0) -> TaskComparison:
-    """PSNR (dB) per method, with the zero-filled input as the reference row."""
-    from kmtr.eval.metrics import reconstruction_metrics
-
-    first = next(iter(preds.values()))
-    psnr = {m: reconstruction_metrics(p.pred, p.truth["image"])["psnr"].to_numpy() for m, p in preds.items()}
-    psnr["zero_filled"] = reconstruction_metrics(first.truth["zero_filled"], first.truth["image"])["psnr"].to_numpy()
-    cells = {(0, _label(m)): bootstrap_ci(np.mean, x, n_boot=n_boot, seed=seed) for m, x in psnr.items()}
-    v, lo, hi = _frames(["PSNR (dB)"], [_label(m) for m in psnr], cells)
-    paired = _paired_rows(["PSNR (dB)"], list(psnr), lambda j, m: wilcoxon_paired(psnr["kmtr"], psnr[m], n_boot=n_boot,
-                                                                                  seed=seed)) \
-        if "kmtr" in psnr else pd.DataFrame()
-    return TaskComparison("reconstruction", "PSNR", True, v, lo, hi, paired)
+    """PSNR (dB) per method and of the zero-filled input, methods by their labels."""
+    return relabel(_reconstruction.compare_reconstruction(preds, n_boot, seed), _label)
 
 
 def cached_predictions(run_path: Path, split: str = "test", device: str | torch.device = "cpu",
@@ -326,10 +199,9 @@ def run_benchmark(
     from kmtr.store import open_store, read_store_info
     from kmtr.train.pipeline import is_finished, stage_config, train_one, train_pipeline
     from kmtr.train.runner import run_dir
-    from kmtr.train.stage3 import method_spec
 
     overrides = dict(overrides or {})
-    methods = {t: tuple(methods[t]) if methods and t in methods else DEFAULT_METHODS.get(t, ()) for t in tasks}
+    methods = {t: tuple(methods[t]) if methods and t in methods else default_methods(t) for t in tasks}
     data = overrides.get("data.data") or stage_config(preset_name, 1, "", overrides).data.data
     info = read_store_info(open_store(data), data)
     masks = [f"{pattern}_r{int(r) if float(r).is_integer() else r}" for r in accs]
@@ -368,7 +240,7 @@ def run_benchmark(
                     print(f"== R = {r:g}: {method} / {task}", flush=True)
                     train_one(cfg, resume="auto")
                 preds[method], targets = cached_predictions(run_dir(cfg), "test", device)
-                if task == "classification":
+                if get_task(task).threshold_on_validation:
                     vals[method], _ = cached_predictions(run_dir(cfg), cfg.data.val_split or "validation", device)
             rows0 = next(iter(preds.values())).rows
             if any(not np.array_equal(p.rows, rows0) for p in preds.values()):
@@ -412,12 +284,11 @@ def run_benchmark(
             if not pts:
                 continue
             df = pd.DataFrame(pts)
-            comp_metric = {"regression": "MAE", "classification": "AUC", "segmentation": "Dice",
-                           "reconstruction": "PSNR (dB)"}[task]
+            comp_metric = get_task(task).metric
             guess = float(np.mean(guesses[task])) if guesses[task] else None
             path = figures.metric_vs_acceleration(df, report / f"acceleration_{task}.png", mean_guess=guess,
                                                   ylabel=f"{comp_metric} {df['row'].iloc[0]}",
-                                                  higher_is_better=task != "regression")
+                                                  higher_is_better=get_task(task).metric_higher_is_better)
             df.to_csv(report / f"acceleration_{task}.csv", index=False)
             sections += [f"## {task.capitalize()} against R: {df['row'].iloc[0]}", "", f"![{task}]({path.name})", ""]
     (report / "benchmark.md").write_text("\n".join(sections))
@@ -426,41 +297,25 @@ def run_benchmark(
 
 def _recipe_row(r: float, method: str, task: str, cfg: Any, preset_lr: float, searched: Any) -> dict[str, Any]:
     """One row of the recipes table: what (method, task) trained with, and how its learning rate was chosen."""
-    if method == "spectrum_ridge":
-        lr, how = "–", "closed form; regularisation chosen on validation (regularisation.json in the run)"
-    elif method in ("nnunet", "nnunet_u"):
-        lr, how = "nnU-Net's", f"nnU-Net's own recipe (SGD, poly decay from 0.01), {cfg.heads.nnunet_trainer}"
+    own = method_spec(method).own_recipe
+    epochs, batch = cfg.optim.epochs, cfg.data.batch_size
+    if own is not None:
+        lr, how, epochs, batch = own(cfg)
     elif searched is not None:
         tried = ", ".join(f"{lr:g}: {loss:.4g}" for lr, loss in zip(searched.tried, searched.val_loss))
         lr, how = f"{searched.chosen:g}", f"searched ({searched.epochs} epochs per try; validation loss {tried})"
     else:
         lr, how = f"{cfg.optim.lr:g}", "preset" if cfg.optim.lr == preset_lr else "set"
     return {"R": f"{r:g}", "method": _label(method), "task": task, "learning rate": lr, "chosen by": how,
-            "epochs": cfg.optim.epochs if method not in ("spectrum_ridge", "nnunet", "nnunet_u") else "–",
-            "batch": cfg.data.batch_size if method not in ("nnunet", "nnunet_u") else "nnU-Net's plan"}
+            "epochs": epochs, "batch": batch}
 
 
 def _compare(task: str, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int
              ) -> TaskComparison:
-    if task == "regression":
-        return compare_regression(preds, targets["names"], np.asarray(targets["mean"]), n_boot, seed)
-    if task == "classification":
-        pos = np.asarray(targets["train_positives"], float)
-        neg = np.asarray(targets["train_negatives"], float)
-        return compare_classification(preds, targets["names"], pos / (pos + neg), n_boot, seed)
-    if task == "segmentation":
-        return compare_segmentation(preds, targets["names"], n_boot, seed)
-    return compare_reconstruction(preds, n_boot, seed)
+    """The task's comparison of ``preds`` (method → predictions), methods by their labels."""
+    return relabel(get_task(task).compare(preds, targets, n_boot, seed), _label)
 
 
 def _headline(task: str, comp: TaskComparison, phenotype: str, disease: str | None) -> str | None:
-    rows = list(comp.values.index)
-    if task == "regression":
-        return phenotype if phenotype in rows else rows[0]
-    if task == "classification":
-        if disease in rows:
-            return disease
-        # the first disease whose AUC is defined (the test split has both classes), else the first
-        defined = [row for row in rows if np.isfinite(comp.values.loc[row].to_numpy(float)).all()]
-        return (defined or rows)[0]
-    return rows[0] if rows else None
+    """The task's row plotted against R."""
+    return get_task(task).headline(comp, phenotype, disease)

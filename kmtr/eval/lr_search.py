@@ -96,10 +96,10 @@ def search_lr(cfg: Any, n: int, search_epochs: int, record_dir: Path) -> LRSearc
     """
     import dataclasses
 
+    from kmtr.methods import method_spec
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.pipeline import is_finished, train_one
     from kmtr.train.runner import run_dir
-    from kmtr.train.stage3 import method_spec
 
     grid = lr_grid(cfg.method, cfg.optim.lr)
     if grid is None:

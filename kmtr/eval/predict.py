@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,9 @@ from torch.utils.data import DataLoader
 
 from kmtr.config import TrainConfig, config_from_dict
 from kmtr.data import KSpaceDataset, prepare_batch
-from kmtr.fft import ifft2c
+from kmtr.eval.predictions import Predictions
+from kmtr.methods import build_task_model, method_spec
+from kmtr.tasks import get_task
 from kmtr.train.checkpoint import load_checkpoint
 
 __all__ = ["TrainedRun", "load_run", "Predictions", "predict_split", "run_folders", "find_experiment"]
@@ -25,7 +27,7 @@ class TrainedRun:
     path: Path
     cfg: TrainConfig
     targets: dict[str, Any]
-    model: Any  # kmtr.train.stage3.TaskModel
+    model: Any  # kmtr.train.task_net.TaskModel
 
 
 def run_folders(experiment: str | Path) -> list[Path]:
@@ -70,8 +72,6 @@ def find_experiment(path: str | Path) -> Path:
 
 def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | None = None) -> TrainedRun:
     """Rebuild a stage-III model from ``<path>/last.pt`` (``data`` overrides the store location)."""
-    from kmtr.train.stage3 import build_task_model
-
     path = Path(path)
     state = load_checkpoint(path / "last.pt")
     raw = dict(state.get("config", {}))
@@ -83,7 +83,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
         raise ValueError(f"{path} is a stage-{cfg.stage} run; evaluation needs stage III runs")
     ds = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
     targets = extra.get("targets", {})
-    if cfg.method in ("kmtr", "mae") and any(k.startswith("net.spectrum.") for k in state["model"]):
+    spec = method_spec(cfg.method)
+    if spec.init_from and not spec.reads_spectrum and any(k.startswith("net.spectrum.") for k in state["model"]):
         raise ValueError(f"{path} was trained by an older kmtr whose {cfg.method} heads also read the k-space "
                          f"spectrum (not the paper's method): retrain it, or train --method kmtr_spectrum")
     model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets)
@@ -92,31 +93,12 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
     return TrainedRun(path, cfg, targets, model)
 
 
-@dataclass
-class Predictions:
-    """Outputs and ground truth of one split, in store row order of the split.
-
-    ``pred``: regression (N, P) original units; classification (N, D) probabilities;
-    segmentation (N, S, T, H, W) uint8; reconstruction (N, S, T, H, W) float32 magnitudes of the
-    per-subject normalised image. ``truth`` holds the matching arrays (``phenotypes`` (N, P),
-    ``diseases`` (N, D) of the selected columns, ``seg`` + ``seg_present`` (N, S), ``image`` and
-    ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes,
-    ``pixel_spacing`` (N, S, 2) mm and, when the store has them, ``phenotypes``); ``rows`` (N,)
-    store rows.
-    """
-
-    task: str
-    rows: np.ndarray
-    pred: np.ndarray
-    truth: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 @torch.no_grad()
 def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu", batch_size: int | None = None,
                   limit: int | None = None) -> Predictions:
     """Predict every done subject of ``split`` (at most ``limit``) without augmentation."""
-    cfg, task = run.cfg, run.cfg.task
-    ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task == "segmentation")
+    cfg, task = run.cfg, get_task(run.cfg.task)
+    ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task.with_seg)
     if limit is not None:
         ds.rows = ds.rows[:limit]
     loader = DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, shuffle=False, num_workers=0)
@@ -131,25 +113,8 @@ def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu
         batch = prepare_batch(raw, device)
         out = run.model.predict(batch)
         rows.append(raw["row"].numpy())
-        if task == "reconstruction":
-            preds.append(out.abs().float().cpu().numpy())
-            keep("image", batch["image"].abs())
-            under = batch["kspace"] * batch["mask"][..., None, :].to(batch["kspace"].dtype)
-            keep("zero_filled", ifft2c(under).abs())
-        else:
-            preds.append(out.float().cpu().numpy() if task != "segmentation" else out.cpu().numpy())
-        if task == "regression":
-            keep("phenotypes", batch["phenotypes"])
-        elif task == "classification":
-            keep("diseases", batch["diseases"][:, run.model.columns])
-        elif task == "segmentation":
-            keep("seg", batch["seg"])
-            keep("seg_present", batch["seg_present"])
-            keep("image_frame0", batch["image"][:, :, 0].abs())
-            spacing = ds.group["subjects/pixel_spacing"]
-            keep("pixel_spacing", torch.from_numpy(np.stack([np.asarray(spacing[int(r)]) for r in raw["row"]])))
-            if "phenotypes" in batch:  # for the phenotypes measured on the predicted segmentation
-                keep("phenotypes", batch["phenotypes"])
+        preds.append(task.prediction_array(out))
+        task.collect_truth(batch, raw, ds, run.model, keep)
     arrays: dict[str, np.ndarray] = {k: np.concatenate(v) for k, v in truth.items()}
     arrays["view_names"] = np.asarray(ds.info.view_names)
-    return Predictions(task, np.concatenate(rows), np.concatenate(preds), arrays)
+    return Predictions(task.name, np.concatenate(rows), np.concatenate(preds), arrays)

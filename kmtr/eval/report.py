@@ -27,10 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kmtr.eval import figures, metrics
+from kmtr.eval import figures
 from kmtr.eval.predict import Predictions, TrainedRun, load_run, predict_split, run_folders
+from kmtr.eval.summaries import segmentation_tables
+from kmtr.tasks import get_task
+from kmtr.tasks.base import EvalContext
 
-__all__ = ["evaluate_run", "evaluate_experiment", "markdown_table"]
+__all__ = ["evaluate_run", "evaluate_experiment", "markdown_table", "segmentation_tables"]
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
@@ -46,22 +49,6 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     return "\n".join([head, sep, *rows])
 
 
-def _pm(mean: float, sd: float) -> str:
-    return "–" if not np.isfinite(mean) else f"{mean:.3g} ± {sd:.2g}"
-
-
-def _regression_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """The report's table of :func:`kmtr.eval.metrics.regression_metrics` output."""
-    return pd.DataFrame({
-        "phenotype": df["phenotype"],
-        "MAE ± SD": [_pm(m, s) for m, s in zip(df["mae"], df["mae_sd"])],
-        "95% CI": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df["mae_lo"], df["mae_hi"])],
-        "mean guess MAE ± SD": [_pm(m, s) for m, s in zip(df["mean_guess_mae"], df["mean_guess_sd"])],
-        "better than mean guess": np.where(df["mae"] < df["mean_guess_mae"], "yes", "no"),
-        "p (Wilcoxon)": df["p_value"],
-    })
-
-
 def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | torch.device = "cpu",
                  n_boot: int = 1000, seed: int = 0, limit: int | None = None) -> dict[str, Any]:
     """Evaluate one run on ``split``; writes CSVs and PNGs into ``out``.
@@ -70,83 +57,15 @@ def evaluate_run(run: TrainedRun, out: Path, split: str = "test", device: str | 
     short table), "test": Predictions, "thresholds": …}``.
     """
     out.mkdir(parents=True, exist_ok=True)
-    cfg, task = run.cfg, run.cfg.task
+    cfg = run.cfg
     test = predict_split(run, split, device, limit=limit)
-    tag = f"{cfg.method}-{task}"
-    result: dict[str, Any] = {"task": task, "method": cfg.method, "test": test, "tables": {}}
-    if task == "regression":
-        names = run.targets["names"]
-        units = run.targets.get("units") or [""] * len(names)
-        df = metrics.regression_metrics(test.pred, test.truth["phenotypes"], names,
-                                        np.asarray(run.targets["mean"]), units=units, n_boot=n_boot, seed=seed)
-        result["tables"]["regression"] = df
-        figures.scatter_pred_true(test.pred, test.truth["phenotypes"], names, units, out / f"{tag}_scatter.png")
-        result["summary"] = _regression_summary(df)
-    elif task == "classification":
-        val = predict_split(run, cfg.data.val_split or "validation", device, limit=limit)
-        names = run.targets["names"]
-        thresholds = np.array([
-            metrics.choose_threshold(val.pred[:, j], val.truth["diseases"][:, j], cfg.heads.threshold)
-            for j in range(len(names))
-        ])
-        df = metrics.classification_metrics(test.pred, test.truth["diseases"], thresholds, names, n_boot=n_boot,
-                                            seed=seed)
-        result["tables"]["classification"] = df
-        result["thresholds"] = thresholds
-        figures.roc_curves(test.pred, test.truth["diseases"], names, out / f"{tag}_roc.png")
-        result["summary"] = pd.DataFrame({
-            "disease": df["disease"], "n (pos)": [f"{n} ({p})" for n, p in zip(df["n"], df["n_pos"])],
-            "AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(a) else "–"
-                             for a, lo, hi in zip(df["auc"], df["auc_lo"], df["auc_hi"])],
-            "AUC > 0.5 beyond CI": np.where(df["auc_lo"] > 0.5, "yes", "no"),
-            "threshold (validation)": df["threshold"], "F1 @ val. threshold": df["f1_at_threshold"],
-            "recall @ val. threshold": df["recall_at_threshold"],
-            "precision @ val. threshold": df["precision_at_threshold"], "F1 @ 0.5": df["f1_at_0.5"],
-            "recall @ 0.5": df["recall_at_0.5"], "precision @ 0.5": df["precision_at_0.5"], "AP": df["ap"],
-        })
-    elif task == "segmentation":
-        result["tables"]["segmentation"], result["summary"] = segmentation_tables(test, run.targets["names"], out, tag)
-        section = _segmentation_phenotypes(run, test, out / f"{tag}_phenotypes_scatter.png", device, n_boot, seed,
-                                           limit)
-        if section is not None:
-            result["tables"]["phenotypes"] = section
-            result["sections"] = [("Phenotypes from the predicted segmentation (linear calibration on the "
-                                   "training split's predictions, `kmtr/eval/seg_phenotypes.py`)",
-                                   _regression_summary(section))]
-    elif task == "reconstruction":
-        df = metrics.reconstruction_metrics(test.pred, test.truth["image"])
-        zf = metrics.reconstruction_metrics(test.truth["zero_filled"], test.truth["image"])
-        df = df.assign(zero_filled_psnr=zf["psnr"].to_numpy(), zero_filled_ssim=zf["ssim"].to_numpy())
-        result["tables"]["reconstruction"] = df
-        k = min(4, len(test.rows))
-        s_mid = 0
-        figures.reconstruction_grid(test.truth["image"][:k, s_mid, 0], test.truth["zero_filled"][:k, s_mid, 0],
-                                    test.pred[:k, s_mid, 0], [f"subject {i}, slice {s_mid}" for i in range(k)],
-                                    out / f"{tag}_recon.png")
-        result["summary"] = pd.DataFrame({
-            "input": ["reconstruction", "zero-filled"],
-            "PSNR (dB) ± SD": [_pm(df["psnr"].mean(), df["psnr"].std()), _pm(zf["psnr"].mean(), zf["psnr"].std())],
-            "SSIM ± SD": [_pm(df["ssim"].mean(), df["ssim"].std()), _pm(zf["ssim"].mean(), zf["ssim"].std())],
-        })
+    tag = f"{cfg.method}-{cfg.task}"
+    ctx = EvalContext(run, test, out, tag, lambda other: predict_split(run, other, device, limit=limit), n_boot, seed)
+    result: dict[str, Any] = {"task": cfg.task, "method": cfg.method, "test": test,
+                              **get_task(cfg.task).evaluate(ctx)}
     for name, table in result["tables"].items():
         table.to_csv(out / f"{tag}_{name}.csv", index=False)
     return result
-
-
-def segmentation_tables(test: Predictions, class_names: list[str], out: Path, tag: str
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Dice and HD95 per view and class of segmentation predictions (``metrics.segmentation_metrics``)
-    and the report's short table (all views, per class); writes the overlay figure ``<tag>_overlay.png``."""
-    view_names = test.truth["view_names"]
-    df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
-                                      list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
-    _overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
-    summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
-    return df, pd.DataFrame({
-        "class": summary["class"], "frames": summary["n"],
-        "Dice ± SD": [_pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
-        "HD95 (mm) ± SD": [_pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
-    })
 
 
 def evaluate_predictions_run(path: Path, out: Path, split: str = "test", limit: int | None = None
@@ -172,61 +91,6 @@ def evaluate_predictions_run(path: Path, out: Path, split: str = "test", limit: 
     df.to_csv(out / f"{tag}_segmentation.csv", index=False)
     return {"task": cfg.task, "method": cfg.method, "test": test, "tables": {"segmentation": df},
             "summary": summary}, cfg
-
-
-def _segmentation_phenotypes(run: TrainedRun, test: Predictions, scatter: Path, device: str | torch.device,
-                             n_boot: int, seed: int, limit: int | None) -> pd.DataFrame | None:
-    """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
-    :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
-    with the mean guess. None when the store has no phenotypes the calibration knows or no
-    training subjects to calibrate on."""
-    from kmtr.eval import seg_phenotypes as sp
-    from kmtr.store import StoreError, open_store, read_store_info
-
-    cfg = run.cfg
-    info = read_store_info(open_store(cfg.data.data), cfg.data.data)
-    columns = list(info.phenotype_columns)
-    if "phenotypes" not in test.truth or not any(c in sp.FEATURES for c in columns):
-        return None
-    try:
-        train = predict_split(run, cfg.data.train_split, device, limit=limit)
-    except StoreError:  # no training subjects to calibrate on (e.g. an external test-only store)
-        return None
-    sax = [i for i, v in enumerate(info.view_ids) if v == 0]
-
-    def features(pred: Predictions) -> dict[str, np.ndarray]:
-        return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=1, myo=2, rv=3)
-
-    y_train = train.truth["phenotypes"].astype(np.float64)
-    fits = sp.fit_calibration(features(train), y_train, columns)
-    if not fits:
-        return None
-    names = list(fits)
-    predicted = sp.apply_calibration(fits, features(test))
-    idx = [columns.index(c) for c in names]
-    y_test = test.truth["phenotypes"][:, idx].astype(np.float64)
-    pred = np.stack([predicted[c] for c in names], axis=1)
-    units = [info.phenotype_units[j] if j < len(info.phenotype_units) else "" for j in idx]
-    df = metrics.regression_metrics(pred, y_test, names, np.nanmean(y_train[:, idx], axis=0), units=units,
-                                    n_boot=n_boot, seed=seed)
-    figures.scatter_pred_true(pred, y_test, names, units, scatter)
-    return df.assign(features=[" + ".join(fits[c]["features"]) for c in names])  # type: ignore[arg-type]
-
-
-def _overlays(test: Predictions, view_names: tuple[str, ...], path: Path) -> None:
-    """Up to 4 examples: first test subjects, a mid short-axis slice and the 4ch view, frame 0."""
-    picks = []
-    present = test.truth["seg_present"].astype(bool)
-    for i in range(min(2, len(test.rows))):
-        for s in (2, len(view_names) - 1):
-            if s < present.shape[1] and present[i, s]:
-                picks.append((i, s))
-    if not picks:
-        return
-    images = np.stack([test.truth["image_frame0"][i, s] for i, s in picks])
-    true = np.stack([test.truth["seg"][i, s, 0] for i, s in picks])
-    pred = np.stack([test.pred[i, s, 0] for i, s in picks])
-    figures.segmentation_overlay(images, true, pred, [f"subject {i}, {view_names[s]}" for i, s in picks], path)
 
 
 def _stage2_section(experiment: Path, out: Path, split: str, device: str | torch.device, limit: int | None) -> str:

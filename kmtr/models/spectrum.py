@@ -29,12 +29,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ring_index", "spectrum_features", "KSpaceSpectrum", "spectrum_statistics"]
+__all__ = ["SPECTRUM_RINGS", "heads_spectrum_rings", "ring_index", "spectrum_features", "KSpaceSpectrum",
+           "spectrum_statistics"]
+
+#: rings of the radial spectrum read by the spectrum methods when ``heads.spectrum_rings`` is 0
+SPECTRUM_RINGS = 16
+
+
+def heads_spectrum_rings(heads: Any) -> int:
+    """Rings a method that reads the spectrum uses: ``heads.spectrum_rings``, 0 meaning :data:`SPECTRUM_RINGS`.
+
+    Raises:
+        ConfigError: fewer than 2 rings asked for.
+    """
+    from kmtr.train.runner import ConfigError
+
+    rings = heads.spectrum_rings or SPECTRUM_RINGS
+    if rings < 2:
+        raise ConfigError(f"heads.spectrum_rings must be 0 (the default, {SPECTRUM_RINGS}) or at least 2, not {rings}")
+    return rings
 
 _EPS = 1e-8  # power floor, in units of the subject's mean power (normalised k-space has mean power 1)
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["INSTALL_HINT", "NNUNET_METHODS", "NnUNetMissing", "nnunet_available", "require_nnunet"]
+__all__ = ["INSTALL_HINT", "NNUNET_METHODS", "NNUNET_TASKS", "NnUNetMissing", "nnunet_available", "require_nnunet"]
 
 #: benchmark method → the image it segments (:func:`kmtr.models.baselines.baseline_input` kinds)
 NNUNET_METHODS: dict[str, str] = {"nnunet": "image", "nnunet_u": "image_under"}
+#: the stage-III tasks nnU-Net does
+NNUNET_TASKS: tuple[str, ...] = ("segmentation",)
 
 INSTALL_HINT = 'nnU-Net is an optional extra: pip install -e ".[nnunet]"'
 

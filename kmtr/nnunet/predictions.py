@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from kmtr.data import KSpaceDataset, prepare_batch
-from kmtr.eval.predict import Predictions
+from kmtr.eval.predictions import Predictions
 from kmtr.nnunet.export import FILE_ENDING, parse_case_id, read_label_map
 
 __all__ = ["PREDICTIONS", "collect_predictions", "load_predictions", "save_predictions"]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from kmtr.config import TrainConfig, config_to_dict, save_config
-from kmtr.nnunet import NNUNET_METHODS, require_nnunet
+from kmtr.nnunet import NNUNET_METHODS, NNUNET_TASKS, require_nnunet
 from kmtr.nnunet.export import DATASET, NUM_CLASSES, ExportedDataset, export_dataset, splits_final
 from kmtr.nnunet.predictions import PREDICTIONS, collect_predictions, save_predictions
 from kmtr.nnunet.worker import CONFIGURATION, PLANS
@@ -193,8 +193,8 @@ def train_nnunet(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]
     if cfg.method not in NNUNET_METHODS:
         raise ConfigError(f"{cfg.method} is not an nnU-Net method ({', '.join(NNUNET_METHODS)})")
     require_nnunet(cfg.method)
-    if cfg.task != "segmentation":
-        raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does segmentation)")
+    if cfg.task not in NNUNET_TASKS:
+        raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does {', '.join(NNUNET_TASKS)})")
     from kmtr.data import KSpaceDataset
 
     KSpaceDataset(cfg.data.data, cfg.data.train_split, cfg.data.mask, cfg.data.frames)  # store, mask, frames

@@ -85,10 +85,12 @@ def is_finished(cfg: TrainConfig, same_config: bool = False) -> bool:
     from kmtr.config import config_to_dict
     from kmtr.train.run_guard import config_differences, saved_config
 
-    if cfg.stage == 3 and cfg.method in ("nnunet", "nnunet_u"):  # no last.pt: nnU-Net keeps its own checkpoints
-        from kmtr.nnunet.run import is_finished as nnunet_finished
+    if cfg.stage == 3:
+        from kmtr.methods import method_spec
 
-        return nnunet_finished(cfg, same_config)
+        own = method_spec(cfg.method).is_finished
+        if own is not None:  # no last.pt (nnU-Net keeps its own checkpoints)
+            return own(cfg, same_config)
     saved = saved_config(run_dir(cfg))
     if saved is None:
         return False

@@ -28,7 +28,7 @@ from torch import nn
 
 from kmtr.config import TrainConfig, config_to_dict, save_config
 from kmtr.data import KSpaceDataset
-from kmtr.models.spectrum import KSpaceSpectrum
+from kmtr.models.spectrum import KSpaceSpectrum, heads_spectrum_rings
 from kmtr.normalise import normalise, subject_scale
 from kmtr.train.checkpoint import load_checkpoint, save_checkpoint
 from kmtr.train.runner import ConfigError, run_dir, seed_everything
@@ -137,9 +137,13 @@ def fit_spectrum_ridge(cfg: TrainConfig, resume: bool | str = False) -> dict[str
         ConfigError: no validation split (the regularisation is chosen on it), a task it does not do,
         labels absent from the store.
     """
-    from kmtr.train.stage3 import build_task_model, spectrum_rings, task_targets
-
+    from kmtr.tasks import get_task
     from kmtr.train.run_guard import prepare_run_folder
+    from kmtr.train.task_net import TaskModel
+
+    task = get_task(cfg.task)
+    if not task.pooled:
+        raise ConfigError(f"method spectrum_ridge does not do {cfg.task} (it does regression, classification)")
 
     out = run_dir(cfg)
     mode = ("resume" if resume else "auto") if isinstance(resume, bool) else resume
@@ -153,28 +157,24 @@ def fit_spectrum_ridge(cfg: TrainConfig, resume: bool | str = False) -> dict[str
     d = cfg.data
     train_ds = KSpaceDataset(d.data, d.train_split, d.mask, d.frames)
     val_ds = KSpaceDataset(d.data, d.val_split, d.mask, d.frames)
-    targets = task_targets(cfg, train_ds)
+    targets = task.targets(cfg, train_ds)
     seed_everything(cfg.run.seed)
-    model = build_task_model(cfg, train_ds.shape, train_ds.info.view_ids, targets)
-    net: SpectrumLinear = model.net  # type: ignore[assignment]
+    rings = heads_spectrum_rings(cfg.heads)
+    net = SpectrumLinear(train_ds.shape, rings, targets["out_dim"])
+    model = TaskModel(net, task, targets, cfg.heads.seg_dice_weight)
     start = time.perf_counter()
     print(f"stage III spectrum_ridge / {cfg.task}: {len(train_ds)} training subjects, {len(val_ds)} validation, "
-          f"{net.spectrum.n_features} spectrum features ({spectrum_rings(cfg)} rings)", flush=True)
+          f"{net.spectrum.n_features} spectrum features ({rings} rings)", flush=True)
     raw, raw_val = split_features(net.spectrum, train_ds), split_features(net.spectrum, val_ds)
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     net.spectrum.set_statistics(mean, std)
     std_used = net.spectrum.std.double().numpy()
     x, xv = (raw - mean) / std_used, (raw_val - mean) / std_used
-    if cfg.task == "regression":
-        mu, sd = np.asarray(targets["mean"]), np.asarray(targets["std"])
-        y = (train_ds.split_labels("phenotypes").astype(np.float64) - mu) / sd
-        yv = (val_ds.split_labels("phenotypes").astype(np.float64) - mu) / sd
-        coef, intercept, record = _fit_regression(x, y, xv, yv)
-    else:
-        cols = targets["columns"]
-        y = train_ds.split_labels("diseases")[:, cols].astype(np.int64)
-        yv = val_ds.split_labels("diseases")[:, cols].astype(np.int64)
+    y, yv = task.split_targets(train_ds, targets), task.split_targets(val_ds, targets)
+    if task.binary_targets:
         coef, intercept, record = _fit_classification(x, y, xv, yv, cfg.heads.balance == "weighted")
+    else:
+        coef, intercept, record = _fit_regression(x, y, xv, yv)
     with torch.no_grad():
         net.linear.weight.copy_(torch.from_numpy(coef).float())
         net.linear.bias.copy_(torch.from_numpy(intercept).float())

@@ -1,0 +1,28 @@
+"""The predictions of one method on one split, with their ground truth (what every evaluator reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Predictions"]
+
+
+@dataclass
+class Predictions:
+    """Outputs and ground truth of one split, in store row order of the split.
+
+    ``pred``: regression (N, P) original units; classification (N, D) probabilities;
+    segmentation (N, S, T, H, W) uint8; reconstruction (N, S, T, H, W) float32 magnitudes of the
+    per-subject normalised image. ``truth`` holds the matching arrays (``phenotypes`` (N, P),
+    ``diseases`` (N, D) of the selected columns, ``seg`` + ``seg_present`` (N, S), ``image`` and
+    ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes,
+    ``pixel_spacing`` (N, S, 2) mm and, when the store has them, ``phenotypes``); ``rows`` (N,)
+    store rows.
+    """
+
+    task: str
+    rows: np.ndarray
+    pred: np.ndarray
+    truth: dict[str, np.ndarray] = field(default_factory=dict)

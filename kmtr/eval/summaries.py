@@ -1,0 +1,102 @@
+"""The short tables and figures of a run's report section that several tasks share: mean ± SD
+cells, the regression summary, the segmentation Dice / HD95 tables with overlays, and the
+ventricular phenotypes measured on a predicted segmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from kmtr.eval import figures, metrics
+from kmtr.eval.predictions import Predictions
+
+__all__ = ["pm", "regression_summary", "segmentation_tables", "segmentation_phenotypes"]
+
+
+def pm(mean: float, sd: float) -> str:
+    return "–" if not np.isfinite(mean) else f"{mean:.3g} ± {sd:.2g}"
+
+
+def regression_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The report's table of :func:`kmtr.eval.metrics.regression_metrics` output."""
+    return pd.DataFrame({
+        "phenotype": df["phenotype"],
+        "MAE ± SD": [pm(m, s) for m, s in zip(df["mae"], df["mae_sd"])],
+        "95% CI": [f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(df["mae_lo"], df["mae_hi"])],
+        "mean guess MAE ± SD": [pm(m, s) for m, s in zip(df["mean_guess_mae"], df["mean_guess_sd"])],
+        "better than mean guess": np.where(df["mae"] < df["mean_guess_mae"], "yes", "no"),
+        "p (Wilcoxon)": df["p_value"],
+    })
+
+
+def segmentation_tables(test: Predictions, class_names: list[str], out: Path, tag: str
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dice and HD95 per view and class of segmentation predictions (``metrics.segmentation_metrics``)
+    and the report's short table (all views, per class); writes the overlay figure ``<tag>_overlay.png``."""
+    view_names = test.truth["view_names"]
+    df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
+                                      list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
+    overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
+    summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
+    return df, pd.DataFrame({
+        "class": summary["class"], "frames": summary["n"],
+        "Dice ± SD": [pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
+        "HD95 (mm) ± SD": [pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
+    })
+
+
+def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict: Callable[[str], Predictions],
+                            n_boot: int, seed: int) -> pd.DataFrame | None:
+    """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
+    :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
+    with the mean guess. None when the store has no phenotypes the calibration knows or no
+    training subjects to calibrate on."""
+    from kmtr.eval import seg_phenotypes as sp
+    from kmtr.store import StoreError, open_store, read_store_info
+
+    info = read_store_info(open_store(cfg.data.data), cfg.data.data)
+    columns = list(info.phenotype_columns)
+    if "phenotypes" not in test.truth or not any(c in sp.FEATURES for c in columns):
+        return None
+    try:
+        train = predict(cfg.data.train_split)
+    except StoreError:  # no training subjects to calibrate on (e.g. an external test-only store)
+        return None
+    sax = [i for i, v in enumerate(info.view_ids) if v == 0]
+
+    def features(pred: Predictions) -> dict[str, np.ndarray]:
+        return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=1, myo=2, rv=3)
+
+    y_train = train.truth["phenotypes"].astype(np.float64)
+    fits = sp.fit_calibration(features(train), y_train, columns)
+    if not fits:
+        return None
+    names = list(fits)
+    predicted = sp.apply_calibration(fits, features(test))
+    idx = [columns.index(c) for c in names]
+    y_test = test.truth["phenotypes"][:, idx].astype(np.float64)
+    pred = np.stack([predicted[c] for c in names], axis=1)
+    units = [info.phenotype_units[j] if j < len(info.phenotype_units) else "" for j in idx]
+    df = metrics.regression_metrics(pred, y_test, names, np.nanmean(y_train[:, idx], axis=0), units=units,
+                                    n_boot=n_boot, seed=seed)
+    figures.scatter_pred_true(pred, y_test, names, units, scatter)
+    return df.assign(features=[" + ".join(fits[c]["features"]) for c in names])  # type: ignore[arg-type]
+
+
+def overlays(test: Predictions, view_names: tuple[str, ...], path: Path) -> None:
+    """Up to 4 examples: first test subjects, a mid short-axis slice and the 4ch view, frame 0."""
+    picks = []
+    present = test.truth["seg_present"].astype(bool)
+    for i in range(min(2, len(test.rows))):
+        for s in (2, len(view_names) - 1):
+            if s < present.shape[1] and present[i, s]:
+                picks.append((i, s))
+    if not picks:
+        return
+    images = np.stack([test.truth["image_frame0"][i, s] for i, s in picks])
+    true = np.stack([test.truth["seg"][i, s, 0] for i, s in picks])
+    pred = np.stack([test.pred[i, s, 0] for i, s in picks])
+    figures.segmentation_overlay(images, true, pred, [f"subject {i}, {view_names[s]}" for i, s in picks], path)

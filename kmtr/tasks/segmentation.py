@@ -1,0 +1,129 @@
+"""Segmentation into 6 classes per view and frame: (B, S, 6, T, H, W) logits from multi-depth
+encoder features, Dice + cross-entropy (MONAI ``DiceCELoss``) over every view and frame with a
+ground truth (``subjects/seg_present``; the 3ch view has none); Dice and HD95 per class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from kmtr.eval.comparison import TaskComparison, frames, paired_rows
+from kmtr.eval.predictions import Predictions
+from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
+from kmtr.eval.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
+from kmtr.models.segmentation import SegmentationDecoder
+from kmtr.tasks.base import EvalContext, Task, TruthSink
+from kmtr.train.runner import ConfigError
+
+__all__ = ["NUM_CLASSES", "Segmentation", "compare_segmentation", "seg_layers", "subject_dice"]
+
+NUM_CLASSES = 6  # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool, 4 LA, 5 RA
+
+
+def seg_layers(depth: int, n: int) -> list[int]:
+    """``n`` encoder depths spread evenly up to ``depth`` (1-based, last = depth), e.g. 6, 4 → [2, 3, 5, 6]."""
+    n = max(1, min(n, depth))
+    return sorted({max(1, round(depth * (i + 1) / n)) for i in range(n)})
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    with_seg = True
+    metric = "Dice"
+
+    def targets(self, cfg: Any, train_ds: Any) -> dict[str, Any]:
+        info = train_ds.info
+        if not info.has_seg:
+            raise ConfigError(f"task segmentation: {info.url} has no 'seg' array (built without segmentations); "
+                              f"rebuild it from subjects with seg_*.nii.gz files (`kspace-sim build --seg DIR` for "
+                              f"DICOM zips)")
+        return {"out_dim": NUM_CLASSES, "names": [info.label_map.get(str(i), str(i)) for i in range(NUM_CLASSES)]}
+
+    def build_head(self, net: Any, encoder: Any, in_dim: int, out_dim: int, heads: Any) -> torch.nn.Module:
+        net.layers = seg_layers(encoder.cfg.depth, heads.seg_features)
+        return SegmentationDecoder(encoder.grid, encoder.cfg.width, len(net.layers), heads.seg_width, out_dim,
+                                   heads.seg_temporal_kernel)
+
+    def run_head(self, net: Any, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens, keep = net.encoder.encoder_inputs(kspace, mask)
+        _, full, feats = net.encoder.encode_features(tokens, keep, net.layers[:-1])
+        return net.head([*feats, full], keep)
+
+    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], dice_weight: float) -> None:
+        from monai.losses import DiceCELoss
+
+        model.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice_weight)
+
+    def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        present = batch["seg_present"].bool()
+        logits = out[present].float()  # (n, C, T, H, W)
+        target = batch["seg"][present][:, None].long()
+        if logits.shape[0] == 0:
+            return out.sum() * 0.0
+        return model.seg_loss(logits, target)
+
+    def predict(self, model: Any, out: torch.Tensor) -> torch.Tensor:
+        return out.argmax(dim=2).to(torch.uint8)
+
+    def prediction_array(self, pred: torch.Tensor) -> np.ndarray:
+        return pred.cpu().numpy()
+
+    def collect_truth(self, batch: dict[str, torch.Tensor], raw: dict[str, Any], ds: Any, model: Any,
+                      keep: TruthSink) -> None:
+        keep("seg", batch["seg"])
+        keep("seg_present", batch["seg_present"])
+        keep("image_frame0", batch["image"][:, :, 0].abs())
+        spacing = ds.group["subjects/pixel_spacing"]
+        keep("pixel_spacing", torch.from_numpy(np.stack([np.asarray(spacing[int(r)]) for r in raw["row"]])))
+        if "phenotypes" in batch:  # for the phenotypes measured on the predicted segmentation
+            keep("phenotypes", batch["phenotypes"])
+
+    def compare(self, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int
+                ) -> TaskComparison:
+        return compare_segmentation(preds, targets["names"], n_boot, seed)
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        table, summary = segmentation_tables(ctx.test, ctx.run.targets["names"], ctx.out, ctx.tag)
+        result: dict[str, Any] = {"tables": {"segmentation": table}, "summary": summary}
+        section = segmentation_phenotypes(ctx.run.cfg, ctx.test, ctx.out / f"{ctx.tag}_phenotypes_scatter.png",
+                                          ctx.predict, ctx.n_boot, ctx.seed)
+        if section is not None:
+            result["tables"]["phenotypes"] = section
+            result["sections"] = [("Phenotypes from the predicted segmentation (linear calibration on the "
+                                   "training split's predictions, `kmtr/eval/seg_phenotypes.py`)",
+                                   regression_summary(section))]
+        return result
+
+
+def subject_dice(pred: np.ndarray, true: np.ndarray, present: np.ndarray, n_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Per-subject Dice (N, C−1) for classes 1..C−1 over every labelled slice and frame (NaN when
+    the class is absent from both); pred/true (N, S, T, H, W), present (N, S) bool."""
+    out = np.full((pred.shape[0], n_classes - 1), np.nan)
+    for i in range(pred.shape[0]):
+        p, t = pred[i][present[i]], true[i][present[i]]
+        for c in range(1, n_classes):
+            a, b = p == c, t == c
+            denom = a.sum() + b.sum()
+            if denom:
+                out[i, c - 1] = 2.0 * np.logical_and(a, b).sum() / denom
+    return out
+
+
+def compare_segmentation(preds: dict[str, Predictions], class_names: list[str], n_boot: int = 1000,
+                         seed: int = 0) -> TaskComparison:
+    """Per-subject Dice per class (all labelled views and frames)."""
+    first = next(iter(preds.values()))
+    present = first.truth["seg_present"].astype(bool)
+    dice = {m: subject_dice(p.pred, p.truth["seg"], present, len(class_names)) for m, p in preds.items()}
+    rows = list(class_names[1:])
+    cells = {}
+    for m, d in dice.items():
+        for j in range(len(rows)):
+            x = d[:, j][np.isfinite(d[:, j])]
+            cells[(j, m)] = bootstrap_ci(np.mean, x, n_boot=n_boot, seed=seed) if len(x) else (np.nan,) * 3
+    v, lo, hi = frames(rows, list(dice), cells)
+    paired = paired_rows(rows, list(dice), lambda j, m: wilcoxon_paired(dice["kmtr"][:, j], dice[m][:, j],
+                                                                        n_boot=n_boot, seed=seed))
+    return TaskComparison("segmentation", "Dice", True, v, lo, hi, paired)
