@@ -35,6 +35,7 @@ from kspace_sim.store.layout import (
     consolidate,
     create_schema_array,
     create_store,
+    layout_problems,
     open_store,
 )
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
@@ -313,6 +314,12 @@ def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group
         )
     stored = group.attrs.get("parameters")
     wanted = _normalise(cfg.data_parameters())
+    if stored == wanted:  # same parameters: the arrays must be what the schema says they are
+        problems = layout_problems(
+            group, frames=cfg.params.frames, size=cfg.params.crop, storage=cfg.storage, mask_names=[m.name for m in cfg.masks]
+        )
+        if problems:
+            raise StoreError(f"{cfg.out} does not have the layout of its parameters ({'; '.join(problems)}): use another --out")
     if stored != wanted:
         diff = sorted(k for k in set(stored or {}) | set(wanted) if (stored or {}).get(k) != wanted.get(k))
         raise StoreError(

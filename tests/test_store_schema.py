@@ -104,3 +104,28 @@ def test_trainer_reader_checks_stores_against_the_shipped_schema(tmp_path):
     g.create_array("masks/bad_r2", shape=(2, 9, 4, 8), dtype="uint8")
     with pytest.raises(StoreError, match="'masks/bad_r2' should be 4-d bool"):
         check_layout(g, url)
+
+
+def test_resume_checks_the_layout_against_the_schema(tmp_path):
+    """A resume with the same parameters refuses a store whose arrays are not the schema's (one line
+    naming them) instead of writing into it."""
+    from kspace_sim.build import BuildConfig, build_store
+    from kspace_sim.simulate import MaskSpec, SimulationParams
+    from kspace_sim.store.layout import StoreError, layout_problems
+    from synthetic_subjects import write_cohort
+
+    cohort = write_cohort(tmp_path / "in", ["1", "2"])
+    out = tmp_path / "s.zarr"
+    cfg = BuildConfig(str(cohort), str(out), [MaskSpec("gaussian", 4)], SimulationParams(crop=32, frames=10),
+                      workers=0, progress=False, labels=False)
+    build_store(cfg)
+    g = zarr.open_group(str(out), mode="r+", use_consolidated=False)
+    assert layout_problems(g, frames=10, size=32, storage="complex64", mask_names=["gaussian_r4"]) == []
+    assert build_store(cfg).skipped == 2  # a clean resume: nothing to do
+    g["subjects/status"][1] = 0
+    del g["subjects/dt"]
+    g.create_array("subjects/dt", shape=(2,), dtype="float64")
+    with pytest.raises(StoreError, match=r"subjects/dt: \(2,\) float64, expected \(2,\) float32"):
+        build_store(cfg)
+    del g["masks/gaussian_r4"]
+    assert "masks/gaussian_r4: missing" in layout_problems(g, frames=10, size=32, storage="complex64", mask_names=["gaussian_r4"])

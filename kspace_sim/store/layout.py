@@ -41,6 +41,7 @@ __all__ = [
     "consolidate",
     "create_mask_array",
     "create_schema_array",
+    "layout_problems",
     "create_store",
     "open_store",
 ]
@@ -106,6 +107,37 @@ def create_schema_array(
     if spec.dtype == "string":
         return group.create_array(path, shape=shape, dtype=str, overwrite=overwrite, **kwargs)
     return group.create_array(path, shape=shape, dtype=spec.dtype, fill_value=spec.fill, overwrite=overwrite, **kwargs)
+
+
+def layout_problems(group: zarr.Group, *, frames: int, size: int, storage: str, mask_names: list[str]) -> list[str]:
+    """What in an existing store differs from the schema for these build parameters: a required
+    array (or a named mask) missing, or one with another shape or dtype. One line each; [] = none.
+
+    ``subjects/checksum`` may hold any known digest length (stores keep the algorithm they began with).
+    """
+    n = group["subjects/id"].shape[0] if "subjects/id" in group else 0
+    dims = {"N": n, "S": len(VIEW_ORDER), "T": frames, "H": size, "W": size}
+    if "subjects/checksum" in group and group["subjects/checksum"].shape[-1] in CHECKSUM_ALGORITHMS.values():
+        dims["C"] = group["subjects/checksum"].shape[-1]
+    else:
+        dims["C"] = CHECKSUM_ALGORITHMS[DEFAULT_CHECKSUM]
+    paths = ["kspace", *(["seg"] if "seg" in group else [])]
+    paths += [a.path for a in ARRAYS if a.required and a.path != "kspace"]
+    paths += [f"masks/{m}" for m in mask_names]
+    out = []
+    for path in paths:
+        if path not in group:
+            out.append(f"{path}: missing")
+            continue
+        spec, arr = array_spec(path, storage), group[path]
+        want = resolve_shape(spec, dims)
+        if spec.dtype == "string":
+            dtype_ok = np.dtype(arr.dtype).kind in "UTO"
+        else:
+            dtype_ok = np.dtype(arr.dtype) == np.dtype(spec.dtype)
+        if tuple(arr.shape) != want or not dtype_ok:
+            out.append(f"{path}: {tuple(arr.shape)} {arr.dtype}, expected {want} {spec.dtype}")
+    return out
 
 
 def create_mask_array(group: zarr.Group, name: str, n: int, s: int, t: int, w: int, overwrite: bool = False) -> zarr.Array:
