@@ -38,8 +38,8 @@ class DataConfig:
 
 
 @dataclass
-class ArchConfig:
-    """Model sizes (shared by both MAEs) and stage-I objective settings."""
+class MAEConfig:
+    """Sizes of one MAE (:mod:`kmtr.models.mae`). ``width % heads == 0`` and ``dec_width % dec_heads == 0``."""
 
     patch: tuple[int, int, int] = (5, 8, 8)
     width: int = 1024
@@ -50,6 +50,12 @@ class ArchConfig:
     dec_heads: int = 16
     mlp_ratio: float = 4.0
     grad_checkpoint: bool = False
+
+
+@dataclass
+class ArchConfig(MAEConfig):
+    """Model sizes (:class:`MAEConfig`, shared by both MAEs) and stage-I objective settings."""
+
     mask_ratio: float = 0.7  # image MAE
     image_magnitude: bool = False  # image MAE reads and predicts magnitude images |x| (not re, im)
     kspace_rel_weight: float = 1.0
@@ -70,14 +76,14 @@ class TaskConfig:
     pool: str = "cls"  # heads read: cls (the stage-II-aligned class token) | mean (of the output tokens) | attention
     spectrum_rings: int = 0  # radial-spectrum rings, read only by the methods spectrum_ridge, kmtr_spectrum (0 = 16)
     diseases: str = "CAD,high_blood_pressure,hypertension"  # comma list of labels/diseases columns, or "all"
-    balance: str = "weighted"  # weighted (positive-class weight) | sampler (balanced sampling) | none
+    balance: str = "weighted"  # weighted (positive-class weight n_neg / n_pos in the loss) | none
     threshold: str = "f1"  # decision threshold chosen on validation: f1 | youden
     seg_width: int = 576
     seg_features: int = 4  # encoder depths feeding the segmentation decoder
     seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
     seg_dice_weight: float = 1.0
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
-    image_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels
+    baseline_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels
     unet_channels: tuple[int, int, int, int] = (32, 64, 128, 256)
     nnunet_trainer: str = "nnUNetTrainer"  # nnU-Net baselines (kmtr.nnunet): nnU-Net's trainer class, or a shorter one
     nnunet_gpu_memory_gb: float = 8.0  # nnU-Net's planning target (-gpu_memory_target; 8 = its default): sets its batch
@@ -127,7 +133,7 @@ class TrainConfig:
     stage: int = 1
     models: str = "both"  # stage I: image | kspace | both
     task: str = "regression"  # stage III: regression | classification | segmentation | reconstruction
-    method: str = "kmtr"  # stage III model: kmtr | mae (no stage II) | a baseline, see kmtr.train.stage3
+    method: str = "kmtr"  # stage III model: kmtr | mae (no stage II) | a baseline, see kmtr.methods
     init: str = ""  # checkpoint to start from ("" = the previous stage's run of this experiment, "scratch" = none)
     data: DataConfig = field(default_factory=DataConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -239,6 +245,10 @@ def _coerce(current: Any, raw: Any, key: str) -> Any:
     return value
 
 
+#: keys renamed since runs were first saved: old dotted key → new (saved configs and --set still read the old one)
+RENAMED_KEYS = {"heads.image_magnitude": "heads.baseline_magnitude"}
+
+
 def _field_owner(cfg: TrainConfig, key: str) -> tuple[Any, str]:
     """The section (dataclass) of ``cfg`` holding the dotted ``key`` and the field's name.
 
@@ -246,6 +256,7 @@ def _field_owner(cfg: TrainConfig, key: str) -> tuple[Any, str]:
         ValueError: no such section or field.
     """
     obj: Any = cfg
+    key = RENAMED_KEYS.get(key, key)
     parts = key.split(".")
     for part in parts[:-1]:
         if not hasattr(obj, part):

@@ -57,7 +57,7 @@ class MethodSpec(NamedTuple):
 def _kspace_encoder_net(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task,
                         out_dim: int, state: dict[str, Any] | None) -> nn.Module:
     """The stage-I k-space MAE's encoder (weights from ``state``) with the task's head."""
-    from kmtr.train.stage1 import build_stage1_model, validate_config
+    from kmtr.train.maes import build_stage1_model, validate_config
 
     s1 = dataclasses.replace(cfg, stage=1, models="kspace")
     mae = build_stage1_model(s1, validate_config(s1, shape), view_ids).kspace
@@ -73,7 +73,7 @@ def _resnet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[
     from kmtr.models.baselines import ResNetBaseline
 
     return ResNetBaseline(method_spec(cfg.method).input, shape[0], out_dim, width=cfg.heads.resnet_width,
-                          signed_log_c=cfg.arch.signed_log_c, magnitude=cfg.heads.image_magnitude)
+                          signed_log_c=cfg.arch.signed_log_c, magnitude=cfg.heads.baseline_magnitude)
 
 
 def _unet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task, out_dim: int,
@@ -81,7 +81,7 @@ def _unet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[in
     from kmtr.models.baselines import UNetBaseline
 
     return UNetBaseline(method_spec(cfg.method).input, out_dim, channels=tuple(cfg.heads.unet_channels),
-                        magnitude=cfg.heads.image_magnitude)
+                        magnitude=cfg.heads.baseline_magnitude)
 
 
 def _spectrum_linear(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task,

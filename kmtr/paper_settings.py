@@ -125,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("data.phase_amplitude", ALL, N, 0.0, 0.0, "ours: no phase redraw"),
     # baselines
     _s("heads.resnet_width", ("III reg", "III cls"), 1.0, 1.0, 0.125, f"{REF}: the standard ResNet-50"),
-    _s("heads.image_magnitude", III, N, True, True, "ours: image baselines read magnitude images, as UK Biobank ships"),
+    _s("heads.baseline_magnitude", III, N, True, True, "ours: image baselines read magnitude images, as UK Biobank ships"),
 )
 
 #: tiny-preset epochs where one value per scope does not fit a row (``tiny`` is None above)

@@ -8,7 +8,6 @@ table. Nothing here imports the simulator.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,6 @@ FORMAT_NAME = "kspace-mri-store"
 FORMAT_VERSION = 1
 STATUS_DONE = 1
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
-
-for _msg in (
-    ".*Consolidated metadata.*",
-    ".*not part of the Zarr format 3.*",
-    ".*does not have a Zarr V3 specification.*",
-):
-    warnings.filterwarnings("ignore", message=_msg)
-
 
 class StoreError(Exception):
     """The store cannot be used as asked (missing, wrong format/version, missing mask, empty split)."""

@@ -36,12 +36,12 @@ samples keep different numbers of tokens the rest is padding that no token atten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from kmtr.config import MAEConfig
 from kmtr.models.tokenizer import PatchEmbed, PositionalCode, TokenGrid, patchify, unpatchify
 from kmtr.models.vit import Transformer
 from kmtr.normalise import signed_log, signed_log_inverse
@@ -49,21 +49,6 @@ from kmtr.normalise import signed_log, signed_log_inverse
 __all__ = [
     "MAEConfig", "MaskedAutoencoder", "TokenDecoder", "init_weights", "ImageMAE", "KSpaceMAE", "random_keep", "kspace_token_keep", "count_parameters",
 ]
-
-
-@dataclass(frozen=True)
-class MAEConfig:
-    """Sizes of one MAE. ``width % heads == 0`` and ``dec_width % dec_heads == 0``."""
-
-    patch: tuple[int, int, int] = (5, 8, 8)
-    width: int = 1024
-    depth: int = 6
-    heads: int = 16
-    dec_width: int = 512
-    dec_depth: int = 2
-    dec_heads: int = 16
-    mlp_ratio: float = 4.0
-    grad_checkpoint: bool = False
 
 
 def count_parameters(module: nn.Module) -> int:

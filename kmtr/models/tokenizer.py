@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "sincos_1d", "TokenGrid", "complex_to_channels", "channels_to_complex", "patchify", "unpatchify",
+    "sincos_1d", "TokenGrid", "patchify", "unpatchify",
     "PatchEmbed", "PositionalCode",
 ]
 
@@ -52,16 +52,6 @@ class TokenGrid:
     def patch_dim(self) -> int:
         pt, ph, pw = self.patch
         return pt * ph * pw * 2
-
-
-def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
-    """(B, S, T, H, W) complex → (B, S, T, H, W, 2) real (re, im)."""
-    return torch.view_as_real(x)
-
-
-def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
-    """(B, S, T, H, W, 2) real → (B, S, T, H, W) complex."""
-    return torch.view_as_complex(x.float().contiguous())
 
 
 def patchify(x: torch.Tensor, grid: TokenGrid) -> torch.Tensor:

@@ -26,10 +26,11 @@ from kmtr.eval.retrieval import retrieval_accuracy
 from kmtr.losses import contrastive_loss, cosine_matrix
 from kmtr.models.heads import MLPHead
 from kmtr.models.mae import ImageMAE, KSpaceMAE, count_parameters
+from kmtr.train.datasets import build_datasets
 from kmtr.train.distributed import DistInfo, cleanup_distributed, gather_rows, init_distributed
 from kmtr.train.init import adopt_architecture, load_init, load_prefixed, resolve_init
+from kmtr.train.maes import build_stage1_model, validate_config
 from kmtr.train.runner import ConfigError, fit_model, param_groups, seed_everything
-from kmtr.train.stage1 import build_datasets, build_stage1_model, validate_config
 
 __all__ = ["Stage2Model", "build_stage2_model", "chunk_setting", "embed_split", "train_stage2"]
 

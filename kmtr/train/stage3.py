@@ -51,10 +51,11 @@ from kmtr.models.mae import count_parameters
 from kmtr.models.spectrum import spectrum_statistics
 from kmtr.tasks import TASKS, get_task
 from kmtr.tasks.segmentation import NUM_CLASSES, seg_layers
+from kmtr.train.datasets import build_datasets
 from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distributed
 from kmtr.train.init import adopt_architecture, load_init, resolve_init
+from kmtr.train.maes import validate_config
 from kmtr.train.runner import fit_model, param_groups, seed_everything
-from kmtr.train.stage1 import build_datasets, validate_config
 from kmtr.train.task_net import KSpaceTaskNet, TaskModel
 
 __all__ = [
