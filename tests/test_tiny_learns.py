@@ -50,10 +50,18 @@ SEG_MIN_FALL = 0.07
 
 def _tiny(stage: int, task: str, store: str, out: Path, epochs: int) -> TrainConfig:
     """The tiny preset with only bookkeeping and the epoch count changed."""
-    return apply_overrides(preset("tiny", stage, task), {
-        "data.data": store, "run.out_dir": str(out), "run.name": "learns", "optim.epochs": str(epochs),
-        "run.progress": "false", "run.tensorboard": "false", "run.png_every_epochs": "0",
-    })
+    return apply_overrides(
+        preset("tiny", stage, task),
+        {
+            "data.data": store,
+            "run.out_dir": str(out),
+            "run.name": "learns",
+            "optim.epochs": str(epochs),
+            "run.progress": "false",
+            "run.tensorboard": "false",
+            "run.png_every_epochs": "0",
+        },
+    )
 
 
 def _train_batch(cfg: TrainConfig) -> dict[str, torch.Tensor]:
