@@ -98,11 +98,12 @@ def train(
     """
     import torch
 
+    from kmtr.methods import METHODS
     from kmtr.store import StoreError
+    from kmtr.tasks import TASKS
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.pipeline import stage_config, train_one, train_pipeline
     from kmtr.train.runner import ConfigError
-    from kmtr.train.stage3 import METHODS, TASKS
 
     if resume and restart:
         _fail("--resume and --restart exclude each other")
@@ -121,12 +122,13 @@ def train(
     _check_device(overrides.get("run.device"))
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    tasks = list(task) or list(METHODS[method or "kmtr"][1])
-    if method in ("nnunet", "nnunet_u"):
-        from kmtr.nnunet import NnUNetMissing, require_nnunet
+    tasks = list(task) or list(METHODS[method or "kmtr"].tasks)
+    require = METHODS[method].require if method is not None else None
+    if require is not None:  # optional dependencies (the nnunet extra)
+        from kmtr.nnunet import NnUNetMissing
 
         try:
-            require_nnunet(method)
+            require(method)
         except NnUNetMissing as exc:
             _fail(str(exc))
     mode = "resume" if resume else ("restart" if restart else "auto")
@@ -212,10 +214,10 @@ def benchmark(
     import torch
 
     from kmtr.eval.benchmark import DEFAULT_METHODS, run_benchmark
+    from kmtr.methods import METHODS
     from kmtr.store import StoreError
     from kmtr.train.loop import NonFiniteLossError
     from kmtr.train.runner import ConfigError
-    from kmtr.train.stage3 import METHODS
 
     data = _data_or_demo(data)
     tasks = list(task) or ["regression", "classification"]

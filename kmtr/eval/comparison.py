@@ -12,9 +12,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from kmtr.eval.stats import bootstrap_ci
 from kmtr.eval.tables import comparison_table
 
-__all__ = ["MEAN_GUESS", "TaskComparison", "frames", "paired_rows", "relabel"]
+__all__ = ["MEAN_GUESS", "TaskComparison", "frames", "mean_frames", "paired_rows", "relabel"]
 
 MEAN_GUESS = "mean guess"
 #: the method whose paired differences against every other method are tested
@@ -62,6 +63,18 @@ def frames(rows: Sequence[str], cols: list[str], cells: dict[tuple[int, str], tu
     for (j, col), (a, b, c) in cells.items():
         v.iloc[j, cols.index(col)], lo.iloc[j, cols.index(col)], hi.iloc[j, cols.index(col)] = a, b, c
     return v, lo, hi
+
+
+def mean_frames(rows: Sequence[str], per_subject: dict[str, np.ndarray], n_boot: int, seed: int
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(values, lo, hi) rows × methods of the mean over subjects (finite values only) with its
+    bootstrap 95 % interval; ``per_subject[method]`` is (N, len(rows)); NaN where no value is finite."""
+    cells = {}
+    for m, x in per_subject.items():
+        for j in range(len(rows)):
+            finite = x[:, j][np.isfinite(x[:, j])]
+            cells[(j, m)] = bootstrap_ci(np.mean, finite, n_boot=n_boot, seed=seed) if len(finite) else (np.nan,) * 3
+    return frames(rows, list(per_subject), cells)
 
 
 def relabel(comp: TaskComparison, label: Callable[[str], str]) -> TaskComparison:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from kmtr.eval import figures, metrics
-from kmtr.eval.comparison import TaskComparison, frames, paired_rows
+from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
+from kmtr.eval.stats import wilcoxon_paired
 from kmtr.eval.summaries import regression_summary
 from kmtr.losses import masked_mse
 from kmtr.models.heads import MLPHead
@@ -89,12 +89,7 @@ def compare_regression(preds: dict[str, Predictions], names: list[str], train_me
     truth = next(iter(preds.values())).truth["phenotypes"]
     errors = {m: np.abs(p.pred - truth) for m, p in preds.items()}
     errors["mean_guess"] = np.abs(np.asarray(train_mean)[None] - truth)
-    cells = {}
-    for m, err in errors.items():
-        for j in range(len(names)):
-            e = err[:, j][np.isfinite(err[:, j])]
-            cells[(j, m)] = bootstrap_ci(np.mean, e, n_boot=n_boot, seed=seed) if len(e) else (np.nan,) * 3
-    v, lo, hi = frames(names, list(errors), cells)
+    v, lo, hi = mean_frames(names, errors, n_boot, seed)
     paired = paired_rows(names, list(errors), lambda j, m: wilcoxon_paired(errors["kmtr"][:, j], errors[m][:, j],
                                                                            n_boot=n_boot, seed=seed))
     return TaskComparison("regression", "MAE", False, v, lo, hi, paired)

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from kmtr.eval.comparison import TaskComparison, frames, paired_rows
+from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
+from kmtr.eval.stats import wilcoxon_paired
 from kmtr.eval.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
@@ -118,12 +118,7 @@ def compare_segmentation(preds: dict[str, Predictions], class_names: list[str], 
     present = first.truth["seg_present"].astype(bool)
     dice = {m: subject_dice(p.pred, p.truth["seg"], present, len(class_names)) for m, p in preds.items()}
     rows = list(class_names[1:])
-    cells = {}
-    for m, d in dice.items():
-        for j in range(len(rows)):
-            x = d[:, j][np.isfinite(d[:, j])]
-            cells[(j, m)] = bootstrap_ci(np.mean, x, n_boot=n_boot, seed=seed) if len(x) else (np.nan,) * 3
-    v, lo, hi = frames(rows, list(dice), cells)
+    v, lo, hi = mean_frames(rows, dice, n_boot, seed)
     paired = paired_rows(rows, list(dice), lambda j, m: wilcoxon_paired(dice["kmtr"][:, j], dice[m][:, j],
                                                                         n_boot=n_boot, seed=seed))
     return TaskComparison("segmentation", "Dice", True, v, lo, hi, paired)
