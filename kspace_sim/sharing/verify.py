@@ -38,11 +38,11 @@ from kspace_sim.sharing.manifest import (
 from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
 from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, open_store
-from kspace_sim.store.schema import array_spec, resolve_shape
+from kspace_sim.store.schema import ARRAYS, array_spec, resolve_shape
 
 __all__ = ["Problem", "VerifyReport", "verify", "verify_store"]
 
-PER_SUBJECT_ARRAYS = ("kspace", "seg")
+PER_SUBJECT_ARRAYS = tuple(dict.fromkeys(a.path for a in ARRAYS if a.chunking == "row" and not a.path.startswith("masks/")))
 PROVENANCE_KEYS = ("format_version", "simulator_version", "global_seed", "parameters", "fft_convention", "view_order", "pseudonymised", "input")
 # provenance key -> store attribute, compared and reported only (VOLATILE_PROVENANCE)
 _VOLATILE_ATTRS = {"git_commit": "git_commit", "store_created": "created"}

@@ -14,13 +14,16 @@ import numpy as np
 import zarr
 
 from kspace_sim.store.layout import STATUS_DONE, STATUS_FAILED, STATUS_PENDING
+from kspace_sim.store.schema import ARRAYS
 
 __all__ = ["SubjectTable", "SubjectRecord"]
 
-# ``split`` is not here: splits are assigned once, at the end of a build (sharing.splits.assign_splits)
-_ARRAYS = (
-    "checksum", "seg_present", "pixel_spacing", "crop_box", "sax_slices", "intensity_range", "dt", "source_frames",
-    "kspace_scale",
+# the per-subject metadata arrays of the schema that a finished task fills in; ``id``, ``status`` and
+# ``reason`` are held apart, and ``split`` is assigned once, at the end of a build (sharing.splits.assign_splits)
+_ARRAYS = tuple(
+    a.path.removeprefix("subjects/")
+    for a in ARRAYS
+    if a.path.startswith("subjects/") and a.path not in ("subjects/id", "subjects/status", "subjects/reason", "subjects/split")
 )
 
 
