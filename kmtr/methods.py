@@ -52,6 +52,7 @@ class MethodSpec(NamedTuple):
     counts_tokens: bool = False  # a patch-token encoder (tokens/s in the training log)
     needs_validation: bool = False  # chooses its settings on the validation split
     benchmark: bool = False  # one of `kmtr benchmark`'s default methods for its tasks
+    lr_grid: tuple[str, tuple[float, ...]] | None = None  # learning rates `--lr-search` tries (kmtr.eval.lr_search)
 
 
 def _kspace_encoder_net(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task,
@@ -126,42 +127,48 @@ def _closed_form_recipe(cfg: TrainConfig) -> tuple[str, str, Any, Any]:
 
 
 _FROM_SCRATCH = "trained from scratch, AdamW + warm-up + cosine"
+#: learning-rate grids, (kind, values): "x preset lr" = factors of the preset's stage-III learning rate
+#: (the pre-trained k-space encoders, whose paper learning rates are fine-tuning rates), "absolute" =
+#: learning rates (networks trained from scratch, for which k-MTR's fine-tuning rates are no recipe)
+FINE_TUNE_GRID = ("x preset lr", (0.1, 0.3, 1.0, 3.0, 10.0))
+SCRATCH_CNN_GRID = ("absolute", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))
+SCRATCH_UNET_GRID = ("absolute", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2))
 #: method → :class:`MethodSpec`, in the order tables list them (add one with :func:`register_method`)
 METHODS: dict[str, MethodSpec] = {
     "kmtr": MethodSpec(
         "kspace_under", TASKS, "stage2", "k-MTR", "stage I k-space MAE + stage II contrastive alignment with images",
         "encoder's class token (heads.pool = cls) / encoder features (segmentation, reconstruction)",
         "fine-tuned end to end, AdamW + warm-up + cosine",
-        build=_kspace_encoder_net, counts_tokens=True, benchmark=True),
+        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID),
     "mae": MethodSpec(
         "kspace_under", TASKS, "stage1", "MAE w/o stage II", "stage I k-space MAE only (no alignment)",
         "as k-MTR", "as k-MTR",
-        build=_kspace_encoder_net, counts_tokens=True, benchmark=True),
+        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID),
     "resnet50": MethodSpec(
         "image", ("regression", "classification"), "", "ResNet-50 (full images)", "none (from scratch)",
         "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
     "resnet50_u": MethodSpec(
         "image_under", ("regression", "classification"), "", "ResNet-50^u", "none (from scratch)",
         "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
     "resnet50_k": MethodSpec(
         "kspace_under", ("regression", "classification"), "", "ResNet-50^k", "none (from scratch)",
         "3-D ResNet-50 on zero-filled undersampled k-space (real, imaginary per view)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
     "unet": MethodSpec(
         "image", ("segmentation",), "", "U-Net (full images)", "none (from scratch)",
         "MONAI 2-D U-Net per view and frame on fully sampled magnitude images",
         _FROM_SCRATCH,
-        build=_unet, benchmark=True),
+        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID),
     "unet_u": MethodSpec(
         "image_under", ("segmentation",), "", "U-Net^u", "none (from scratch)",
         "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
         _FROM_SCRATCH,
-        build=_unet, benchmark=True),
+        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID),
     "nnunet": MethodSpec(
         "image", ("segmentation",), "", "nnU-Net (full images)", "none (from scratch)",
         "nnU-Net v2's self-configured 2-D U-Net per view and frame on fully sampled magnitude images",
@@ -185,7 +192,7 @@ METHODS: dict[str, MethodSpec] = {
         "kspace_under", ("regression", "classification"), "stage2", "k-MTR + spectrum",
         "as k-MTR", "k-MTR's class token concatenated with the standardised radial power spectrum (not the paper)",
         "as k-MTR",
-        build=_kspace_encoder_net, counts_tokens=True, reads_spectrum=True),
+        build=_kspace_encoder_net, counts_tokens=True, reads_spectrum=True, lr_grid=FINE_TUNE_GRID),
 }
 #: names in tables of the reference rows that are no method
 REFERENCE_LABELS = {"mean_guess": "mean guess", "zero_filled": "zero-filled"}

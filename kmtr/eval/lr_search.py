@@ -1,7 +1,7 @@
 """Learning-rate search for ``kmtr benchmark --lr-search N``: every method at its best, on the
 same budget.
 
-For each (method, task) with a grid in :data:`LR_GRIDS`, ``N`` learning rates are taken from the
+For each (method, task) with a grid (``lr_grid`` in :mod:`kmtr.methods`), ``N`` learning rates are taken from the
 method's grid (evenly spaced over it: 1 → the middle value, 3 → the ends and the middle, 5 →
 all), each trained for the same number of epochs (``search_epochs``, short runs, the warm-up
 scaled by the same factor) from the same starting point, and the one with the lowest validation
@@ -27,18 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from kmtr.methods import METHODS
+
 __all__ = ["LR_GRIDS", "MAX_TRIES", "LRSearch", "lr_grid", "last_val_loss", "search_lr"]
 
-_FINE_TUNE = ("x preset lr", (0.1, 0.3, 1.0, 3.0, 10.0))
-_SCRATCH_CNN = ("absolute", (3e-5, 1e-4, 3e-4, 1e-3, 3e-3))
-#: method → (kind, values): "x preset lr" = factors of the preset's stage-III learning rate (the
-#: pre-trained k-space encoders, whose paper learning rates are fine-tuning rates), "absolute" =
-#: learning rates (networks trained from scratch, for which k-MTR's fine-tuning rates are no recipe)
-LR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "kmtr": _FINE_TUNE, "mae": _FINE_TUNE, "kmtr_spectrum": _FINE_TUNE,
-    "resnet50": _SCRATCH_CNN, "resnet50_u": _SCRATCH_CNN, "resnet50_k": _SCRATCH_CNN,
-    "unet": ("absolute", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)), "unet_u": ("absolute", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-}
+#: method → (kind, values) of every method with a grid, from the registry (:attr:`kmtr.methods.MethodSpec.lr_grid`)
+LR_GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {m: s.lr_grid for m, s in METHODS.items() if s.lr_grid}
 MAX_TRIES = 5
 
 
@@ -57,9 +51,10 @@ class LRSearch:
 
 def lr_grid(method: str, preset_lr: float) -> list[float] | None:
     """The method's grid as absolute learning rates, None when the method is not searched."""
-    if method not in LR_GRIDS:
+    grid = METHODS[method].lr_grid if method in METHODS else None
+    if grid is None:
         return None
-    kind, values = LR_GRIDS[method]
+    kind, values = grid
     return [float(f"{preset_lr * v:.3g}") for v in values] if kind == "x preset lr" else [float(v) for v in values]
 
 
