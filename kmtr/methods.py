@@ -14,10 +14,10 @@ from typing import Any, Callable, NamedTuple
 from torch import nn
 
 from kmtr.config import TrainConfig
+from kmtr.errors import ConfigError
 from kmtr.models.spectrum import SPECTRUM_RINGS, heads_spectrum_rings
 from kmtr.tasks import TASKS, Task, get_task
 from kmtr.train.init import encoder_prefix, load_prefixed
-from kmtr.train.runner import ConfigError
 from kmtr.train.task_net import KSpaceTaskNet, TaskModel
 
 __all__ = [

@@ -27,3 +27,13 @@ def test_the_two_magnitude_switches_keep_their_defaults_and_the_old_key_still_re
     saved["heads"]["image_magnitude"] = saved["heads"].pop("baseline_magnitude")
     saved["heads"]["image_magnitude"] = False
     assert config_from_dict(saved).heads.baseline_magnitude is False
+
+
+def test_a_run_saved_under_the_old_key_has_the_same_config():
+    from kmtr.train.run_guard import config_differences
+
+    saved = config_to_dict(TrainConfig())
+    saved["heads"]["image_magnitude"] = saved["heads"].pop("baseline_magnitude")
+    assert config_differences(saved, config_to_dict(TrainConfig())) == []
+    saved["heads"]["image_magnitude"] = False
+    assert config_differences(saved, config_to_dict(TrainConfig())) == ["heads.baseline_magnitude False → True"]

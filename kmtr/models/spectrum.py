@@ -48,7 +48,7 @@ def heads_spectrum_rings(heads: Any) -> int:
     Raises:
         ConfigError: fewer than 2 rings asked for.
     """
-    from kmtr.train.runner import ConfigError
+    from kmtr.errors import ConfigError
 
     rings = heads.spectrum_rings or SPECTRUM_RINGS
     if rings < 2:

@@ -3,12 +3,12 @@ ground truth, metrics and headline row (:class:`kmtr.tasks.base.Task`); :func:`g
 
 from __future__ import annotations
 
+from kmtr.errors import ConfigError
 from kmtr.tasks.base import Task
 from kmtr.tasks.classification import Classification
 from kmtr.tasks.reconstruction import Reconstruction
 from kmtr.tasks.regression import Regression
 from kmtr.tasks.segmentation import Segmentation
-from kmtr.train.runner import ConfigError
 
 __all__ = ["TASKS", "Task", "get_task"]
 

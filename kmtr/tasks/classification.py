@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kmtr.errors import ConfigError
 from kmtr.eval import figures, metrics
 from kmtr.eval.comparison import TaskComparison, frames, paired_rows
 from kmtr.eval.predictions import Predictions
@@ -17,7 +18,6 @@ from kmtr.eval.stats import bootstrap_ci, paired_bootstrap
 from kmtr.losses import masked_bce
 from kmtr.models.heads import MultiHead
 from kmtr.tasks.base import EvalContext, PooledTask, TruthSink
-from kmtr.train.runner import ConfigError
 
 __all__ = ["BALANCE", "Classification", "compare_classification"]
 

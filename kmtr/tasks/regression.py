@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kmtr.errors import ConfigError
 from kmtr.eval import figures, metrics
 from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.eval.predictions import Predictions
@@ -17,7 +18,6 @@ from kmtr.eval.summaries import regression_summary
 from kmtr.losses import masked_mse
 from kmtr.models.heads import MLPHead
 from kmtr.tasks.base import EvalContext, PooledTask, TruthSink
-from kmtr.train.runner import ConfigError
 
 __all__ = ["Regression", "compare_regression"]
 

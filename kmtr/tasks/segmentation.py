@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from kmtr.errors import ConfigError
 from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.eval.predictions import Predictions
 from kmtr.eval.stats import wilcoxon_paired
 from kmtr.eval.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
-from kmtr.train.runner import ConfigError
 
 __all__ = ["NUM_CLASSES", "Segmentation", "compare_segmentation", "seg_layers", "subject_dice"]
 

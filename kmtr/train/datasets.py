@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kmtr.config import TrainConfig
 from kmtr.data import AugmentConfig, KSpaceDataset
-from kmtr.train.runner import ConfigError
+from kmtr.errors import ConfigError
 
 __all__ = ["build_datasets"]
 

@@ -9,8 +9,8 @@ from typing import Any
 from torch import nn
 
 from kmtr.config import TrainConfig, config_from_dict
+from kmtr.errors import ConfigError
 from kmtr.train.checkpoint import load_checkpoint
-from kmtr.train.runner import ConfigError
 
 __all__ = ["resolve_init", "load_init", "adopt_architecture", "encoder_prefix", "load_prefixed"]
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from kmtr.config import MAEConfig, TrainConfig
+from kmtr.errors import ConfigError
 from kmtr.models.mae import ImageMAE, KSpaceMAE
 from kmtr.models.tokenizer import TokenGrid
-from kmtr.train.runner import ConfigError
 
 __all__ = ["Stage1Model", "build_stage1_model", "validate_config"]
 

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kmtr.config import RENAMED_KEYS
 from kmtr.train.checkpoint import load_checkpoint
 
 __all__ = ["BOOKKEEPING", "MODES", "RunConflictError", "flatten", "config_differences", "saved_config",
@@ -67,7 +68,8 @@ def _normalised(key: str, value: Any) -> Any:
 def config_differences(saved: dict[str, Any], requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """``"key saved → requested"`` for every non-bookkeeping field that differs (nested dicts as
     :func:`kmtr.config.config_to_dict` writes them); keys starting with one of ``ignore`` are skipped."""
-    a, b = flatten(saved), flatten(requested)
+    a = {RENAMED_KEYS.get(k, k): v for k, v in flatten(saved).items()}  # runs saved before a key was renamed
+    b = flatten(requested)
     out = []
     for key in sorted(set(a) | set(b)):
         if key in BOOKKEEPING or key.startswith(ignore):

@@ -14,15 +14,12 @@ from torch.utils.data import DataLoader
 
 from kmtr.config import TrainConfig, config_to_dict, save_config, stage_dir
 from kmtr.data import KSpaceDataset, prepare_batch
+from kmtr.errors import ConfigError
 from kmtr.train.distributed import DistInfo
 from kmtr.train.loop import LoopConfig, ResumableSampler, Trainer, WarmupCosine
 from kmtr.train.run_guard import RunConflictError, prepare_run_folder
 
 __all__ = ["ConfigError", "RunConflictError", "run_dir", "seed_everything", "param_groups", "make_loaders", "fit_model"]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot train on this data."""
 
 
 def run_dir(cfg: TrainConfig) -> Path:

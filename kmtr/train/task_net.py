@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from kmtr.errors import ConfigError
 from kmtr.models.heads import AttentionPool
 from kmtr.models.mae import KSpaceMAE
 from kmtr.models.spectrum import KSpaceSpectrum
-from kmtr.train.runner import ConfigError
 
 __all__ = ["POOLS", "KSpaceTaskNet", "TaskModel"]
 
