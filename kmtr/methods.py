@@ -9,7 +9,8 @@ method is one :func:`register_method` call.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -21,8 +22,16 @@ from kmtr.train.init import encoder_prefix, load_prefixed
 from kmtr.train.task_net import KSpaceTaskNet, TaskModel
 
 __all__ = [
-    "METHODS", "MethodSpec", "NetBuilder", "SPECTRUM_RINGS", "build_task_model", "default_methods", "method_label",
-    "method_spec", "register_method", "spectrum_rings",
+    "METHODS",
+    "SPECTRUM_RINGS",
+    "MethodSpec",
+    "NetBuilder",
+    "build_task_model",
+    "default_methods",
+    "method_label",
+    "method_spec",
+    "register_method",
+    "spectrum_rings",
 ]
 
 #: ``build(cfg, shape (S, T, H, W), view_ids, task, out_dim, state)`` → the method's network

@@ -22,8 +22,9 @@ the AUC difference). With several R's, the headline row of each task is plotted 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,9 +41,18 @@ from kmtr.tasks import regression as _regression
 from kmtr.tasks import segmentation as _segmentation
 
 __all__ = [
-    "DEFAULT_METHODS", "METHOD_LABELS", "TaskComparison", "method_table", "check_request", "threshold_table",
-    "compare_regression", "compare_classification",
-    "compare_segmentation", "compare_reconstruction", "cached_predictions", "run_benchmark",
+    "DEFAULT_METHODS",
+    "METHOD_LABELS",
+    "TaskComparison",
+    "cached_predictions",
+    "check_request",
+    "compare_classification",
+    "compare_reconstruction",
+    "compare_regression",
+    "compare_segmentation",
+    "method_table",
+    "run_benchmark",
+    "threshold_table",
 ]
 
 #: task → the methods compared when none are named (the registry's ``benchmark`` methods, :mod:`kmtr.methods`)

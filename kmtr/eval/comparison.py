@@ -6,8 +6,9 @@ tables (the registry's labels, :func:`kmtr.methods.method_label`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

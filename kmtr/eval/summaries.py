@@ -4,8 +4,9 @@ ventricular phenotypes measured on a predicted segmentation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import pandas as pd
 from kmtr.eval import figures, metrics
 from kmtr.eval.predictions import Predictions
 
-__all__ = ["pm", "regression_summary", "segmentation_tables", "segmentation_phenotypes"]
+__all__ = ["pm", "regression_summary", "segmentation_phenotypes", "segmentation_tables"]
 
 
 def pm(mean: float, sd: float) -> str:

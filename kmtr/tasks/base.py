@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from kmtr.eval.comparison import TaskComparison
 from kmtr.eval.predictions import Predictions
 
-__all__ = ["Task", "PooledTask", "EvalContext", "TruthSink"]
+__all__ = ["EvalContext", "PooledTask", "Task", "TruthSink"]
 
 #: ``keep(name, tensor)`` appends one batch of a ground-truth array to the split's truth
 TruthSink = Callable[[str, torch.Tensor], None]

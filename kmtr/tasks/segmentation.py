@@ -91,9 +91,9 @@ class Segmentation(Task):
                                           ctx.predict, ctx.n_boot, ctx.seed)
         if section is not None:
             result["tables"]["phenotypes"] = section
-            result["sections"] = [("Phenotypes from the predicted segmentation (linear calibration on the "
-                                   "training split's predictions, `kmtr/eval/seg_phenotypes.py`)",
-                                   regression_summary(section))]
+            heading = ("Phenotypes from the predicted segmentation (linear calibration on the training split's "
+                       "predictions, `kmtr/eval/seg_phenotypes.py`)")
+            result["sections"] = [(heading, regression_summary(section))]
         return result
 
 
