@@ -41,6 +41,7 @@ import torch
 from kmtr.data import KSpaceDataset
 from kmtr.models.baselines import baseline_input
 from kmtr.store import StoreError
+from kmtr.tasks.segmentation import NUM_CLASSES  # the trainer's label map: 0 background … 5 RA
 
 __all__ = [
     "DATASET",
@@ -60,7 +61,6 @@ __all__ = [
 
 DATASET = "Dataset001_KMTR"
 FILE_ENDING = ".nii.gz"
-NUM_CLASSES = 6  # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool, 4 LA, 5 RA
 _CASE = re.compile(r"^r(\d{6})_v(\d{2})_f(\d{3})$")
 
 
