@@ -31,11 +31,26 @@ def test_render_doc_replaces_a_stale_block_and_needs_the_markers():
         schema.render_doc("no markers here")
 
 
-def test_trainer_json_equals_the_schema():
-    shipped = json.loads((ROOT / "kmtr" / f"store_format_v{schema.FORMAT_VERSION}.json").read_text())
-    assert shipped == json.loads(json.dumps(schema.schema_dict())), (
-        "regenerate: python -m kspace_sim.store.schema --write-json kmtr/store_format_v1.json"
+@pytest.mark.parametrize("version", schema.FORMAT_VERSIONS)
+def test_trainer_json_equals_the_schema(version):
+    shipped = json.loads((ROOT / "kmtr" / f"store_format_v{version}.json").read_text())
+    assert shipped == json.loads(json.dumps(schema.schema_dict(version))), (
+        f"regenerate: python -m kspace_sim.store.schema --version {version} --write-json kmtr/store_format_v{version}.json"
     )
+
+
+def test_version_2_is_version_1_plus_the_coil_arrays():
+    v1, v2 = schema.schema_dict(1), schema.schema_dict(2)
+    assert v1["format_version"] == 1 and v2["format_version"] == 2
+    assert v2["arrays"][: len(v1["arrays"])] == v1["arrays"]
+    extra = v2["arrays"][len(v1["arrays"]):]
+    assert {a["path"] for a in extra} == {"coils/geometry", "coils/field_seed", "coils/noise_seed", "coils/noise_sigma", "coils/maps"}
+    assert all(a["required"] for a in extra)
+    assert set(v2["group_attributes"]) - set(v1["group_attributes"]) == {"coils"}
+    assert schema.format_version_for(False) == 1 and schema.format_version_for(True) == 2
+    assert schema.array_spec("coils/maps", "float16").shape[-1] == 2
+    with pytest.raises(ValueError, match="unknown store format version"):
+        schema.arrays_of_version(3)
 
 
 def test_doc_names_the_attributes_the_issue_found_missing():
@@ -44,17 +59,20 @@ def test_doc_names_the_attributes_the_issue_found_missing():
         assert name in doc
 
 
+@pytest.mark.parametrize("n_coils", [None, 3])
 @pytest.mark.parametrize("storage", ["complex64", "float16"])
-def test_created_store_matches_the_schema(tmp_path, storage):
+def test_created_store_matches_the_schema(tmp_path, storage, n_coils):
     ids = ["b", "a", "c"]
-    g = create_store(str(tmp_path / "s.zarr"), ids, frames=4, size=8, mask_names=["vista_r4"], attrs={}, storage=storage)
+    g = create_store(str(tmp_path / "s.zarr"), ids, frames=4, size=8, mask_names=["vista_r4"], attrs={}, storage=storage,
+                     n_coils=n_coils)
     create_schema_array(g, "labels/phenotypes", {"N": 3, "P": 18})
     create_schema_array(g, "labels/phenotype_qc", {"N": 3})
     create_schema_array(g, "labels/diseases", {"N": 3, "D": 5})
-    dims = {"N": 3, "S": 9, "T": 4, "H": 8, "W": 8, "C": 16, "P": 18, "D": 5}
+    dims = {"N": 3, "S": 9, "T": 4, "H": 8, "W": 8, "C": 16, "P": 18, "D": 5, "K": n_coils or 0}
+    version = schema.format_version_for(n_coils is not None)
     seen = set()
-    for spec in schema.ARRAYS:
-        if spec.path == "kspace" and spec.dtype != storage:
+    for spec in schema.arrays_of_version(version):
+        if spec.path in schema.STORAGE_VARIANT_PATHS and spec.dtype != storage:
             continue
         path = "masks/vista_r4" if spec.path.startswith("masks/") else spec.path
         arr = g[path]
@@ -70,13 +88,13 @@ def test_created_store_matches_the_schema(tmp_path, storage):
             else:
                 assert fill == spec.fill, path
         for attr in spec.attrs:
-            if path.startswith("subjects/") or path == "kspace":
+            if path.startswith("subjects/") or path in schema.STORAGE_VARIANT_PATHS:
                 assert attr in arr.attrs, (path, attr)
     arrays = {name for name, obj in g.members(max_depth=None) if isinstance(obj, zarr.Array)}
     assert arrays == seen, "every array of a created store is declared in the schema"
     assert g["subjects/status"].attrs["codes"] == schema.STATUS_CODES
     assert g["subjects/split"].attrs["codes"] == schema.SPLIT_CODES
-    assert g.attrs["format"] == schema.FORMAT_NAME and g.attrs["format_version"] == schema.FORMAT_VERSION
+    assert g.attrs["format"] == schema.FORMAT_NAME and g.attrs["format_version"] == version
     assert [str(x) for x in g["subjects/id"][:]] == ids
 
 

@@ -37,7 +37,7 @@ from kspace_sim.sharing.manifest import (
 )
 from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
-from kspace_sim.store.layout import FORMAT_VERSION, STATUS_DONE, StoreError, open_store
+from kspace_sim.store.layout import FORMAT_VERSIONS, STATUS_DONE, StoreError, open_store
 from kspace_sim.store.schema import ARRAYS, array_spec, resolve_shape
 
 __all__ = ["Problem", "VerifyReport", "verify", "verify_store"]
@@ -116,8 +116,8 @@ def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def _check_layout(group: Any, rep: VerifyReport) -> None:
     attrs = group.attrs.asdict()
-    if attrs.get("format_version") != FORMAT_VERSION:
-        rep.add("format", "", "attrs.format_version", f"{attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if attrs.get("format_version") not in FORMAT_VERSIONS:
+        rep.add("format", "", "attrs.format_version", f"{attrs.get('format_version')!r}, expected one of {FORMAT_VERSIONS}")
     for name, (shape, dtype) in _expected_shapes(group).items():
         if name not in group:
             rep.add("layout", "", name, "array missing")

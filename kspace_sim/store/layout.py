@@ -17,13 +17,16 @@ from kspace_sim.store.schema import (
     ARRAYS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FORMAT_VERSIONS,
     SPLIT_CODES,
     STATUS_CODES,
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_PENDING,
     array_spec,
+    arrays_of_version,
     chunk_shape,
+    format_version_for,
     resolve_shape,
 )
 from kspace_sim.views import VIEW_ORDER
@@ -32,6 +35,7 @@ __all__ = [
     "CHUNKINGS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "SPLIT_CODES",
     "STATUS_DONE",
     "STATUS_FAILED",
@@ -75,9 +79,10 @@ def open_store(url: str, mode: str = "r", storage_options: dict[str, Any] | None
     attrs = group.attrs.asdict()
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{url} is not a {FORMAT_NAME} (attrs.format={attrs.get('format')!r})")
-    if attrs.get("format_version") != FORMAT_VERSION:
+    if attrs.get("format_version") not in FORMAT_VERSIONS:
         raise StoreError(
-            f"{url} has format version {attrs.get('format_version')}, this simulator writes {FORMAT_VERSION}"
+            f"{url} has format version {attrs.get('format_version')}, this simulator reads versions "
+            f"{', '.join(map(str, FORMAT_VERSIONS))}"
         )
     return group
 
@@ -122,7 +127,10 @@ def layout_problems(group: zarr.Group, *, frames: int, size: int, storage: str, 
     else:
         dims["C"] = CHECKSUM_ALGORITHMS[DEFAULT_CHECKSUM]
     paths = ["kspace", *(["seg"] if "seg" in group else [])]
-    paths += [a.path for a in ARRAYS if a.required and a.path != "kspace"]
+    version = group.attrs.get("format_version", FORMAT_VERSION)
+    paths += list(dict.fromkeys(a.path for a in arrays_of_version(version if version in FORMAT_VERSIONS else FORMAT_VERSION)
+                                if a.required and a.path != "kspace"))
+    dims["K"] = int((group.attrs.get("coils") or {}).get("n_coils", 0))
     paths += [f"masks/{m}" for m in mask_names]
     out = []
     for path in paths:
@@ -158,6 +166,7 @@ def create_store(
     chunking: str = "subject",
     with_seg: bool = True,
     storage_options: dict[str, Any] | None = None,
+    n_coils: int | None = None,
 ) -> zarr.Group:
     """Create an empty store for ``subject_ids`` (rows in the given order), every subject pending,
     with the arrays and attributes of :mod:`kspace_sim.store.schema`.
@@ -174,6 +183,8 @@ def create_store(
         chunking: ``'subject'`` (one chunk, one object, per subject and array: fastest to write
             and one request per subject remotely) or ``'sharded'`` (a chunk per view inside one shard
             per subject: single views readable alone, at ~3× the write cost in zarr 3.1).
+        n_coils: K, for a store with coils (format version 2: the ``coils/*`` arrays, maps stored
+            like ``kspace``, complex64 or float16 pairs); None = a single-coil store (version 1).
     """
     if chunking not in CHUNKINGS:
         raise ValueError(f"unknown chunking {chunking!r}; choose from {CHUNKINGS}")
@@ -203,6 +214,15 @@ def create_store(
     for spec in ARRAYS:
         if spec.path.startswith("subjects/"):
             create_schema_array(group, spec.path, dims)
+    if n_coils is not None:
+        dims["K"] = int(n_coils)
+        for path in dict.fromkeys(a.path for a in ARRAYS if a.path.startswith("coils/")):
+            if path == "coils/maps":
+                create_schema_array(group, path, dims, storage=storage, chunks=(1, n_coils, s, h, w) + pair,
+                                    compressors=_kspace_compressors(compression))
+                group[path].attrs["storage"] = storage
+            else:
+                create_schema_array(group, path, dims)
     group["subjects/id"][:] = np.asarray(subject_ids, dtype=object).astype(str)
     group["subjects/reason"][:] = np.full(n, "", dtype=object).astype(str)
     group["subjects/dt"].attrs.update(
@@ -219,7 +239,7 @@ def create_store(
     group.attrs.update(
         {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version_for(n_coils is not None),
             "view_order": list(VIEW_ORDER),
             "views": {"sax": list(range(6)), "lax": [6, 7, 8]},
             **attrs,

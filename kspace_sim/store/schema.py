@@ -3,12 +3,16 @@
 The simulator creates stores from it (:func:`kspace_sim.store.layout.create_store`), checks them
 against it (``kspace-sim verify``), generates the array table of docs/store-format.md from it
 (``python -m kspace_sim.store.schema --markdown``) and exports it as JSON for the trainer's reader
-(``kmtr/store_format_v1.json``, ``--json``), which never imports the simulator. Tests fail when
-the doc or the JSON disagree with this module.
+(``kmtr/store_format_v<version>.json``, ``--json``), which never imports the simulator. Tests fail
+when the doc or the JSON disagree with this module.
+
+Format versions: 1 is the single-coil store; 2 is a store built with coils (``--coils C > 1`` or
+``--snr``): version 1 plus the ``coils/*`` arrays and the ``coils`` group attribute (docs/multicoil.md).
+A single-coil build still writes version 1, so its stores are unchanged.
 
 Shapes are written in the dimension letters ``N`` (subjects), ``S`` (views), ``T`` (frames),
-``H``, ``W`` (crop), ``D`` (diseases), ``C`` (checksum bytes) and ``P`` (phenotypes); plain
-numbers are fixed sizes.
+``H``, ``W`` (crop), ``D`` (diseases), ``C`` (checksum bytes), ``K`` (receive coils) and ``P``
+(phenotypes); plain numbers are fixed sizes.
 """
 
 from __future__ import annotations
@@ -28,14 +32,19 @@ __all__ = [
     "DOC_END",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
+    "SINGLE_COIL_FORMAT_VERSION",
     "GROUP_ATTRIBUTES",
     "SPLIT_CODES",
     "STATUS_CODES",
     "STATUS_DONE",
     "STATUS_FAILED",
     "STATUS_PENDING",
+    "STORAGE_VARIANT_PATHS",
     "ArraySpec",
     "array_spec",
+    "arrays_of_version",
+    "format_version_for",
     "markdown_table",
     "render_doc",
     "resolve_shape",
@@ -43,7 +52,12 @@ __all__ = [
 ]
 
 FORMAT_NAME = "kspace-mri-store"
-FORMAT_VERSION = 1
+#: The newest format version this simulator writes (stores with coils).
+FORMAT_VERSION = 2
+#: What a single-coil build writes (unchanged since version 1).
+SINGLE_COIL_FORMAT_VERSION = 1
+#: Every version the simulator opens.
+FORMAT_VERSIONS = (1, 2)
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
 STATUS_CODES = {"pending": STATUS_PENDING, "done": STATUS_DONE, "failed": STATUS_FAILED}
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
@@ -66,7 +80,8 @@ class ArraySpec:
         required: present in every store (else written only by some builds).
         attrs: the array's attributes, name → meaning.
         meaning: one line for the doc.
-        variant: a second description of the same path (the float16 ``kspace``).
+        variant: a second description of the same path (the float16 ``kspace`` and ``coils/maps``).
+        since: the first format version with this array (2: coil stores only, and required there).
     """
 
     path: str
@@ -78,6 +93,7 @@ class ArraySpec:
     required: bool = True
     attrs: dict[str, str] = field(default_factory=dict)
     variant: str = ""
+    since: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         fill = self.fill
@@ -185,12 +201,44 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ArraySpec(
         "subjects/reason", ("N",), "string", "whole", meaning="failure reason ('' when done)",
     ),
+    ArraySpec(
+        "coils/geometry", ("N", "S", 7), "float64", "whole", fill=float("nan"), since=2,
+        meaning="per subject and view, `CoilGeometry.to_array()`: (model code 0 birdcage / 1 random_field, K, "
+        "ring radius (half FOVs), rotation (rad), offset_y, offset_x (half FOVs), smoothness (FOV))",
+    ),
+    ArraySpec(
+        "coils/field_seed", ("N", "S"), "uint64", "whole", fill=0, since=2,
+        meaning="random-field seed per view (drawn for every model; used by `random_field` only)",
+    ),
+    ArraySpec(
+        "coils/noise_seed", ("N",), "uint64", "whole", fill=0, since=2,
+        meaning="seed of the stored (evaluation) noise draw, `default_rng(noise_seed)` (group attribute `coils.noise_rule`)",
+    ),
+    ArraySpec(
+        "coils/noise_sigma", ("N", "S"), "float32", "whole", fill=float("nan"), since=2,
+        meaning="noise standard deviation σ of one coil's complex image per view (k-space = image units, "
+        "`E|ε|² = σ²`), from the SNR in that view's heart region (foreground where it has no labels); 0 = noise-free",
+    ),
+    ArraySpec(
+        "coils/maps", ("N", "K", "S", "H", "W"), "complex64", "row", fill=0j, since=2,
+        attrs={"storage": '"complex64"'},
+        meaning="coil sensitivities `coil_maps_from_params(geometry, (H, W))`, `Σ_k |S_k|² = 1` at every pixel; "
+        "the same for every frame",
+    ),
+    ArraySpec(
+        "coils/maps", ("N", "K", "S", "H", "W", 2), "float16", "row", fill=0.0, since=2,
+        attrs={"storage": '"float16"'}, variant="float16 storage",
+        meaning="(real, imag) of the maps (|S| ≤ 1: no scale); decode `S = re + 1j·im`",
+    ),
 )
+
+#: Arrays stored as complex64, or as float16 (real, imag) pairs in float16-storage stores.
+STORAGE_VARIANT_PATHS = ("kspace", "coils/maps")
 
 # group attributes: name → meaning (in the order the doc lists them)
 GROUP_ATTRIBUTES: dict[str, str] = {
     "format": f'"{FORMAT_NAME}"',
-    "format_version": str(FORMAT_VERSION),
+    "format_version": "1 (single-coil store) or 2 (a store with `coils/*`)",
     "view_order": "the S view names in row order",
     "views": '`{"sax": [0..5], "lax": [6, 7, 8]}`',
     "simulator_version": "the simulator's version",
@@ -212,21 +260,40 @@ GROUP_ATTRIBUTES: dict[str, str] = {
     "subject_seed_rule": "how per-subject seeds derive from `global_seed` and the subject id",
     "split": "how `subjects/split` was drawn: `{method, seed, test_size, val_fraction, stratified_by}`",
     "float16_image_nrmse": "float16 storage only: `{max, mean_this_run}` image NRMSE of the encoding",
+    "coils": "format 2 only: `{n_coils, model, coils_version, ranges, snr_db (null = noise-free), snr_definition, "
+    "snr_region, noise_correlation {kind, rho}, noise_cov {real, imag} (K × K, units of σ²), noise_rule, "
+    "fft_convention, synthesis}` (docs/multicoil.md)",
 }
+
+#: Group attributes that exist from a later format version on (others: every version).
+GROUP_ATTRIBUTES_SINCE: dict[str, int] = {"coils": 2}
+
+
+def format_version_for(with_coils: bool) -> int:
+    """The format version a build writes: 2 with coils, else 1 (today's single-coil store)."""
+    return FORMAT_VERSION if with_coils else SINGLE_COIL_FORMAT_VERSION
+
+
+def arrays_of_version(version: int = FORMAT_VERSION) -> tuple[ArraySpec, ...]:
+    """The arrays format ``version`` declares."""
+    if version not in FORMAT_VERSIONS:
+        raise ValueError(f"unknown store format version {version!r}; known: {FORMAT_VERSIONS}")
+    return tuple(a for a in ARRAYS if a.since <= version)
 
 
 def array_spec(path: str, storage: str = "complex64") -> ArraySpec:
-    """The spec of ``path`` (``masks/<any name>`` gives the mask spec; ``kspace`` depends on ``storage``)."""
+    """The spec of ``path`` (``masks/<any name>`` gives the mask spec; ``kspace`` and ``coils/maps``
+    depend on ``storage``)."""
     if path.startswith("masks/"):
         path = "masks/<pattern>_r<R>"
     for spec in ARRAYS:
-        if spec.path == path and (path != "kspace" or spec.dtype == storage):
+        if spec.path == path and (path not in STORAGE_VARIANT_PATHS or spec.dtype == storage):
             return spec
     raise KeyError(f"no array {path!r} in the store schema")
 
 
 def resolve_shape(spec: ArraySpec, dims: dict[str, int]) -> tuple[int, ...]:
-    """The concrete shape of ``spec`` for ``dims`` (e.g. ``{"N": 6, "S": 9, "T": 50, "H": 128, "W": 128}``)."""
+    """The concrete shape of ``spec`` for ``dims`` (e.g. ``{"N": 6, "S": 9, "T": 50, "H": 128, "W": 128, "K": 8}``)."""
     return tuple(d if isinstance(d, int) else int(dims[d]) for d in spec.shape)
 
 
@@ -237,15 +304,17 @@ def chunk_shape(spec: ArraySpec, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(max(d, 1) for d in shape)
 
 
-def schema_dict() -> dict[str, Any]:
-    """The schema as plain JSON (what ``--json`` writes and the trainer reads)."""
+def schema_dict(version: int = FORMAT_VERSION) -> dict[str, Any]:
+    """Format ``version``'s schema as plain JSON (what ``--json`` writes and the trainer reads):
+    ``kmtr/store_format_v<version>.json``."""
+    arrays = arrays_of_version(version)
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "status_codes": STATUS_CODES,
         "split_codes": SPLIT_CODES,
-        "arrays": [a.to_dict() for a in ARRAYS],
-        "group_attributes": list(GROUP_ATTRIBUTES),
+        "arrays": [a.to_dict() for a in arrays],
+        "group_attributes": [k for k in GROUP_ATTRIBUTES if GROUP_ATTRIBUTES_SINCE.get(k, 1) <= version],
     }
 
 
@@ -262,6 +331,12 @@ def _chunk_text(spec: ArraySpec) -> str:
     return "one chunk"
 
 
+def _required_text(spec: ArraySpec) -> str:
+    if spec.since > 1:
+        return f"in format {spec.since} (coil stores)"
+    return "yes" if spec.required else "no"
+
+
 def markdown_table() -> str:
     """The array table of docs/store-format.md."""
     lines = ["| array | shape | dtype | fill | chunks / shards | required | attrs | meaning |", "|---|---|---|---|---|---|---|---|"]
@@ -270,7 +345,7 @@ def markdown_table() -> str:
         fill = "" if a.fill is None else ("NaN" if isinstance(a.fill, float) and math.isnan(a.fill) else repr(a.fill))
         attrs = "; ".join(f"`{k}` = {v}" for k, v in a.attrs.items())
         lines.append(
-            f"| {name} | {_shape_text(a)} | {a.dtype} | {fill} | {_chunk_text(a)} | {'yes' if a.required else 'no'} "
+            f"| {name} | {_shape_text(a)} | {a.dtype} | {fill} | {_chunk_text(a)} | {_required_text(a)} "
             f"| {attrs} | {a.meaning} |"
         )
     lines += ["", "Group attributes (`zarr.open_group(...).attrs`):", ""]
@@ -292,15 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the schema as JSON")
     parser.add_argument("--write-doc", type=Path, help="regenerate the block of this markdown file in place")
     parser.add_argument("--write-json", type=Path, help="write the JSON schema to this file")
+    parser.add_argument("--version", type=int, default=FORMAT_VERSION, choices=FORMAT_VERSIONS,
+                        help="format version of --json / --write-json (default: the newest)")
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown_table())
     if args.json:
-        print(json.dumps(schema_dict(), indent=1))
+        print(json.dumps(schema_dict(args.version), indent=1))
     if args.write_doc:
         args.write_doc.write_text(render_doc(args.write_doc.read_text()))
     if args.write_json:
-        args.write_json.write_text(json.dumps(schema_dict(), indent=1) + "\n")
+        args.write_json.write_text(json.dumps(schema_dict(args.version), indent=1) + "\n")
     return 0
 
 
