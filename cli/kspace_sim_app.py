@@ -73,6 +73,7 @@ def _print_build_report(report, phenotype_summary=None) -> None:  # type: ignore
     t.add_row("subjects", f"{report.n_subjects} ({report.done} done, {len(report.failed)} failed, {report.skipped} already done before this run)")
     t.add_row("input entries skipped", f"{len(report.skipped_entries)} (not subjects, listed below)" if report.skipped_entries else "0")
     t.add_row("splits", ", ".join(f"{k} {v}" for k, v in report.splits.items()))
+    t.add_row("coils", report.coils or "single coil, noise-free (format version 1)")
     t.add_row("processed this run", f"{report.processed} in {report.seconds:.1f} s ({report.subjects_per_second:.2f} subjects/s)")
     for name, acc in report.achieved_acceleration.items():
         t.add_row(f"mask {name}", f"achieved R = {acc['achieved_acceleration']:.4f} (without ACS lines {acc['achieved_acceleration_without_acs']:.4f})")
@@ -123,9 +124,15 @@ def build(
     demo_subjects: int = typer.Option(DEFAULT_DEMO_SUBJECTS, help="demo cohort size when --input is not given"),
     frames: int = typer.Option(50, help="frames T"),
     crop: int = typer.Option(128, help="crop H = W"),
+    coils: int = typer.Option(1, "--coils", help="receive coils K: K > 1 stores coil maps, noise sigma and seeds (format version 2; coil k-space is synthesised where consumed); 1 = today's single-coil store"),
+    snr: Optional[float] = typer.Option(None, "--snr", help="thermal noise at this SNR in dB (mean heart magnitude of each view over one coil's noise sigma; docs/store-format.md); default: noise-free"),
+    coil_model: str = typer.Option("birdcage", "--coil-model", help="coil sensitivities: birdcage (sigpy's model, per-view geometry) or random_field"),
+    noise_correlation: float = typer.Option(0.0, "--noise-correlation", help="coil noise correlation rho (needs --snr); must give a positive-definite matrix"),
+    noise_correlation_kind: str = typer.Option("exponential", "--noise-correlation-kind", help="exponential (rho^|i-j|) or constant (rho off the diagonal)"),
 ) -> None:
     """Simulate k-space, masks and labels for a cohort into a Zarr v3 store (resumable)."""
     from kspace_sim.build import BuildConfig, build_store, validate_build
+    from kspace_sim.coil_settings import CoilSettings
     from kspace_sim.paths import default_store_path, demo_cohort_dir
     from kspace_sim.simulate import MaskSpec, SimulationParams
     from kspace_sim.sources.discover import InputError
@@ -153,13 +160,18 @@ def build(
         input = demo_cohort_dir(demo_subjects, seed)
         if test_size is None:
             test_size = DEFAULT_DEMO_TEST_SIZE
-    out = out or default_store_path([s.name for s in specs], is_demo)
+    coil_settings = CoilSettings(coils, snr, coil_model, noise_correlation, noise_correlation_kind)
+    if out is None:
+        out = default_store_path([s.name for s in specs], is_demo)
+        if coil_settings.enabled:
+            out = out.removesuffix(".zarr") + f"-coils{coils}" + (f"-snr{snr:g}" if snr is not None else "") + ".zarr"
     cfg = BuildConfig(
         input_dir=str(input), out=out, masks=specs, params=params, seed=seed, workers=workers,
         scheduler=scheduler, compression=compression, seg_dir=str(seg) if seg else None,
         storage=storage, chunking=chunking, pseudonym_key=key, labels=labels, table=str(table) if table else None, policy=policy,
         codes=str(codes) if codes else None, labels_parquet=str(labels_parquet) if labels_parquet else None,
         test_size=test_size, manifest=str(manifest) if manifest else None, ukb_application=ukb_application,
+        coils=coil_settings,
     )
     try:
         validate_build(cfg)  # every parameter combination, before the demo cohort or the store is written

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 import kspace_sim
+from kspace_sim.coil_settings import CoilSettings, subject_coils
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.sharing.splits import SplitOptions, assign_splits, default_test_size
@@ -27,6 +28,7 @@ from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate
 from kspace_sim.sources.discover import SubjectSource, scan_input
 from kspace_sim.sources.subject import SubjectError
 from kspace_sim.store.checksum import DEFAULT_CHECKSUM, store_checksum_algorithm, subject_checksum
+from kspace_sim.store.coil_arrays import CoilTable, encode_maps
 from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.layout import (
     STATUS_DONE,
@@ -87,9 +89,12 @@ class BuildConfig:
     ukb_application: str | None = None
     progress: bool = True
     flush_seconds: float = 2.0
+    coils: CoilSettings = field(default_factory=CoilSettings)
 
     def data_parameters(self) -> dict[str, Any]:
-        """The parameters recorded in the store and compared on resume."""
+        """The parameters recorded in the store and compared on resume (``coils`` only in a store
+        with coils, so that a single-coil build records what it always did)."""
+        coils = {"coils": self.coils.to_dict()} if self.coils.enabled else {}
         return {
             "simulation": self.params.to_dict(),
             "masks": [m.to_dict() for m in self.masks],
@@ -98,6 +103,7 @@ class BuildConfig:
             "chunking": self.chunking,
             "pseudonymised": self.pseudonym_key is not None,
             "split": {"test_size": self.test_size, "val_fraction": self.val_fraction},
+            **coils,
         }
 
 
@@ -120,6 +126,7 @@ class BuildReport:
     labels: Any = None  # pandas DataFrame of phenotypes + diseases indexed by subject id
     label_summary: list[Any] = field(default_factory=list)
     disease_report: Any = None
+    coils: str = ""  # e.g. "8 birdcage coils, SNR 20 dB"; "" for a single-coil store
 
     @property
     def subjects_per_second(self) -> float:
@@ -143,12 +150,14 @@ def process_subject(
     storage: str = "complex64",
     banks: dict[str, np.ndarray] | None = None,
     checksum: str = DEFAULT_CHECKSUM,
+    coils: CoilSettings | None = None,
 ) -> SubjectRecord:
     """Load, simulate and write one subject (runs on a worker); returns its small record.
 
     Input problems (:class:`SubjectError`) and unexpected errors both give a failed record with
     a reason; nothing is marked done here. With pseudonymised ids, the raw id (the source folder
-    or zip name) is scrubbed from every reason.
+    or zip name) is scrubbed from every reason. With ``coils`` enabled, the task also writes the
+    subject's row of ``coils/maps`` and returns its geometry, seeds and per-view noise sigma.
     """
     t0 = time.perf_counter()
     try:
@@ -158,6 +167,10 @@ def process_subject(
         if storage == "float16":
             stored, scale = encode_float16(sim.kspace)
             nrmse = image_nrmse(sim.kspace, decode_float16(stored, scale))
+        coil = None
+        if coils is not None and coils.enabled:
+            v = sim.views
+            coil = subject_coils(vol.subject_id, seed, v.images, coils, v.seg, v.seg_present)
         # a subject's rows are written whole: skip zarr's comparison of every chunk with the fill
         # value (a full pass over 60 MB, about 20 % of a task), and write each row as a (1, ...)
         # block so that zarr takes it as the complete chunk instead of copying it into a new
@@ -170,6 +183,8 @@ def process_subject(
                 group["seg"][rows] = sim.views.seg[None]
             for name, m in sim.masks.items():
                 group[f"masks/{name}"][rows] = m[None]
+            if coil is not None:
+                group["coils/maps"][rows] = encode_maps(coil.maps, storage)[None]
         counts: dict[str, tuple[int, int, int, int]] = {}
         for name, m in sim.masks.items():
             spec = next(s for s in masks if s.name == name)
@@ -193,6 +208,7 @@ def process_subject(
             phenotypes=pheno[0],
             phenotype_reasons=list(pheno[1]),
             seconds=time.perf_counter() - t0,
+            coils=None if coil is None else (coil.geometry, coil.field_seed, coil.noise_seed, coil.noise_sigma),
         )
     except SubjectError as exc:
         reason = str(exc)
@@ -212,6 +228,7 @@ def validate_build(cfg: BuildConfig) -> None:
     from kspace_sim.store.layout import CHUNKINGS, COMPRESSIONS, STORAGES
 
     cfg.params.validate()
+    cfg.coils.validate()
     if not cfg.masks:
         raise ValueError("at least one mask (pattern, R) is needed")
     validate_masks(cfg.masks, cfg.params)
@@ -274,6 +291,7 @@ def _store_attrs(cfg: BuildConfig) -> dict[str, Any]:
         "pseudonymised": cfg.pseudonym_key is not None,
         "input": _input_description(cfg.input_dir),
         "subject_seed_rule": "derive_seed(global_seed, subject_id, purpose, ...): SHA-256 of the seed and keys",
+        **({"coils": cfg.coils.store_attrs()} if cfg.coils.enabled else {}),
     }
 
 
@@ -311,6 +329,7 @@ def _prepare_store(cfg: BuildConfig, sources: list[SubjectSource]) -> zarr.Group
             storage=cfg.storage,
             chunking=cfg.chunking,
             storage_options=cfg.storage_options,
+            n_coils=cfg.coils.n_coils if cfg.coils.enabled else None,
         )
     stored = group.attrs.get("parameters")
     wanted = _normalise(cfg.data_parameters())
@@ -432,10 +451,18 @@ def run_subjects(
     table = todo.table
     run = SubjectRun({k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in todo.group.attrs.get("masks", {}).items()})
     hook = phenotype_hook if cfg.labels else None
+    coil_table = CoilTable(todo.group) if cfg.coils.enabled else None
     last_flush = time.monotonic()
+
+    def flush() -> None:
+        if coil_table is not None:  # before the subject table marks the subjects done
+            coil_table.flush()
+        table.flush()
 
     def finished(rec: SubjectRecord) -> None:
         nonlocal last_flush
+        if rec.ok and coil_table is not None and rec.coils is not None:
+            coil_table.record(rec.row, *rec.coils)
         table.record(rec)
         if rec.ok:
             run.storage_errors.append(rec.storage_nrmse)
@@ -449,7 +476,7 @@ def run_subjects(
             if on_failure:
                 on_failure(sid, rec.reason)
         if time.monotonic() - last_flush > cfg.flush_seconds:
-            table.flush()
+            flush()
             last_flush = time.monotonic()
 
     def shared(client: Any) -> tuple[Any, ...]:
@@ -457,13 +484,14 @@ def run_subjects(
             banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop)
         else:
             banks = _cluster_mask_banks(client, cfg)
-        return (cfg.out, cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, todo.checksum)
+        coils = cfg.coils if cfg.coils.enabled else None
+        return (cfg.out, cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, todo.checksum, coils)
 
     run_rows(
         process_subject, todo.pending, lambda row: (found.sources[row], row), shared, finished,
         workers=cfg.workers, scheduler=cfg.scheduler, progress=cfg.progress, key="subject-row",
     )
-    table.flush()
+    flush()
     return run
 
 
@@ -565,6 +593,7 @@ def _report(
         labels=labels_df,
         label_summary=summary,
         disease_report=disease_report,
+        coils=cfg.coils.summary() if cfg.coils.enabled else "",
     )
 
 

@@ -48,6 +48,7 @@ class SubjectRecord:
     phenotypes: np.ndarray | None = None
     phenotype_reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    coils: tuple[Any, ...] | None = None  # (geometry, field_seed, noise_seed, noise_sigma) in a store with coils
 
 
 class SubjectTable:
