@@ -254,6 +254,11 @@ def info(data: str = typer.Argument(..., help="store path, fsspec URL or Croissa
     except StoreError as exc:
         _fail(str(exc))
     typer.echo(f"{si.url}: N={si.n} S={si.s} T={si.t} H={si.h} W={si.w}; masks: {', '.join(si.masks) or '-'}")
+    if si.coils is None:
+        typer.echo(f"  format {si.format_version}: single-coil")
+    else:
+        typer.echo(f"  format {si.format_version}: {si.coils.summary()}; coil k-space synthesised on the fly "
+                   f"(tokens 2 x {si.coils.n_coils} channels), images SENSE-1 with the true maps")
     for split, code in SPLIT_CODES.items():
         done = int(((si.status == STATUS_DONE) & (si.split == code)).sum())
         typer.echo(f"  {split}: {done} done")

@@ -11,11 +11,17 @@ are given the same maps and the same standard white noise.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from kmtr.fft import fft2c, ifft2c
 
-__all__ = ["coil_kspace", "noise_cholesky", "standard_complex_noise"]
+__all__ = [
+    "coil_kspace", "fresh_coil_acquisition", "noise_cholesky", "sense1", "standard_complex_noise",
+    "stored_white_noise",
+]
 
 
 def noise_cholesky(cov: torch.Tensor) -> torch.Tensor:
@@ -131,3 +137,87 @@ def coil_kspace(
     if chol is not None:
         noise = torch.einsum("ij,bj...->bi...", chol.to(device=out.device, dtype=out.dtype), noise)
     return out + sig * noise
+
+
+def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarray | None = None) -> np.ndarray:
+    """A subject's stored (evaluation) standard white noise, bit-identical on every machine.
+
+    The store's ``coils.noise_rule``: ``default_rng(noise_seed).standard_normal((C, S, T, H, W, 2),
+    float32) / sqrt(2)`` viewed as complex64 (the simulator's numpy reference, repeated here because
+    kmtr never imports the simulator). Drawn one (coil, view) block of (T, H, W, 2) at a time (the
+    generator's stream is the same as one draw of the whole array), keeping ``frames`` only.
+
+    Args:
+        noise_seed: the subject's ``coils/noise_seed``.
+        shape: ``(C, S, T, H, W)`` of the whole draw (T = all frames of the store).
+        frames: indices of the frames to keep (None = all T).
+
+    Returns:
+        ``(C, S, T', H, W)`` complex64, ``E|n|^2 = 1``, before colouring by ``L`` and scaling by sigma.
+    """
+    c, s, t, h, w = shape
+    keep = np.arange(t) if frames is None else np.asarray(frames)
+    rng = np.random.default_rng(int(noise_seed))
+    out = np.empty((c, s, len(keep), h, w), np.complex64)
+    half = np.float32(1.0 / math.sqrt(2.0))
+    for ci in range(c):
+        for si in range(s):
+            pairs = rng.standard_normal((t, h, w, 2), dtype=np.float32)
+            pairs *= half
+            out[ci, si] = pairs.view(np.complex64)[..., 0][keep]
+    return out
+
+
+def sense1(coil_kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """SENSE-1 coil combination with the true maps: ``sum_c conj(S_c) IFFT(k_c)``.
+
+    Args:
+        coil_kspace: ``(B, C, S, T, H, W)`` complex coil k-space (e.g. zero-filled: unsampled lines 0).
+        maps: ``(B, C, S, H, W)`` complex, ``sum_c |S_c|^2 = 1``.
+
+    Returns:
+        ``(B, S, T, H, W)`` complex image (= the coil-free image ``x`` for noise-free, fully sampled data).
+    """
+    maps = maps.to(device=coil_kspace.device, dtype=coil_kspace.dtype).unsqueeze(3)
+    return (maps.conj() * ifft2c(coil_kspace)).sum(dim=1)
+
+
+def fresh_coil_acquisition(
+    kspace: torch.Tensor,
+    maps: torch.Tensor,
+    sigma: torch.Tensor,
+    noise_cov: torch.Tensor | None,
+    generators: list[torch.Generator] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coil k-space with a fresh noise draw, and its SENSE-1 image, on ``kspace``'s device.
+
+    Equal in distribution to :func:`coil_kspace` followed by :func:`sense1`, and cheaper: the white
+    noise is drawn in the image domain (the orthonormal FFT is unitary, so white image noise of
+    covariance sigma² Psi is white k-space noise of the same covariance),
+    ``y_c = S_c x + sigma (L eta)_c``, ``k_c = FFT(y_c)``, and the SENSE-1 image
+    ``sum_c conj(S_c) y_c`` is the same sum as ``sum_c conj(S_c) IFFT(k_c)`` without C inverse FFTs.
+
+    Args:
+        kspace: ``(B, S, T, H, W)`` complex coil-free k-space.
+        maps: ``(B, C, S, H, W)`` complex maps.
+        sigma: ``(B, S)`` per-coil noise standard deviation per subject and view.
+        noise_cov: ``(C, C)`` covariance in units of sigma² (None = identity).
+        generators: one torch generator per subject on ``kspace``'s device (None = the global one).
+
+    Returns:
+        ``(B, C, S, T, H, W)`` coil k-space and ``(B, S, T, H, W)`` SENSE-1 image, complex64.
+    """
+    b, s, t, h, w = kspace.shape
+    c = maps.shape[1]
+    kspace = kspace.to(torch.complex64)
+    maps = maps.to(device=kspace.device, dtype=torch.complex64).unsqueeze(3)  # (B, C, S, 1, H, W)
+    shape = (c, s, t, h, w)
+    gens = generators if generators is not None else [None] * b
+    eta = torch.stack([standard_complex_noise(shape, g, kspace.device) for g in gens])
+    if noise_cov is not None:
+        chol = noise_cholesky(noise_cov).to(device=kspace.device, dtype=torch.complex64)
+        eta = torch.einsum("ij,bj...->bi...", chol, eta)
+    sig = torch.as_tensor(sigma, device=kspace.device, dtype=torch.float32).reshape(b, 1, s, 1, 1, 1)
+    y = maps * ifft2c(kspace).unsqueeze(1)
+    y += sig * eta
+    return fft2c(y), (maps.conj() * y).sum(dim=1)

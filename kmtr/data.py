@@ -2,16 +2,26 @@
 
 Per subject the Dataset yields (shapes from the store; ``T'`` = selected frames):
 
-* ``kspace`` (S, T', H, W) complex64 — fully sampled, *un-normalised*, augmented if asked
-  (float16-stored k-space is decoded here: ``(re + 1j·im) · subjects/kspace_scale[row]``);
+* ``kspace`` (S, T', H, W) complex64 — fully sampled, coil-free, *un-normalised*, augmented if
+  asked (float16-stored k-space is decoded here: ``(re + 1j·im) · subjects/kspace_scale[row]``);
 * ``mask`` (S, T', W) bool — the chosen acquisition mask (True = sampled line);
 * ``row`` int64 — the store row;
 * ``seg`` (S, T', H, W) uint8 and ``seg_present`` (S,) bool — when the store has ``seg``;
-* ``phenotypes`` (P,) float32 (NaN = missing), ``diseases`` (D,) int8 — when present.
+* ``phenotypes`` (P,) float32 (NaN = missing), ``diseases`` (D,) int8 — when present;
+* stores with coils (format version 2, docs/multicoil.md): ``maps`` (C, S, H, W) complex64,
+  ``sigma`` (S,) float32 (per-coil noise standard deviation per view), ``noise_cov`` (C, C)
+  complex64 when the coils' noise is correlated, and either ``coil_noise`` (C, S, T', H, W)
+  complex64 — the stored (evaluation) white noise, numpy draw of the store's ``noise_rule``
+  (``coil_noise="stored"``) — or ``noise_seed`` int64, the seed of a fresh draw per (run seed,
+  epoch, row) made on the device (``coil_noise="fresh"``, the training augmentation).
 
-:func:`prepare_batch` then moves a collated batch to the device and, there, normalises k-space
-per subject from its sampled lines only (``batch["scale"]`` (B,), see :mod:`kmtr.normalise`) and computes the complex image
-``batch["image"] = ifft2c(kspace)`` (B, S, T', H, W) — on the GPU when training on one.
+:func:`prepare_batch` then moves a collated batch to the device and, there, (for stores with
+coils) synthesises the coil k-space ``k_c = FFT(S_c · IFFT(k)) + σ (L n)_c`` of the kept frames
+(:mod:`kmtr.coils`), normalises k-space per subject from its sampled lines only
+(``batch["scale"]`` (B,), see :mod:`kmtr.normalise`) and computes the complex image
+``batch["image"]`` (B, S, T', H, W): ``ifft2c(kspace)``, or for coils the SENSE-1 combination
+with the true maps ``Σ_c conj(S_c) IFFT(k_c)`` of the same noisy coil k-space — on the GPU when
+training on one. With coils ``batch["kspace"]`` is (B, C, S, T', H, W).
 
 The store is opened lazily, once per process (DataLoader workers open their own handle;
 the handle is dropped when the Dataset is pickled), so it is fork- and spawn-safe.
@@ -28,11 +38,15 @@ import zarr
 from torch.utils.data import Dataset
 
 from kmtr.augment import augment_sample, sample_params
+from kmtr.coils import coil_kspace, fresh_coil_acquisition, sense1, stored_white_noise
 from kmtr.fft import ifft2c
 from kmtr.normalise import normalise, subject_scale
-from kmtr.store import StoreError, StoreInfo, open_store, read_store_info
+from kmtr.store import StoreError, StoreInfo, open_store, read_coil_maps, read_store_info
 
-__all__ = ["AugmentConfig", "frame_indices", "KSpaceDataset", "prepare_batch"]
+__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "zero_filled_image"]
+
+#: ``KSpaceDataset(coil_noise=…)``: the store's fixed evaluation draw, or a fresh draw per epoch
+COIL_NOISE_MODES = ("stored", "fresh")
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,12 @@ class KSpaceDataset(Dataset):
         cache: keep every sample read in memory (after frame selection, before augmentation):
             later epochs skip the store. It lives in the process that reads, so use it with
             ``num_workers = 0`` (or persistent workers, one copy each); about
-            S·T'·H·W·8 bytes per subject (5.9 MB at 9 × 5 × 128 × 128).
+            S·T'·H·W·8 bytes per subject (5.9 MB at 9 × 5 × 128 × 128), plus for coils the maps
+            (C·S·H·W·8: 9.4 MB at C = 8) and, with ``coil_noise="stored"``, the noise draw
+            (C·S·T'·H·W·8: 47 MB at C = 8, T' = 5).
+        coil_noise: stores with coils only: ``"stored"`` — the store's fixed noise draw (evaluation,
+            prediction: bit-stable) — or ``"fresh"`` — a new draw per epoch on the device (training
+            augmentation; seeded by (``augment.seed``, epoch, row)).
 
     Raises:
         StoreError: bad format version, missing mask, empty split or bad frame count — at
@@ -91,7 +110,10 @@ class KSpaceDataset(Dataset):
         with_labels: bool = True,
         storage_options: dict[str, Any] | None = None,
         cache: bool = False,
+        coil_noise: str = "stored",
     ) -> None:
+        if coil_noise not in COIL_NOISE_MODES:
+            raise StoreError(f"coil_noise must be one of {', '.join(COIL_NOISE_MODES)}, not {coil_noise!r}")
         group = open_store(location, storage_options)
         self.info: StoreInfo = read_store_info(group, str(location))
         self.info.check_mask(mask)
@@ -106,7 +128,10 @@ class KSpaceDataset(Dataset):
         self.with_labels = with_labels
         self.epoch = 0
         self.cache = cache
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self.coil_noise = coil_noise
+        coils = self.info.coils
+        self.noisy = coils is not None and bool(np.any(coils.noise_sigma[self.rows] > 0))
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
         self._group: zarr.Group | None = None
         self._labels: dict[str, np.ndarray] = {}
         step = self.frames[1] - self.frames[0] if len(self.frames) > 1 else 1
@@ -120,6 +145,11 @@ class KSpaceDataset(Dataset):
     def shape(self) -> tuple[int, int, int, int]:
         """(S, T', H, W) of every sample's k-space."""
         return (self.info.s, len(self.frames), self.info.h, self.info.w)
+
+    @property
+    def coils(self) -> int | None:
+        """C for a store with coils (the k-space MAE's ``coils``), None for a single-coil store."""
+        return self.info.coils.n_coils if self.info.coils is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         """Changes the augmentation draw (call before each epoch; workers see it on their next start)."""
@@ -168,27 +198,41 @@ class KSpaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _load(self, row: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(kspace, mask, seg) of one row as stored (frames selected), through the cache when on."""
+    def _load(self, row: int) -> dict[str, torch.Tensor]:
+        """What row ``row`` stores, frames selected (kspace, mask, seg; maps and the stored noise
+        draw for coils), through the cache when on."""
         if self.cache and row in self._cache:
             return self._cache[row]
         kspace = torch.from_numpy(np.ascontiguousarray(self._read("kspace", row)))
         if self.info.storage == "float16":
             kspace = torch.view_as_complex(kspace.float()) * float(self._labels["kspace_scale"][row])
-        mask = torch.from_numpy(np.ascontiguousarray(self._read(f"masks/{self.mask_name}", row)))
-        seg = torch.from_numpy(np.ascontiguousarray(self._read("seg", row))) if self.with_seg else None
+        out = {"kspace": kspace, "mask": torch.from_numpy(np.ascontiguousarray(self._read(f"masks/{self.mask_name}", row)))}
+        if self.with_seg:
+            out["seg"] = torch.from_numpy(np.ascontiguousarray(self._read("seg", row)))
+        coils = self.info.coils
+        if coils is not None:
+            out["maps"] = torch.from_numpy(read_coil_maps(self.group, row, coils.maps_storage))
+            if self.noisy and self.coil_noise == "stored":
+                shape = (coils.n_coils, self.info.s, self.info.t, self.info.h, self.info.w)
+                out["coil_noise"] = torch.from_numpy(stored_white_noise(int(coils.noise_seed[row]), shape, self.frames))
         if self.cache:
-            self._cache[row] = (kspace, mask, seg)
-        return kspace, mask, seg
+            self._cache[row] = out
+        return out
 
     def unaugmented(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(kspace (S, T', H, W) complex as stored, mask (S, T', W)) of the i-th subject, no augmentation."""
-        kspace, mask, _ = self._load(int(self.rows[i]))
-        return kspace, mask
+        stored = self._load(int(self.rows[i]))
+        return stored["kspace"], stored["mask"]
+
+    def fresh_noise_seed(self, row: int) -> int:
+        """Seed (63-bit) of row ``row``'s fresh coil-noise draw this epoch, from (augment seed, epoch, row)."""
+        seq = np.random.SeedSequence([int(self.augment.seed), self.epoch, int(row), 0xC011])
+        return int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
-        kspace, mask, seg = self._load(row)
+        stored = self._load(row)
+        kspace, mask, seg = stored["kspace"], stored["mask"], stored.get("seg")
         if self.augment.enabled:
             rng = np.random.default_rng([self.augment.seed, self.epoch, row])
             s, _, h, w = kspace.shape
@@ -201,24 +245,71 @@ class KSpaceDataset(Dataset):
         for key in ("phenotypes", "diseases"):
             if key in self._labels:
                 out[key] = torch.from_numpy(self._labels[key][row].copy())
+        coils = self.info.coils
+        if coils is not None:
+            out["maps"] = stored["maps"]
+            if self.noisy:
+                out["sigma"] = torch.from_numpy(coils.noise_sigma[row].copy())
+                if not coils.independent:
+                    out["noise_cov"] = torch.from_numpy(coils.noise_cov.astype(np.complex64))
+                if self.coil_noise == "stored":
+                    out["coil_noise"] = stored["coil_noise"]
+                else:
+                    out["noise_seed"] = torch.tensor(self.fresh_noise_seed(row), dtype=torch.int64)
         return out
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Move a collated batch to ``device`` and compute, there, the normalised k-space and images.
+    """Move a collated batch to ``device`` and compute, there, the (coil) k-space, its normalisation and images.
 
     Args:
-        batch: collated Dataset samples (``kspace`` (B, S, T, H, W) complex, ``mask`` (B, S, T, W) …).
+        batch: collated Dataset samples (``kspace`` (B, S, T, H, W) complex, ``mask`` (B, S, T, W) …;
+            for stores with coils also ``maps`` (B, C, S, H, W) and the noise entries).
 
     Returns:
         The batch on ``device`` with ``kspace`` normalised per subject by the RMS of its sampled
-        lines (``mask``), ``scale`` (B,) float32
-        (``kspace · scale`` is the stored k-space) and ``image`` = ``ifft2c(kspace)`` (B, S, T, H, W).
+        lines (``mask``; all coils' sampled lines for coils), ``scale`` (B,) float32
+        (``kspace · scale`` is the acquired k-space) and ``image`` (B, S, T, H, W) divided by the
+        same scale. Single-coil: ``kspace`` (B, S, T, H, W), ``image = ifft2c(kspace)``. Coils:
+        ``kspace`` (B, C, S, T, H, W) = ``FFT(S_c · IFFT(k)) + σ (L n)_c`` with the stored white
+        noise ``coil_noise`` (bit-stable), a fresh draw seeded by ``noise_seed`` (one torch
+        generator per subject on ``device``) or no noise (noise-free store), and ``image`` its
+        SENSE-1 combination with the true maps ``Σ_c conj(S_c) IFFT(k_c)``.
     """
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if "maps" in out:
+        coil_k, image = _coil_acquisition(out)
+        out["kspace"] = coil_k
+    else:
+        image = None
     k = out["kspace"]
     scale = torch.stack([subject_scale(k[b], out["mask"][b]) for b in range(k.shape[0])])  # sampled lines only
     out["kspace"] = normalise(k, scale)
     out["scale"] = scale
-    out["image"] = ifft2c(out["kspace"])
+    out["image"] = ifft2c(out["kspace"]) if image is None else normalise(image, scale)
     return out
+
+
+def _coil_acquisition(out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coil k-space (B, C, S, T, H, W), SENSE-1 image (B, S, T, H, W)) of a batch on its device;
+    removes the noise entries from ``out``."""
+    k, maps = out["kspace"], out["maps"]
+    sigma = out.pop("sigma", None)
+    cov = out.pop("noise_cov", None)
+    cov = cov[0] if cov is not None else None  # one covariance per store
+    white = out.pop("coil_noise", None)
+    seeds = out.pop("noise_seed", None)
+    if seeds is not None:
+        gens = [torch.Generator(device=k.device).manual_seed(int(v)) for v in seeds.tolist()]
+        return fresh_coil_acquisition(k, maps, sigma, cov, gens)
+    coil_k = coil_kspace(k, maps, sigma if white is not None else None, cov, white_noise=white)
+    return coil_k, sense1(coil_k, maps)
+
+
+def zero_filled_image(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Zero-filled image of a prepared batch's undersampled k-space (B, S, T, H, W) complex:
+    ``ifft2c(k · mask)``, or for coils the SENSE-1 combination of the zero-filled coil k-space."""
+    k, mask = batch["kspace"], batch["mask"]
+    if k.ndim == 6:
+        return sense1(k * mask[:, None, ..., None, :].to(k.dtype), batch["maps"])
+    return ifft2c(k * mask[..., None, :].to(k.dtype))

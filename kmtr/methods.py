@@ -62,15 +62,17 @@ class MethodSpec(NamedTuple):
     needs_validation: bool = False  # chooses its settings on the validation split
     benchmark: bool = False  # one of `kmtr benchmark`'s default methods for its tasks
     lr_grid: tuple[str, tuple[float, ...]] | None = None  # learning rates `--lr-search` tries (kmtr.eval.lr_search)
+    multicoil: bool = False  # reads stores with coils (its build takes ``coils=``; docs/multicoil.md)
 
 
 def _kspace_encoder_net(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task,
-                        out_dim: int, state: dict[str, Any] | None) -> nn.Module:
-    """The stage-I k-space MAE's encoder (weights from ``state``) with the task's head."""
+                        out_dim: int, state: dict[str, Any] | None, coils: int | None = None) -> nn.Module:
+    """The stage-I k-space MAE's encoder (weights from ``state``) with the task's head (``coils``:
+    C of a store with coils, None for a single-coil store)."""
     from kmtr.train.maes import build_stage1_model, validate_config
 
     s1 = dataclasses.replace(cfg, stage=1, models="kspace")
-    mae = build_stage1_model(s1, validate_config(s1, shape), view_ids).kspace
+    mae = build_stage1_model(s1, validate_config(s1, shape), view_ids, coils).kspace
     assert mae is not None
     mae.drop_decoder()
     if state is not None:
@@ -148,11 +150,11 @@ METHODS: dict[str, MethodSpec] = {
         "kspace_under", TASKS, "stage2", "k-MTR", "stage I k-space MAE + stage II contrastive alignment with images",
         "encoder's class token (heads.pool = cls) / encoder features (segmentation, reconstruction)",
         "fine-tuned end to end, AdamW + warm-up + cosine",
-        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID),
+        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
     "mae": MethodSpec(
         "kspace_under", TASKS, "stage1", "MAE w/o stage II", "stage I k-space MAE only (no alignment)",
         "as k-MTR", "as k-MTR",
-        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID),
+        build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
     "resnet50": MethodSpec(
         "image", ("regression", "classification"), "", "ResNet-50 (full images)", "none (from scratch)",
         "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view)",
@@ -265,16 +267,31 @@ def check_method_does(cfg: TrainConfig) -> tuple[MethodSpec, Task]:
     return spec, task
 
 
-def build_task_model(
-    cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], targets: dict[str, Any],
-    state: dict[str, Any] | None = None,
-) -> TaskModel:
-    """The method's network for the task (encoder weights from ``state`` for kmtr / mae).
+def check_reads_coils(method: str, coils: int | None) -> None:
+    """Refuse a method that does not read stores with coils on one (``coils`` = C, None = single-coil).
 
     Raises:
-        ConfigError: unknown method or task, a method that does not do the task, or one without a
-        kmtr model (nnU-Net trains and predicts itself, :mod:`kmtr.nnunet`).
+        ConfigError: one line naming the methods that do.
     """
+    if coils is not None and not method_spec(method).multicoil:
+        able = ", ".join(m for m, s in METHODS.items() if s.multicoil)
+        raise ConfigError(f"method {method} does not read stores with coils (this store has {coils}); "
+                          f"methods that do: {able}")
+
+
+def build_task_model(
+    cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], targets: dict[str, Any],
+    state: dict[str, Any] | None = None, coils: int | None = None,
+) -> TaskModel:
+    """The method's network for the task (encoder weights from ``state`` for kmtr / mae; ``coils``:
+    C of a store with coils, None for a single-coil store).
+
+    Raises:
+        ConfigError: unknown method or task, a method that does not do the task, one without a
+        kmtr model (nnU-Net trains and predicts itself, :mod:`kmtr.nnunet`), or a method that does
+        not read stores with coils on one.
+    """
+    check_reads_coils(cfg.method, coils)
     spec = method_spec(cfg.method)
     if cfg.task not in spec.tasks:
         raise ConfigError(f"method {cfg.method} does not do {cfg.task} (it does {', '.join(spec.tasks)})")
@@ -282,5 +299,6 @@ def build_task_model(
     if spec.build is None:
         raise ConfigError(f"method {cfg.method} has no kmtr model; it is trained and evaluated by its own trainer "
                           f"({spec.recipe})")
-    net = spec.build(cfg, shape, view_ids, task, targets["out_dim"], state)
+    net = (spec.build(cfg, shape, view_ids, task, targets["out_dim"], state, coils=coils) if spec.multicoil
+           else spec.build(cfg, shape, view_ids, task, targets["out_dim"], state))
     return TaskModel(net, task, targets, cfg.heads.seg_dice_weight)

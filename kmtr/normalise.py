@@ -4,6 +4,8 @@
    **sampled** points of the subject's (S, T, H, W) k-space only (the lines its acquisition mask
    keeps, after frame selection and augmentation): a scanner has nothing else, so no information
    from the unsampled lines reaches a model's input through the scale, at training or test time.
+   For a store with coils ``k`` is the (noisy) coil k-space (C, S, T, H, W) and the mean runs over
+   the sampled points of every coil.
    The fully sampled k-space and the images (training targets, stage-II image branch) are divided
    by the same ``s``. ``s`` travels with each sample (``batch["scale"]``); ``k = k_n · s`` undoes it.
 2. **Signed log** (optional, model-side): applied to the real and imaginary channels separately,
@@ -22,12 +24,13 @@ def subject_scale(k: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> to
     """RMS magnitude of a subject's **sampled** k-space → 0-d float32 tensor (> 0).
 
     Args:
-        k: (S, T, H, W) complex k-space (values on unsampled lines are ignored).
-        mask: (S, T, W) bool or 0/1, True = sampled phase-encode line (repeated along H).
+        k: (S, T, H, W) complex k-space, or (C, S, T, H, W) coil k-space (values on unsampled
+            lines are ignored).
+        mask: (S, T, W) bool or 0/1, True = sampled phase-encode line (repeated along H and coils).
     """
     m = mask.to(device=k.device, dtype=torch.float32)[..., None, :]  # (S, T, 1, W)
     power = (k.real.float() ** 2 + k.imag.float() ** 2) * m
-    count = m.sum() * k.shape[-2]
+    count = m.sum() * k.shape[-2] * (k.shape[0] if k.ndim == m.ndim + 1 else 1)
     return torch.sqrt(power.sum() / count.clamp_min(1.0)).clamp_min(eps)
 
 

@@ -1,8 +1,10 @@
-"""The trainer's only door into a store (docs/store-format.md, format version 1).
+"""The trainer's only door into a store (docs/store-format.md, format versions 1 and 2).
 
 Opens a store from a local path, an fsspec URL (``s3://``, ``gs://``, ``memory://`` …) or a
 Croissant JSON-LD manifest, checks its format, and summarises its shape, masks and subject
-table. Nothing here imports the simulator.
+table. Version 1 is the single-coil store; version 2 adds what defines a multi-coil acquisition
+(``coils/*`` arrays and the ``coils`` group attribute, docs/multicoil.md), read here into
+:class:`CoilInfo` and :func:`read_coil_maps`. Nothing here imports the simulator.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ import zarr
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
+    "CoilInfo",
     "SPLIT_CODES",
     "STATUS_DONE",
     "StoreError",
     "StoreInfo",
     "check_layout",
     "open_store",
+    "read_coil_maps",
+    "store_coils",
     "read_store_info",
     "resolve_store_url",
     "store_format_schema",
 ]
 
 FORMAT_NAME = "kspace-mri-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version read (stores with coils)
+FORMAT_VERSIONS = (1, 2)  # 1: single-coil store, 2: + coils/* (docs/multicoil.md)
 STATUS_DONE = 1
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 
@@ -87,7 +94,7 @@ def open_store(location: str | Path, storage_options: dict[str, Any] | None = No
         storage_options: passed to fsspec for URLs.
 
     Raises:
-        StoreError: nothing there, not a kspace-mri-store, or a format version other than 1.
+        StoreError: nothing there, not a kspace-mri-store, or a format version other than 1 or 2.
     """
     url = resolve_store_url(location)
     kwargs: dict[str, Any] = {"storage_options": storage_options} if storage_options and "://" in url else {}
@@ -98,11 +105,54 @@ def open_store(location: str | Path, storage_options: dict[str, Any] | None = No
     attrs = group.attrs.asdict()
     if attrs.get("format") != FORMAT_NAME:
         raise StoreError(f"{url} is not a {FORMAT_NAME} store (attrs.format = {attrs.get('format')!r})")
-    if attrs.get("format_version") != FORMAT_VERSION:
+    if attrs.get("format_version") not in FORMAT_VERSIONS:
         raise StoreError(
-            f"{url} has format_version {attrs.get('format_version')!r}; this kmtr reads version {FORMAT_VERSION} only"
+            f"{url} has format_version {attrs.get('format_version')!r}; this kmtr reads versions "
+            f"{', '.join(map(str, FORMAT_VERSIONS))}"
         )
     return group
+
+
+@dataclass(frozen=True)
+class CoilInfo:
+    """The receive chain of a multi-coil store (format version 2; docs/multicoil.md).
+
+    Attributes:
+        n_coils: C, number of receive coils.
+        model: coil-sensitivity model (``'birdcage'`` or ``'random_field'``).
+        snr_db: the requested SNR in dB, or None (noise-free store).
+        noise_cov: (C, C) complex128 noise covariance in units of sigma² (the identity for
+            independent coils).
+        noise_rule: how the stored (evaluation) noise is drawn (the ``coils.noise_rule`` attribute).
+        noise_seed: (N,) uint64 seed of each subject's stored noise draw (``coils/noise_seed``).
+        noise_sigma: (N, S) float32 noise standard deviation of one coil's complex image per
+            subject and view, k-space units (``coils/noise_sigma``; 0 = noise-free).
+        maps_storage: ``'complex64'`` or ``'float16'`` ((N, C, S, H, W, 2) real/imag pairs).
+        attrs: the whole ``coils`` group attribute.
+    """
+
+    n_coils: int
+    model: str
+    snr_db: float | None
+    noise_cov: np.ndarray = field(repr=False)
+    noise_rule: str = ""
+    noise_seed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64), repr=False)
+    noise_sigma: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
+    maps_storage: str = "complex64"
+    attrs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def independent(self) -> bool:
+        """True when the noise covariance is the identity (independent coils of equal noise)."""
+        return bool(np.array_equal(self.noise_cov, np.eye(self.n_coils)))
+
+    def summary(self) -> str:
+        """One line, e.g. ``8 coils (birdcage), SNR 20 dB, independent noise``."""
+        snr = "noise-free" if self.snr_db is None else f"SNR {self.snr_db:g} dB"
+        corr = self.attrs.get("noise_correlation") or {}
+        noise = "independent noise" if self.independent else (
+            f"correlated noise ({corr.get('kind', 'user')}, rho {corr.get('rho', '?')})")
+        return f"{self.n_coils} coils ({self.model}), {snr}, {noise}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +173,8 @@ class StoreInfo:
             ``labels/phenotypes`` (N, P) and ``labels/diseases`` (N, D), empty when absent.
         label_map: segmentation label values → names (the ``label_map`` attribute).
         view_names: (S,) view names (``view_order``).
+        format_version: 1 (single-coil) or 2 (with coils).
+        coils: the receive chain of a multi-coil store (None: single-coil).
     """
 
     url: str
@@ -145,6 +197,13 @@ class StoreInfo:
     disease_columns: tuple[str, ...] = ()
     label_map: dict[str, str] = field(default_factory=dict)
     view_names: tuple[str, ...] = ()
+    format_version: int = 1
+    coils: CoilInfo | None = None
+
+    @property
+    def n_coils(self) -> int:
+        """C, the number of receive coils (1 for a single-coil store)."""
+        return self.coils.n_coils if self.coils is not None else 1
 
     def rows(self, split: str | None) -> np.ndarray:
         """Row indices of done subjects in ``split`` ('train', 'validation', 'test' or None = all).
@@ -196,16 +255,21 @@ def _dtype_matches(actual: Any, expected: str) -> bool:
     return np.dtype(actual) == np.dtype(expected)
 
 
-def check_layout(group: zarr.Group, url: str = "") -> None:
-    """Check every array the format declares (``kspace`` aside: :func:`read_store_info` checks it with
-    its storage): required ones present, and each present one with the declared dtype and number of axes.
+def check_layout(group: zarr.Group, url: str = "", version: int = 1) -> None:
+    """Check every array format ``version`` declares (``kspace`` and ``coils/maps`` aside: their
+    dtype depends on the storage, checked by :func:`read_store_info`): required ones present, and
+    each present one with the declared dtype and number of axes.
 
     Raises:
         StoreError: one line naming the first array that is missing or has another dtype or rank.
     """
-    for spec in store_format_schema()["arrays"]:
+    for spec in store_format_schema(version)["arrays"]:
         path = spec["path"]
         if path == "kspace":
+            continue
+        if path == "coils/maps":
+            if path not in group:
+                raise StoreError(f"{url}: required array {path!r} is missing (docs/store-format.md)")
             continue
         if path.startswith("masks/"):
             found = [f"masks/{name}" for name, _ in group["masks"].arrays()] if "masks" in group else []
@@ -236,9 +300,10 @@ def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
             raise StoreError(f"{url}: float16 k-space storage without 'subjects/kspace_scale'")
     elif storage != "complex64":
         raise StoreError(f"{url}: unknown k-space storage {storage!r} (complex64 or float16)")
-    check_layout(group, url)
-    n, s, t, h, w = karr.shape[:5]
     attrs = group.attrs.asdict()
+    version = int(attrs.get("format_version", 1))
+    check_layout(group, url, version)
+    n, s, t, h, w = karr.shape[:5]
     masks: tuple[str, ...] = ()
     if "masks" in group:
         masks = tuple(sorted(name for name, _ in group["masks"].arrays()))
@@ -266,4 +331,56 @@ def read_store_info(group: zarr.Group, url: str = "") -> StoreInfo:
         disease_columns=tuple(str(c) for c in dis_attrs.get("columns", [])),
         label_map={str(k): str(v) for k, v in (attrs.get("label_map") or {}).items()},
         view_names=tuple(str(v) for v in attrs.get("view_order", [f"slice{i}" for i in range(int(s))])),
+        format_version=version,
+        coils=_read_coil_info(group, attrs, url, (int(n), int(s), int(h), int(w))) if version >= 2 else None,
     )
+
+
+def _read_coil_info(group: zarr.Group, attrs: dict[str, Any], url: str, nshw: tuple[int, int, int, int]) -> CoilInfo:
+    """The ``coils`` attribute and the small ``coils/*`` arrays of a version-2 store, checked."""
+    n, s, h, w = nshw
+    meta = attrs.get("coils")
+    if not isinstance(meta, dict) or "n_coils" not in meta:
+        raise StoreError(f"{url}: format version 2 without a 'coils' group attribute naming n_coils")
+    c = int(meta["n_coils"])
+    maps = group["coils/maps"]
+    maps_storage = str(maps.attrs.get("storage", "float16" if maps.ndim == 6 else "complex64"))
+    want = (n, c, s, h, w) + ((2,) if maps_storage == "float16" else ())
+    ok_dtype = (np.dtype(maps.dtype) == np.float16) if maps_storage == "float16" else \
+        np.issubdtype(maps.dtype, np.complexfloating)
+    if tuple(maps.shape) != want or not ok_dtype:
+        raise StoreError(f"{url}: 'coils/maps' should be {want} {maps_storage}, found {maps.shape} {maps.dtype}")
+    cov = meta.get("noise_cov")
+    if cov is None:
+        noise_cov = np.eye(c, dtype=np.complex128)
+    else:
+        noise_cov = np.asarray(cov["real"], np.float64) + 1j * np.asarray(cov["imag"], np.float64)
+        if noise_cov.shape != (c, c):
+            raise StoreError(f"{url}: coils.noise_cov is {noise_cov.shape} for {c} coils")
+    sigma = np.asarray(group["coils/noise_sigma"][:], dtype=np.float32)
+    seeds = np.asarray(group["coils/noise_seed"][:], dtype=np.uint64)
+    if sigma.shape != (n, s) or seeds.shape != (n,):
+        raise StoreError(f"{url}: coils/noise_sigma {sigma.shape} / coils/noise_seed {seeds.shape} "
+                         f"do not match (N, S) = ({n}, {s})")
+    snr = meta.get("snr_db")
+    return CoilInfo(
+        n_coils=c, model=str(meta.get("model", "")), snr_db=None if snr is None else float(snr),
+        noise_cov=noise_cov, noise_rule=str(meta.get("noise_rule", "")), noise_seed=seeds, noise_sigma=sigma,
+        maps_storage=maps_storage, attrs=dict(meta),
+    )
+
+
+def store_coils(location: str | Path, storage_options: dict[str, Any] | None = None) -> int | None:
+    """C of the store at ``location`` when it has coils (format version 2), None for a single-coil store
+    (reads the group attributes only)."""
+    group = open_store(location, storage_options)
+    meta = group.attrs.get("coils") if group.attrs.get("format_version") == 2 else None
+    return int(meta["n_coils"]) if isinstance(meta, dict) and "n_coils" in meta else None
+
+
+def read_coil_maps(group: zarr.Group, row: int, storage: str = "complex64") -> np.ndarray:
+    """Coil maps of store row ``row`` → (C, S, H, W) complex64 (float16 pairs decoded ``re + 1j·im``)."""
+    maps = np.asarray(group["coils/maps"][row])
+    if storage == "float16":
+        maps = maps.astype(np.float32).view(np.complex64)[..., 0]
+    return np.ascontiguousarray(maps, dtype=np.complex64)

@@ -90,13 +90,19 @@ def write_store(
     seed: int = 0,
     with_labels: bool = True,
     storage: str = "complex64",
+    n_coils: int | None = None,
+    snr_db: float | None = 20.0,
+    noise_correlation: float = 0.0,
 ) -> str:
     """Write a store of ``n`` synthetic subjects (9 views × ``t`` × ``h`` × ``h``); returns its path.
 
     Defaults: rows 0-3 train, row 4 validation, row 5 test but *failed* (so 'test' is empty).
     ``storage='float16'`` writes (N, S, T, H, W, 2) float16 pairs of ``k / subjects/kspace_scale``.
     ``format_version`` other than 1 gives a store the reader must refuse. ``w`` must equal ``h``
-    (the simulator's crops are square).
+    (the simulator's crops are square). ``n_coils`` = K gives a store with coils (format version 2,
+    docs/multicoil.md) written by the simulator's own coil code (:mod:`kspace_sim.coil_settings`:
+    birdcage maps per view, sigma at ``snr_db`` in each view's heart region (None = noise-free),
+    noise correlation ``noise_correlation``, the ``coils`` group attribute).
     """
     if w != h:
         raise ValueError(f"the simulator's crops are square: h = {h}, w = {w}")
@@ -118,8 +124,14 @@ def write_store(
         "pseudonymised": False,
     }
     ids = [f"S{i:04d}" for i in range(n)]
+    coil_settings = None
+    if n_coils is not None:
+        from kspace_sim.coil_settings import CoilSettings
+
+        coil_settings = CoilSettings(n_coils=n_coils, snr_db=snr_db, noise_correlation=noise_correlation)
+        attrs["coils"] = coil_settings.store_attrs()
     g = create_store(str(path), ids, frames=t, size=h, mask_names=list(masks), attrs=attrs, storage=storage,
-                     chunking="sharded")
+                     chunking="sharded", n_coils=n_coils)
     yy, xx = np.mgrid[0:h, 0:w]
     kscale = np.ones(n, np.float32)
     checksums = np.zeros(g["subjects/checksum"].shape, np.uint8)
@@ -142,6 +154,8 @@ def write_store(
         for name, r in masks.items():
             g[f"masks/{name}"][i] = _line_mask(rng, s, t, w, r)
         checksums[i] = np.frombuffer(subject_checksum(stored, seg), np.uint8)
+        if coil_settings is not None:
+            _write_coils(g, i, ids[i], seed, k, seg, coil_settings, storage)
     present = np.ones((n, s), bool)
     present[:, VIEW_ORDER.index("la_3ch")] = False  # 3ch never has a segmentation
     done = np.asarray(status) == 1
@@ -175,6 +189,23 @@ def write_store(
         g.attrs["format_version"] = format_version
     consolidate(str(path))
     return str(path)
+
+
+def _write_coils(g: zarr.Group, row: int, subject_id: str, seed: int, k: np.ndarray, seg: np.ndarray,
+                 settings: Any, storage: str) -> None:
+    """Row ``row``'s ``coils/*`` entries, as the simulator computes them for a subject."""
+    from kspace_sim.coil_settings import subject_coils
+    from kspace_sim.fft import ifft2c
+    from kspace_sim.store.coil_arrays import encode_maps
+
+    present = np.ones(len(VIEW_ORDER), bool)
+    present[VIEW_ORDER.index("la_3ch")] = False
+    sc = subject_coils(subject_id, seed, np.abs(ifft2c(k)), settings, seg, present)
+    g["coils/geometry"][row] = sc.geometry
+    g["coils/field_seed"][row] = sc.field_seed
+    g["coils/noise_seed"][row] = np.uint64(sc.noise_seed)
+    g["coils/noise_sigma"][row] = sc.noise_sigma
+    g["coils/maps"][row] = encode_maps(sc.maps, storage)
 
 
 @pytest.fixture(scope="module")

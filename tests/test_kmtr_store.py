@@ -37,8 +37,10 @@ def test_fixture_store_passes_the_simulators_verify(store):  # noqa: F811
 
 
 def test_bad_inputs_are_clear_errors(store, tmp_path):  # noqa: F811
-    with pytest.raises(StoreError, match="format_version 2"):
-        open_store(write_store(tmp_path / "v2.zarr", n=2, t=5, h=8, w=8, format_version=2))
+    with pytest.raises(StoreError, match="format_version 3"):
+        open_store(write_store(tmp_path / "v3.zarr", n=2, t=5, h=8, w=8, format_version=3))
+    with pytest.raises(StoreError, match="coils/geometry"):  # version 2 without its coil arrays
+        KSpaceDataset(write_store(tmp_path / "v2.zarr", n=2, t=5, h=8, w=8, format_version=2), "all", "vista_r4")
     with pytest.raises(StoreError, match="no store"):
         open_store(tmp_path / "missing.zarr")
     with pytest.raises(StoreError, match="mask 'vista_r16' not in"):

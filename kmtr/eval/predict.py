@@ -87,7 +87,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
     if spec.init_from and not spec.reads_spectrum and any(k.startswith("net.spectrum.") for k in state["model"]):
         raise ValueError(f"{path} was trained by an older kmtr whose {cfg.method} heads also read the k-space "
                          f"spectrum (not the paper's method): retrain it, or train --method kmtr_spectrum")
-    model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets)
+    model = build_task_model(cfg, ds.shape, ds.info.view_ids, targets, coils=ds.coils)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return TrainedRun(path, cfg, targets, model)

@@ -106,7 +106,7 @@ def _stage2_section(experiment: Path, out: Path, split: str, device: str | torch
 
     state, cfg = load_init(ckpt)
     full = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False)
-    model = build_stage2_model(cfg, full.shape, full.info.view_ids, None)
+    model = build_stage2_model(cfg, full.shape, full.info.view_ids, None, full.coils)
     model.load_state_dict(state)
     model.to(device)
     zi_all, zk_all, ph_all = [], [], []

@@ -29,6 +29,11 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
   ``log1p(|k| / c)`` per sample gives the encoder the phase-free, range-compressed magnitude
   directly (0 where a line is not sampled).
 
+  **Coils.** On a store with C receive coils the input and target are the coil k-space
+  (B, C, S, T, H, W): ``2·C`` channels per sample ordered (coil, re/im), plus C log-magnitude
+  channels with ``magnitude_c`` (:func:`kmtr.models.tokenizer.complex_channels`); the loss is the
+  same per complex sample. C = 1 on (B, S, T, H, W) input is the single-coil model unchanged.
+
 Encoders: patch embedding + positional code over (slice, t, h, w) + view code, a class token,
 a pre-norm ViT (``scaled_dot_product_attention``). Kept tokens are packed to the front; when
 samples keep different numbers of tokens the rest is padding that no token attends to.
@@ -42,7 +47,16 @@ import torch
 from torch import nn
 
 from kmtr.config import MAEConfig
-from kmtr.models.tokenizer import PatchEmbed, PositionalCode, TokenGrid, patchify, unpatchify
+from kmtr.models.tokenizer import (
+    PatchEmbed,
+    PositionalCode,
+    TokenGrid,
+    channels_complex,
+    complex_channels,
+    patchify,
+    undersample,
+    unpatchify,
+)
 from kmtr.models.vit import Transformer
 from kmtr.normalise import signed_log, signed_log_inverse
 
@@ -267,36 +281,51 @@ class KSpaceMAE(MaskedAutoencoder):
         rel_to: str = "target",
         signed_log_c: float | None = None,
         magnitude_c: float | None = None,
+        coils: int | None = None,
     ) -> None:
-        in_dim = grid.patch_dim * 3 // 2 if magnitude_c else grid.patch_dim
-        super().__init__(grid, view_ids, cfg, in_dim)
+        if coils is not None and coils < 1:
+            raise ValueError(f"coils must be >= 1, not {coils}")
+        out_dim = grid.patch_dim * (coils or 1)  # 2·C channels (coil, re/im) per sample
+        in_dim = out_dim * 3 // 2 if magnitude_c else out_dim
+        super().__init__(grid, view_ids, cfg, in_dim, out_dim)
         self.magnitude_c = magnitude_c
+        self.coils = coils
         if rel_to not in ("target", "prediction"):
             raise ValueError(f"rel_to must be 'target' or 'prediction', not {rel_to!r}")
         self.rel_weight, self.rel_eps, self.rel_to = rel_weight, rel_eps, rel_to
         self.signed_log_c = signed_log_c
 
+    def _check_coils(self, k: torch.Tensor) -> None:
+        """``coils`` None: single-coil (B, S, T, H, W) input; C: coil k-space (B, C, S, T, H, W)."""
+        c = k.shape[1] if k.ndim == 6 else None
+        if c != self.coils:
+            what = "single-coil k-space" if self.coils is None else f"{self.coils}-coil k-space"
+            raise ValueError(f"this k-space MAE reads {what}; got shape {tuple(k.shape)}")
+
     def to_model_domain(self, k: torch.Tensor) -> torch.Tensor:
-        """(B, S, T, H, W) complex → (B, S, T, H, W, 2) real, signed-log mapped if configured."""
-        x = torch.view_as_real(k)
+        """(B, S, T, H, W) complex → (B, S, T, H, W, 2) real, or coil k-space (B, C, S, T, H, W) →
+        (B, S, T, H, W, 2C), signed-log mapped if configured."""
+        x = complex_channels(k)
         return signed_log(x, self.signed_log_c) if self.signed_log_c else x
 
     def from_model_domain(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`to_model_domain`."""
+        """Inverse of :meth:`to_model_domain` ((B, C, S, T, H, W) for a coil model)."""
         x = x.float()
         x = signed_log_inverse(x, self.signed_log_c) if self.signed_log_c else x
-        return torch.view_as_complex(x.contiguous())
+        return channels_complex(x, self.coils)
 
     def encoder_inputs(self, kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Undersample and tokenise: → tokens (B, L, P) of ``kspace · mask`` and keep (B, L).
 
-        With ``magnitude_c`` each sample gets a third channel ``log1p(|k| / c)`` (0 where not
-        sampled): P = pt·ph·pw·3.
+        P = pt·ph·pw·2C (C = 1 for single-coil (B, S, T, H, W) input). With ``magnitude_c`` each
+        sample gets C more channels ``log1p(|k_c| / c)`` (0 where not sampled): P = pt·ph·pw·3C.
         """
-        under = kspace * mask[..., None, :].to(kspace.dtype)
+        self._check_coils(kspace)
+        under = undersample(kspace, mask)
         x = self.to_model_domain(under)
         if self.magnitude_c:
-            x = torch.cat([x, torch.log1p(under.abs() / self.magnitude_c)[..., None].to(x.dtype)], dim=-1)
+            mag = under.abs()[..., None] if under.ndim == 5 else under.abs().movedim(1, -1)
+            x = torch.cat([x, torch.log1p(mag / self.magnitude_c).to(x.dtype)], dim=-1)
         return patchify(x, self.grid), kspace_token_keep(mask, self.grid)
 
     def encode_kspace(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -328,9 +357,11 @@ class KSpaceMAE(MaskedAutoencoder):
         return {"loss": loss, "mse": mse, "rel": rel, "pred": pred, "target": target, "keep": keep, "input": tokens}
 
     def reconstruct(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Complex (B, S, T, H, W) k-space: target (full), input (undersampled) and output."""
+        """Complex (B, S, T, H, W) k-space ((B, C, S, T, H, W) for coils): target (full), input
+        (undersampled) and output."""
         to_k = lambda t: self.from_model_domain(unpatchify(t, self.grid))  # noqa: E731
         inputs = out["input"]
-        if self.magnitude_c:  # drop the log-magnitude channel: (pt·ph·pw·3) → (pt·ph·pw·2)
-            inputs = inputs.unflatten(-1, (-1, 3))[..., :2].flatten(-2)
+        if self.magnitude_c:  # drop the log-magnitude channels: (pt·ph·pw·3C) → (pt·ph·pw·2C)
+            c = self.coils or 1
+            inputs = inputs.unflatten(-1, (-1, 3 * c))[..., : 2 * c].flatten(-2)
         return {"target": to_k(out["target"]), "input": to_k(inputs), "output": to_k(out["pred"])}

@@ -1,7 +1,9 @@
-"""2-channel (real, imaginary) 3D-patch tokeniser over (T, H, W), per slice.
+"""3D-patch tokeniser over (T, H, W), per slice: 2 channels (real, imaginary), or 2·C for C coils.
 
 Token order is row-major over (slice, t-patch, h-patch, w-patch): ``L = S · nt · nh · nw``
-tokens of ``P = pt · ph · pw · 2`` values each (values ordered (pt, ph, pw, re/im)).
+tokens of ``P = pt · ph · pw · 2`` values each (values ordered (pt, ph, pw, re/im)). Coil k-space
+(B, C, S, T, H, W) gives ``2·C`` channels ordered (coil, re/im) (:func:`complex_channels`), so
+``P = pt · ph · pw · 2C``; C = 1 is exactly the single-coil layout.
 """
 
 from __future__ import annotations
@@ -13,8 +15,30 @@ from torch import nn
 
 __all__ = [
     "sincos_1d", "TokenGrid", "patchify", "unpatchify",
-    "PatchEmbed", "PositionalCode",
+    "PatchEmbed", "PositionalCode", "complex_channels", "channels_complex", "undersample",
 ]
+
+
+def complex_channels(k: torch.Tensor) -> torch.Tensor:
+    """Complex k-space → real channels last: (B, S, T, H, W) → (B, S, T, H, W, 2) (re, im);
+    coil k-space (B, C, S, T, H, W) → (B, S, T, H, W, 2C) ordered (coil, re/im)."""
+    if k.ndim == 5:
+        return torch.view_as_real(k)
+    return torch.view_as_real(k.movedim(1, -1)).flatten(-2)
+
+
+def channels_complex(x: torch.Tensor, coils: int | None) -> torch.Tensor:
+    """Inverse of :func:`complex_channels`: (…, 2) → (B, S, T, H, W) for ``coils`` None (single-coil
+    input), (…, 2C) → (B, C, S, T, H, W) for ``coils`` = C."""
+    if coils is None:
+        return torch.view_as_complex(x.contiguous())
+    return torch.view_as_complex(x.unflatten(-1, (coils, 2)).contiguous()).movedim(-1, 1)
+
+
+def undersample(k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``k · mask``: mask (B, S, T, W) repeated along H (and the coil axis of (B, C, S, T, H, W) input)."""
+    m = mask[..., None, :] if k.ndim == 5 else mask[:, None, ..., None, :]
+    return k * m.to(k.dtype)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from kmtr.eval.comparison import TaskComparison, frames, paired_rows
 from kmtr.eval.predictions import Predictions
 from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
 from kmtr.eval.summaries import pm
-from kmtr.fft import ifft2c
+from kmtr.data import zero_filled_image
 from kmtr.models.mae import TokenDecoder
 from kmtr.models.tokenizer import unpatchify
 from kmtr.tasks.base import EvalContext, Task, TruthSink
@@ -51,8 +51,7 @@ class Reconstruction(Task):
     def collect_truth(self, batch: dict[str, torch.Tensor], raw: dict[str, Any], ds: Any, model: Any,
                       keep: TruthSink) -> None:
         keep("image", batch["image"].abs())
-        under = batch["kspace"] * batch["mask"][..., None, :].to(batch["kspace"].dtype)
-        keep("zero_filled", ifft2c(under).abs())
+        keep("zero_filled", zero_filled_image(batch).abs())  # SENSE-1 of the zero-filled coil k-space for coils
 
     def compare(self, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int
                 ) -> TaskComparison:

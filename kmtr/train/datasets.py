@@ -16,6 +16,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[KSpaceDataset, KSpaceDataset | Non
         raise ConfigError("no data given (--data STORE | URL | MANIFEST)")
     aug = AugmentConfig(enabled=d.augment, flip_p=d.flip_p, max_angle=d.max_angle, phase_amplitude=d.phase_amplitude,
                         seed=cfg.run.seed)
-    train = KSpaceDataset(d.data, d.train_split, d.mask, d.frames, aug, cache=d.cache)
+    # stores with coils: a fresh noise draw per epoch for training, the stored draw for validation
+    train = KSpaceDataset(d.data, d.train_split, d.mask, d.frames, aug, cache=d.cache, coil_noise="fresh")
     val = KSpaceDataset(d.data, d.val_split, d.mask, d.frames, None, cache=d.cache) if d.val_split else None
     return train, val

@@ -68,13 +68,15 @@ def validate_config(cfg: TrainConfig, shape: tuple[int, int, int, int]) -> Token
         raise ConfigError(f"{exc} (frames={cfg.data.frames}; set --frames or --patch)") from exc
 
 
-def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, ...]) -> Stage1Model:
-    """The configured MAEs (same architecture sizes for both)."""
+def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, ...],
+                       coils: int | None = None) -> Stage1Model:
+    """The configured MAEs (same architecture sizes for both); ``coils`` = C for a store with coils
+    (the k-space MAE then reads 2·C channels), None for a single-coil store."""
     a = cfg.arch
     sizes = {f.name: getattr(a, f.name) for f in dataclasses.fields(MAEConfig)}
     mcfg = MAEConfig(**{**sizes, "patch": tuple(a.patch)})
     image = ImageMAE(grid, view_ids, mcfg, a.mask_ratio, a.image_magnitude) if cfg.models in ("image", "both") else None
     kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
-                        a.kspace_magnitude_c)
+                        a.kspace_magnitude_c, coils)
               if cfg.models in ("kspace", "both") else None)
     return Stage1Model(image, kspace)

@@ -15,6 +15,7 @@ from torch import nn
 
 from kmtr.config import TrainConfig
 from kmtr.data import prepare_batch
+from kmtr.coils import sense1
 from kmtr.fft import ifft2c
 from kmtr.models.mae import count_parameters
 from kmtr.train.datasets import build_datasets
@@ -39,7 +40,7 @@ def _png_callback(run_dir: Path, device: torch.device) -> Any:
     def callback(epoch: int, model: nn.Module, raw: dict[str, torch.Tensor]) -> None:
         assert isinstance(model, Stage1Model)
         batch = prepare_batch({k: v[:1] for k, v in raw.items()}, device)
-        s_last = batch["kspace"].shape[1] - 1
+        s_last = batch["image"].shape[1] - 1
         rows: dict[str, dict[str, torch.Tensor]] = {}
         was_training = model.training
         model.eval()
@@ -51,7 +52,7 @@ def _png_callback(run_dir: Path, device: torch.device) -> Any:
                     rows[f"image MAE, slice {s}"] = {k: v[0, s, 0] for k, v in rec.items()}
             if model.kspace is not None:
                 rec = model.kspace.reconstruct(model.kspace(batch["kspace"], batch["mask"]))
-                imgs = {k: ifft2c(v) for k, v in rec.items()}
+                imgs = {k: sense1(v, batch["maps"]) if v.ndim == 6 else ifft2c(v) for k, v in rec.items()}
                 for s in sorted({0, s_last}):
                     rows[f"k-space MAE, slice {s}"] = {k: v[0, s, 0] for k, v in imgs.items()}
         model.train(was_training)
@@ -73,11 +74,15 @@ def train_stage1(cfg: TrainConfig, resume: bool | str = False, dist_info: DistIn
         train_ds, val_ds = build_datasets(cfg)
         grid = validate_config(cfg, train_ds.shape)
         seed_everything(cfg.run.seed)
-        model = build_stage1_model(cfg, grid, train_ds.info.view_ids).to(info.device)
+        model = build_stage1_model(cfg, grid, train_ds.info.view_ids, train_ds.coils).to(info.device)
         seed_everything(cfg.run.seed + info.rank)
         if info.is_main:
+            if train_ds.info.coils is not None:
+                print(f"coils: {train_ds.info.coils.summary()}; k-space tokens carry 2 x {train_ds.coils} channels, "
+                      "images are the SENSE-1 combination with the true maps", flush=True)
             print(f"data: {train_ds.info.url}  train {len(train_ds)} subjects, shape (S, T, H, W) = {train_ds.shape}, "
-                  f"mask {cfg.data.mask}; {grid.num_tokens} tokens/subject of {grid.patch_dim} values; "
+                  f"mask {cfg.data.mask}; {grid.num_tokens} tokens/subject of {grid.patch_dim * (train_ds.coils or 1)} "
+                  f"k-space values; "
                   f"device {info.device}"
                   f" x {info.world_size}", flush=True)
             for name, sub in model.submodels().items():

@@ -79,11 +79,13 @@ class Stage2Model(nn.Module):
 
 
 def build_stage2_model(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...],
-                       state: dict[str, Any] | None) -> Stage2Model:
-    """Both encoders (from ``state``, a stage-I state dict, when given) plus fresh projectors."""
+                       state: dict[str, Any] | None, coils: int | None = None) -> Stage2Model:
+    """Both encoders (from ``state``, a stage-I state dict, when given) plus fresh projectors
+    (``coils``: C of a store with coils, None for a single-coil store)."""
     s1 = dataclasses.replace(cfg, stage=1, models="both")
     grid = validate_config(s1, shape)
-    mae = build_stage1_model(s1, grid, view_ids)
+    mae = build_stage1_model(s1, grid, view_ids, coils)
+
     assert mae.image is not None and mae.kspace is not None
     if state is not None:
         load_prefixed(mae.image.drop_decoder(), state, "image")
@@ -152,7 +154,7 @@ def train_stage2(cfg: TrainConfig, resume: bool | str = False, dist_info: DistIn
         if val_ds is not None and len(val_ds) < 2:
             val_ds = None  # one validation subject cannot be contrasted: no stage-II validation
         seed_everything(cfg.run.seed)
-        model = build_stage2_model(cfg, train_ds.shape, train_ds.info.view_ids, state).to(info.device)
+        model = build_stage2_model(cfg, train_ds.shape, train_ds.info.view_ids, state, train_ds.coils).to(info.device)
         seed_everything(cfg.run.seed + info.rank)
         if info.is_main:
             print(f"stage II from {init}: {len(train_ds)} training subjects, batch {cfg.data.batch_size}, "

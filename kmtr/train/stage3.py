@@ -39,6 +39,7 @@ from typing import Any
 
 from kmtr.config import TrainConfig
 from kmtr.methods import (
+    check_reads_coils,
     METHODS,
     SPECTRUM_RINGS,
     MethodSpec,
@@ -49,6 +50,7 @@ from kmtr.methods import (
 )
 from kmtr.models.mae import count_parameters
 from kmtr.models.spectrum import spectrum_statistics
+from kmtr.store import store_coils
 from kmtr.tasks import TASKS, get_task
 from kmtr.tasks.segmentation import NUM_CLASSES, seg_layers
 from kmtr.train.datasets import build_datasets
@@ -84,6 +86,8 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
     """
     spec, task = check_method_does(cfg)
     if spec.fit is not None:  # closed-form fits, nnU-Net: the method trains itself
+        if not spec.multicoil and cfg.data.data:
+            check_reads_coils(cfg.method, store_coils(cfg.data.data))
         return spec.fit(cfg, resume)
     previous = spec.init_from
     state = None
@@ -98,7 +102,8 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
         train_ds, val_ds = build_datasets(cfg)
         targets = task.targets(cfg, train_ds)
         seed_everything(cfg.run.seed)
-        model = build_task_model(cfg, train_ds.shape, train_ds.info.view_ids, targets, state).to(info.device)
+        model = build_task_model(cfg, train_ds.shape, train_ds.info.view_ids, targets, state,
+                                 train_ds.coils).to(info.device)
         seed_everything(cfg.run.seed + info.rank)
         if info.is_main:
             start = f"from {init}" if init else "from scratch"

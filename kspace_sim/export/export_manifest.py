@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kspace_sim.sharing.manifest import _provenance, format_sha256sums
+from kspace_sim.sharing.manifest import format_sha256sums, store_provenance
 
 RECORDS_DIR = ".export/records"  # one JSON record per exported subject
 MANIFEST_FILE = "export_manifest.json"
@@ -114,7 +114,7 @@ def write_export_manifest(
         "export_format_version": 1,
         "export_format": identity["format"],
         "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "store": {"location": identity["store"], "fingerprint": identity["store_fingerprint"], "provenance": _provenance(attrs)},
+        "store": {"location": identity["store"], "fingerprint": identity["store_fingerprint"], "provenance": store_provenance(attrs)},
         "mask": {"name": mask_name, **{k: v for k, v in spec.items() if not k.startswith(("acceleration", "achieved"))},
                  "acceleration": acceleration_conventions(spec, acs)},
         "layout": _layout(identity["format"], attrs, mask_name),

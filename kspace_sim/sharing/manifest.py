@@ -49,6 +49,7 @@ __all__ = [
     "sidecar_paths",
     "store_file_hashes",
     "build_manifest",
+    "store_provenance",
     "validate_manifest",
     "load_manifest",
     "manifest_store_url",
@@ -207,7 +208,9 @@ def _inline_set(rs: str, desc: str, rows: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+def store_provenance(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The provenance block of a store (its group attributes ``attrs``) as manifests record it: input,
+    format, simulator version and commit, creation time, seed, every parameter, masks, library versions."""
     synthetic = (attrs.get("input") or {}).get("kind") == "demo"
     return {
         "synthetic": synthetic,
@@ -255,7 +258,7 @@ def build_manifest(
     listing = content_listing(hashes, content["metadata_sha256"])
     mpath = Path(manifest_path)
     csv_path, sums_path = sidecar_paths(mpath)
-    prov = _provenance(attrs)
+    prov = store_provenance(attrs)
     synthetic = prov["synthetic"]
     license_ = opts.license or (SYNTHETIC_LICENSE if synthetic else UKB_LICENSE)
     terms = opts.access_terms or (SYNTHETIC_ACCESS_TERMS if synthetic else UKB_ACCESS_TERMS)
