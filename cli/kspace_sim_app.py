@@ -224,16 +224,20 @@ def preview(
     mask: Optional[str] = typer.Option(None, help="mask name (default: the first)"),
     frame: int = typer.Option(0, help="frame to show"),
     out: Optional[Path] = typer.Option(None, help="PNG path (default preview-<row>.png)"),
+    coil_view: int = typer.Option(0, "--coil-view", help="store with coils: the view whose coil maps are shown (0 = sax0)"),
+    coil: int = typer.Option(0, "--coil", help="store with coils: the coil whose k-space is shown"),
 ) -> None:
-    """PNG per view: image, log-magnitude k-space, mask, zero-filled undersampled image."""
-    from kspace_sim.preview import render_preview
+    """PNG per view: image, log-magnitude k-space, mask, zero-filled undersampled image; for a store
+    with coils also <out>-coils.png: the coil maps and one coil's k-space."""
+    from kspace_sim.preview import render_previews
     from kspace_sim.store.layout import StoreError
 
     try:
-        path = render_preview(store, subject, mask_name=mask, frame=frame, out=out)
+        paths = render_previews(store, subject, mask_name=mask, frame=frame, out=out, coil_view=coil_view, coil=coil)
     except (StoreError, KeyError, ValueError) as exc:
         _fail(str(exc))
-    console.print(f"wrote {path}")
+    for path in paths:
+        console.print(f"wrote {path}")
 
 
 for _module in ("cli.masks_cmd", "cli.labels_cmd", "cli.convert_cmd", "cli.store_cmds", "cli.sharing_cmds", "cli.export_cmd"):

@@ -173,3 +173,17 @@ def test_build_cli_prints_coils_and_snr(cohort, tmp_path):
     assert "2 birdcage coils, SNR 25 dB" in coils_row
     g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     assert g.attrs["coils"]["noise_cov"]["real"][0][1] == pytest.approx(0.2)
+
+
+def test_preview_shows_the_coils(coil_store, tmp_path):
+    png = tmp_path / "p.png"
+    res = CliRunner().invoke(app, ["preview", str(coil_store), "--subject", EIDS[1], "--out", str(png), "--coil", "3",
+                                   "--coil-view", "6"])
+    assert res.exit_code == 0, res.output
+    coil_png = tmp_path / "p-coils.png"
+    assert png.stat().st_size > 1000 and coil_png.stat().st_size > 1000
+    assert "p-coils.png" in res.output
+    bad = CliRunner().invoke(app, ["preview", str(coil_store), "--subject", EIDS[1], "--out", str(tmp_path / "b.png"),
+                                   "--coil", "4"])
+    assert bad.exit_code == 2 and "--coil in 0..3" in bad.output
+    assert not (tmp_path / "b.png").exists()
