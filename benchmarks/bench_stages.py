@@ -50,12 +50,12 @@ from benchmarks._store import synthetic_store  # noqa: E402
 from kmtr.config import TrainConfig  # noqa: E402
 from kmtr.data import prepare_batch  # noqa: E402
 from kmtr.models.mae import count_parameters  # noqa: E402
+from kmtr.pipeline import stage_config  # noqa: E402
+from kmtr.stage3 import build_task_model, task_targets  # noqa: E402
 from kmtr.train.gradcache import cached_step  # noqa: E402
-from kmtr.train.pipeline import stage_config  # noqa: E402
 from kmtr.train.runner import param_groups  # noqa: E402
 from kmtr.train.stage1 import build_datasets, build_stage1_model, make_optimizer_groups, validate_config  # noqa: E402
 from kmtr.train.stage2 import build_stage2_model  # noqa: E402
-from kmtr.train.stage3 import build_task_model, task_targets  # noqa: E402
 
 STAGES = [(1, ""), (2, ""), (3, "regression"), (3, "classification"), (3, "segmentation"), (3, "reconstruction")]
 

@@ -99,10 +99,10 @@ def train(
     import torch
 
     from kmtr.methods import METHODS
+    from kmtr.pipeline import stage_config, train_one, train_pipeline
     from kmtr.store import StoreError
     from kmtr.tasks import TASKS
     from kmtr.train.loop import NonFiniteLossError
-    from kmtr.train.pipeline import stage_config, train_one, train_pipeline
     from kmtr.train.runner import ConfigError
 
     if resume and restart:

@@ -1,7 +1,7 @@
 """The one registry of stage-III methods (k-MTR, MAE w/o stage II and every baseline): what each
 reads, which tasks it does, where it starts, how it is described in tables, how its network is
-built and — for methods that do not train by gradient descent in :mod:`kmtr.train.stage3` — how
-it is fitted. Training (:func:`kmtr.train.stage3.train_stage3`), prediction
+built and — for methods that do not train by gradient descent in :mod:`kmtr.stage3` — how
+it is fitted. Training (:func:`kmtr.stage3.train_stage3`), prediction
 (:func:`kmtr.eval.predict.load_run`), the benchmark and the CLIs all read :data:`METHODS`; a new
 method is one :func:`register_method` call.
 """

@@ -59,8 +59,8 @@ def test_espirit_recovers_the_true_maps(phantom, model):
 
 
 def _psnr(pred: np.ndarray, target: np.ndarray) -> float:
-    """The project's reconstruction PSNR (kmtr.eval.metrics: data range = the target's maximum)."""
-    from kmtr.eval.metrics import reconstruction_metrics
+    """The project's reconstruction PSNR (kmtr.analysis.metrics: data range = the target's maximum)."""
+    from kmtr.analysis.metrics import reconstruction_metrics
 
     return float(reconstruction_metrics(np.abs(pred)[None], np.abs(target)[None])["psnr"].iloc[0])
 

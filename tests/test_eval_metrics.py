@@ -1,4 +1,4 @@
-"""kmtr.eval.metrics on constructed data with known answers."""
+"""kmtr.analysis.metrics on constructed data with known answers."""
 
 import warnings
 
@@ -7,9 +7,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from kmtr.eval import metrics
-from kmtr.eval.metrics import (choose_threshold, classification_metrics, reconstruction_metrics, regression_metrics,
-                               segmentation_metrics, summarise)
+from kmtr.analysis import metrics
+from kmtr.analysis.metrics import (
+    choose_threshold,
+    classification_metrics,
+    reconstruction_metrics,
+    regression_metrics,
+    segmentation_metrics,
+    summarise,
+)
 
 # ------------------------------------------------------------------------------------------ regression
 

@@ -1,10 +1,10 @@
-"""kmtr.eval.stats: bootstrap intervals, paired bootstrap and Wilcoxon tests on constructed data."""
+"""kmtr.analysis.stats: bootstrap intervals, paired bootstrap and Wilcoxon tests on constructed data."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from kmtr.eval.stats import PairedResult, bootstrap_ci, paired_bootstrap, wilcoxon_paired
+from kmtr.analysis.stats import PairedResult, bootstrap_ci, paired_bootstrap, wilcoxon_paired
 
 
 def _mae(y, p):

@@ -1,11 +1,11 @@
-"""kmtr.eval.tables (best / dagger marking) and kmtr.eval.figures (each writes a PNG)."""
+"""kmtr.analysis.tables (best / dagger marking) and kmtr.analysis.figures (each writes a PNG)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kmtr.eval import figures
-from kmtr.eval.tables import comparison_table
+from kmtr.analysis import figures
+from kmtr.analysis.tables import comparison_table
 
 # ---------------------------------------------------------------------------------------------- tables
 

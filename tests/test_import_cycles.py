@@ -1,6 +1,11 @@
 """The import graph among the project's own modules has no cycle (issue 24): every ``import`` and
 ``from … import`` of a module (at any depth, deferred imports included) is an edge. The trainer
-half's ``kmtr`` is in ``PACKAGES`` too."""
+half's ``kmtr`` is in ``PACKAGES`` too.
+
+Nor has the graph of their packages: each subpackage (``kmtr.train``, ``kmtr.eval``, …) or
+top-level module (``kmtr.methods``) is one node, so two packages that import each other through
+different modules (``kmtr.eval`` → ``kmtr.train`` → ``kmtr.eval``) fail too: each layer imports
+only the layers below it."""
 
 from __future__ import annotations
 
@@ -77,6 +82,24 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph with each module folded into its package's node: the first two parts of
+    its name (``kmtr.train.loop`` → ``kmtr.train``; a top-level module ``kmtr.methods`` stays
+    itself; the package root ``kmtr`` is its own node). Edges inside one node are dropped."""
+
+    def node(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for mod, targets in graph.items():
+        out.setdefault(node(mod), set())
+        for t in targets:
+            out.setdefault(node(t), set())
+            if node(t) != node(mod):
+                out[node(mod)].add(node(t))
+    return out
+
+
 def test_cycle_finder_finds_a_cycle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
@@ -87,6 +110,17 @@ def test_no_import_cycles_in_the_simulator_the_trainer_and_their_clis():
     assert cycles == [], "import cycles: " + "; ".join(" ↔ ".join(c) for c in cycles)
 
 
+def test_package_graph_folds_modules_into_their_packages():
+    modules = {"p.a.x": {"p.b.y"}, "p.a.w": set(), "p.b.y": set(), "p.b.z": {"p.a.w"}, "p.top": {"p.a.x", "p.a.w"}}
+    assert package_graph(modules) == {"p.a": {"p.b"}, "p.b": {"p.a"}, "p.top": {"p.a"}}
+    assert find_cycles(package_graph(modules)) == [["p.a", "p.b"]]  # no module cycle, a package cycle
+
+
+def test_no_import_cycles_between_packages():
+    cycles = find_cycles(package_graph(import_graph()))
+    assert cycles == [], "package import cycles: " + "; ".join(" ↔ ".join(c) for c in cycles)
+
+
 if __name__ == "__main__":
-    for c in find_cycles(import_graph()):
+    for c in find_cycles(import_graph()) + find_cycles(package_graph(import_graph())):
         print(" <-> ".join(c))

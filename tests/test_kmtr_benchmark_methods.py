@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from kmtr_fixtures import write_store
+from test_kmtr_stages import SMALL, cfg_for, store8  # noqa: F401  (store8 is a fixture)
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from cli.kmtr_app import app
 from kmtr.data import KSpaceDataset, prepare_batch
 from kmtr.eval.lr_search import LR_GRIDS, last_val_loss, lr_grid, tries
-from kmtr.train.pipeline import train_one
-from kmtr.train.stage3 import METHODS, build_task_model, method_spec, task_targets
-from kmtr_fixtures import write_store
-from test_kmtr_stages import SMALL, cfg_for, store8  # noqa: F401  (store8 is a fixture)
+from kmtr.pipeline import train_one
+from kmtr.stage3 import METHODS, build_task_model, method_spec, task_targets
 
 torch.set_num_threads(1)
 

@@ -201,7 +201,7 @@ def test_stage2_training_with_chunks_equals_without(tmp_path):
     end with the weights of the unchunked run (float32: rtol 1e-4)."""
     from kmtr_fixtures import write_store
 
-    from kmtr.train.pipeline import stage_config, train_one
+    from kmtr.pipeline import stage_config, train_one
 
     store = write_store(tmp_path / "s.zarr", n=10, t=5, status=[1] * 10, split=[0] * 8 + [1, 2])
     common = {"data.data": store, "run.out_dir": str(tmp_path), "data.num_workers": "0", "run.progress": "false",

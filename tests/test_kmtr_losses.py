@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kmtr.eval.retrieval import retrieval_accuracy
+from kmtr.analysis.retrieval import retrieval_accuracy
 from kmtr.losses import contrastive_loss, masked_bce, masked_mse
 
 

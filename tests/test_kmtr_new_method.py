@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_kmtr_stages import SMALL, cfg_for, store8  # noqa: F401  (store8 is a fixture)
 from torch import nn
 
 from kmtr.eval.benchmark import run_benchmark
 from kmtr.eval.predict import load_run, predict_split
 from kmtr.fft import ifft2c
 from kmtr.methods import METHODS, MethodSpec, method_label, register_method
-from kmtr.train.pipeline import train_one
-from test_kmtr_stages import SMALL, cfg_for, store8  # noqa: F401  (store8 is a fixture)
+from kmtr.pipeline import train_one
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -150,11 +150,11 @@ def test_nnunet_whole_path_on_a_tiny_store(store, tmp_path, capsys):
     """``kmtr benchmark --method nnunet_u``: export → nnUNetv2_plan_and_preprocess → training (1 epoch
     of 10 iterations) → prediction of the test split → the benchmark's Dice table; then the run's
     Dice / HD95 tables (kmtr eval), a rerun that redoes nothing and a conflicting config."""
+    from kmtr.analysis.metrics import segmentation_metrics
     from kmtr.eval.benchmark import compare_segmentation
-    from kmtr.eval.metrics import segmentation_metrics
     from kmtr.eval.report import evaluate_experiment
     from kmtr.nnunet.predictions import load_predictions
-    from kmtr.train.pipeline import is_finished, stage_config, train_one
+    from kmtr.pipeline import is_finished, stage_config, train_one
     from kmtr.train.run_guard import RunConflictError
 
     trainer = "nnUNetTrainer_1epoch_10iters"

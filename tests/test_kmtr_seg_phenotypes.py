@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kmtr.eval.seg_phenotypes import FEATURES, apply_calibration, fit_calibration, phenotype_features, sax_area_curves
+from kmtr.analysis.seg_phenotypes import (
+    FEATURES,
+    apply_calibration,
+    fit_calibration,
+    phenotype_features,
+    sax_area_curves,
+)
 
 
 def _hearts(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kmtr_fixtures import TINY_OVERRIDES, write_store
 from typer.testing import CliRunner
 
 from cli.kmtr_app import app
 from kmtr.config import TrainConfig
-from kmtr.train.pipeline import stage_config, train_one
+from kmtr.pipeline import stage_config, train_one
+from kmtr.stage3 import seg_layers, task_targets
 from kmtr.train.runner import ConfigError
-from kmtr.train.stage3 import seg_layers, task_targets
 from kmtr.train.stage1 import build_datasets
-from kmtr_fixtures import TINY_OVERRIDES, write_store
 
 torch.set_num_threads(1)
 
@@ -30,7 +30,6 @@ def store8(tmp_path_factory) -> str:
     path = write_store(tmp_path_factory.mktemp("stages") / "s.zarr", n=8, t=5, h=32, w=32,
                        status=[1] * 8, split=[0, 0, 0, 0, 0, 1, 1, 2])
     import zarr
-
     from kmtr_fixtures import DISEASE_COLUMNS
 
     g = zarr.open_group(path, mode="r+")
@@ -296,7 +295,7 @@ def test_benchmark_acceleration_study_is_resumable(store8, tmp_path):
 
 def test_cli_out_of_memory_is_a_clear_error(store8, tmp_path, monkeypatch):
     """A CUDA out-of-memory error (raised here by a stand-in for the stage) exits 2 with what to change."""
-    import kmtr.train.pipeline as pipeline
+    import kmtr.pipeline as pipeline
 
     def oom(cfg, resume=False):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -310,7 +309,7 @@ def test_cli_out_of_memory_is_a_clear_error(store8, tmp_path, monkeypatch):
 
 def test_eval_measures_phenotypes_on_the_predicted_segmentation(experiment, store8, tmp_path, monkeypatch):
     """The segmentation report adds phenotypes from short-axis areas, calibrated on the training split."""
-    from kmtr.eval import seg_phenotypes
+    from kmtr.analysis import seg_phenotypes
     from kmtr.eval.predict import load_run
     from kmtr.eval.report import evaluate_run
 

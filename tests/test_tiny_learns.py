@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader
 
 from kmtr.config import TrainConfig, apply_overrides, preset
 from kmtr.data import prepare_batch
+from kmtr.stage3 import build_task_model, task_targets, train_stage3
 from kmtr.train.init import load_init
 from kmtr.train.runner import seed_everything
 from kmtr.train.stage1 import build_datasets, build_stage1_model, train_stage1, validate_config
-from kmtr.train.stage3 import build_task_model, task_targets, train_stage3
 
 pytestmark = [pytest.mark.slow]
 

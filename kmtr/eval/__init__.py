@@ -1,3 +1,4 @@
-"""Evaluation of trained k-MTR runs: statistics (bootstrap, paired tests), task metrics, comparison
-tables and figures (``stats``, ``metrics``, ``tables``, ``figures``), predictions (``predict``) and
-the report writer (``report``)."""
+"""Evaluation of trained k-MTR runs, the layer above training: loading a run and predicting a split
+(``predict``), the report of ``kmtr eval`` (``report``), ``kmtr benchmark`` (``benchmark``, which
+trains the methods it compares) and its learning-rate search (``lr_search``). The numbers, tables
+and figures they write come from :mod:`kmtr.analysis`, which imports no training code."""

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kmtr.eval import figures
-from kmtr.eval.comparison import MEAN_GUESS, TaskComparison, relabel
+from kmtr.analysis import figures
+from kmtr.analysis.comparison import MEAN_GUESS, TaskComparison, relabel
 from kmtr.eval.predict import Predictions, load_run, predict_split
 from kmtr.methods import METHODS, REFERENCE_LABELS, default_methods, method_label, method_spec
 from kmtr.tasks import TASKS, get_task
@@ -90,7 +90,7 @@ def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Seq
     """
     from kmtr.data import KSpaceDataset
     from kmtr.eval.lr_search import MAX_TRIES
-    from kmtr.train.pipeline import stage_config
+    from kmtr.pipeline import stage_config
     from kmtr.train.runner import ConfigError
 
     for task in tasks:
@@ -121,7 +121,7 @@ def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Seq
 def threshold_table(method: str, val: Predictions, test: Predictions, names: Sequence[str], criterion: str
                     ) -> pd.DataFrame:
     """F1, recall and precision on the test split at the threshold chosen on validation and at 0.5."""
-    from kmtr.eval.metrics import choose_threshold, classification_metrics
+    from kmtr.analysis.metrics import choose_threshold, classification_metrics
 
     thresholds = [choose_threshold(val.pred[:, j], val.truth["diseases"][:, j], criterion) for j in range(len(names))]
     df = classification_metrics(test.pred, test.truth["diseases"], thresholds, names, n_boot=10)
@@ -206,8 +206,8 @@ def run_benchmark(
     """
     from kmtr.eval.lr_search import search_lr
     from kmtr.eval.report import markdown_table
+    from kmtr.pipeline import is_finished, stage_config, train_one, train_pipeline
     from kmtr.store import open_store, read_store_info
-    from kmtr.train.pipeline import is_finished, stage_config, train_one, train_pipeline
     from kmtr.train.runner import run_dir
 
     overrides = dict(overrides or {})

@@ -92,8 +92,8 @@ def search_lr(cfg: Any, n: int, search_epochs: int, record_dir: Path) -> LRSearc
     import dataclasses
 
     from kmtr.methods import method_spec
+    from kmtr.pipeline import is_finished, train_one
     from kmtr.train.loop import NonFiniteLossError
-    from kmtr.train.pipeline import is_finished, train_one
     from kmtr.train.runner import run_dir
 
     grid = lr_grid(cfg.method, cfg.optim.lr)

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from kmtr.analysis.predictions import Predictions
 from kmtr.config import TrainConfig, config_from_dict
 from kmtr.data import KSpaceDataset, prepare_batch
-from kmtr.eval.predictions import Predictions
 from kmtr.methods import build_task_model, method_spec
 from kmtr.tasks import get_task
 from kmtr.train.checkpoint import load_checkpoint

@@ -8,7 +8,7 @@ For each run (``runs/<name>/stage3-<task>`` or a baseline ``<method>-<task>``):
   recall, precision, average precision per disease on test; ROC curves;
 * segmentation — Dice and 95th-percentile Hausdorff distance (mm) per class and view (MONAI);
   overlays; ventricular phenotypes measured on the predicted segmentation (short-axis areas,
-  calibrated on the training split: :mod:`kmtr.eval.seg_phenotypes`) beside the mean guess;
+  calibrated on the training split: :mod:`kmtr.analysis.seg_phenotypes`) beside the mean guess;
 * reconstruction — PSNR and SSIM per subject (and the zero-filled input's for reference);
   reconstructions next to their targets;
 
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kmtr.eval import figures
+from kmtr.analysis import figures
+from kmtr.analysis.summaries import segmentation_tables
 from kmtr.eval.predict import Predictions, TrainedRun, load_run, predict_split, run_folders
-from kmtr.eval.summaries import segmentation_tables
 from kmtr.tasks import get_task
 from kmtr.tasks.base import EvalContext
 
@@ -98,8 +98,8 @@ def _stage2_section(experiment: Path, out: Path, split: str, device: str | torch
     ckpt = experiment / "stage2" / "last.pt"
     if not ckpt.exists():
         return ""
+    from kmtr.analysis.retrieval import retrieval_accuracy
     from kmtr.data import KSpaceDataset
-    from kmtr.eval.retrieval import retrieval_accuracy
     from kmtr.store import StoreError
     from kmtr.train.init import load_init
     from kmtr.train.stage2 import build_stage2_model, embed_split

@@ -9,7 +9,7 @@ undersampled images. Nothing of nnU-Net is re-implemented here:
   ``nnUNetv2_predict`` (the ``nnunetv2`` package, ``pip install -e ".[nnunet]"``) with
   ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` inside the run folder;
 * :mod:`kmtr.nnunet.predictions` reads nnU-Net's predicted label maps back into the
-  :class:`kmtr.eval.predict.Predictions` that k-MTR's Dice / HD95 tables read.
+  :class:`kmtr.analysis.predictions.Predictions` that k-MTR's Dice / HD95 tables read.
 
 ``kmtr/nnunet/trainers/`` holds shorter nnU-Net trainer variants (subclasses of nnU-Net's
 ``nnUNetTrainer`` that change only the number of epochs and iterations), found by nnU-Net through its

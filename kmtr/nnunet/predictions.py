@@ -1,4 +1,4 @@
-"""nnU-Net's predicted label maps → :class:`kmtr.eval.predict.Predictions`, cached as k-MTR's are.
+"""nnU-Net's predicted label maps → :class:`kmtr.analysis.predictions.Predictions`, cached as k-MTR's are.
 
 The predictions of the test split's cases (``r<row>_v<slice>_f<frame>.nii.gz``) are put back at
 (row, slice, frame) of a (N, S, T', H, W) uint8 array in the store's test-row order; slices without
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from kmtr.analysis.predictions import Predictions
 from kmtr.data import KSpaceDataset, prepare_batch
-from kmtr.eval.predictions import Predictions
 from kmtr.nnunet.export import FILE_ENDING, parse_case_id, read_label_map
 
 __all__ = ["PREDICTIONS", "collect_predictions", "load_predictions", "save_predictions"]

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kmtr.eval.comparison import TaskComparison
-from kmtr.eval.predictions import Predictions
+from kmtr.analysis.comparison import TaskComparison
+from kmtr.analysis.predictions import Predictions
 
 __all__ = ["EvalContext", "PooledTask", "Task", "TruthSink"]
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kmtr.analysis import figures, metrics
+from kmtr.analysis.comparison import TaskComparison, frames, paired_rows
+from kmtr.analysis.predictions import Predictions
+from kmtr.analysis.stats import bootstrap_ci, paired_bootstrap
 from kmtr.errors import ConfigError
-from kmtr.eval import figures, metrics
-from kmtr.eval.comparison import TaskComparison, frames, paired_rows
-from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import bootstrap_ci, paired_bootstrap
 from kmtr.losses import masked_bce
 from kmtr.models.heads import MultiHead
 from kmtr.tasks.base import EvalContext, PooledTask, TruthSink

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kmtr.eval import figures, metrics
-from kmtr.eval.comparison import TaskComparison, frames, paired_rows
-from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
-from kmtr.eval.summaries import pm
+from kmtr.analysis import figures, metrics
+from kmtr.analysis.comparison import TaskComparison, frames, paired_rows
+from kmtr.analysis.predictions import Predictions
+from kmtr.analysis.stats import bootstrap_ci, wilcoxon_paired
+from kmtr.analysis.summaries import pm
 from kmtr.data import zero_filled_image
 from kmtr.models.mae import TokenDecoder
 from kmtr.models.tokenizer import unpatchify

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from kmtr.analysis import figures, metrics
+from kmtr.analysis.comparison import TaskComparison, mean_frames, paired_rows
+from kmtr.analysis.predictions import Predictions
+from kmtr.analysis.stats import wilcoxon_paired
+from kmtr.analysis.summaries import regression_summary
 from kmtr.errors import ConfigError
-from kmtr.eval import figures, metrics
-from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
-from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import wilcoxon_paired
-from kmtr.eval.summaries import regression_summary
 from kmtr.losses import masked_mse
 from kmtr.models.heads import MLPHead
 from kmtr.tasks.base import EvalContext, PooledTask, TruthSink

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kmtr.analysis.comparison import TaskComparison, mean_frames, paired_rows
+from kmtr.analysis.predictions import Predictions
+from kmtr.analysis.stats import wilcoxon_paired
+from kmtr.analysis.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
 from kmtr.errors import ConfigError
-from kmtr.eval.comparison import TaskComparison, mean_frames, paired_rows
-from kmtr.eval.predictions import Predictions
-from kmtr.eval.stats import wilcoxon_paired
-from kmtr.eval.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
 
@@ -92,7 +92,7 @@ class Segmentation(Task):
         if section is not None:
             result["tables"]["phenotypes"] = section
             heading = ("Phenotypes from the predicted segmentation (linear calibration on the training split's "
-                       "predictions, `kmtr/eval/seg_phenotypes.py`)")
+                       "predictions, `kmtr/analysis/seg_phenotypes.py`)")
             result["sections"] = [(heading, regression_summary(section))]
         return result
 

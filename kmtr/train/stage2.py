@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kmtr.analysis.retrieval import retrieval_accuracy
 from kmtr.config import TrainConfig
 from kmtr.data import KSpaceDataset, prepare_batch
-from kmtr.eval.retrieval import retrieval_accuracy
 from kmtr.losses import contrastive_loss, cosine_matrix
 from kmtr.models.heads import MLPHead
 from kmtr.models.mae import ImageMAE, KSpaceMAE, count_parameters

@@ -16,7 +16,7 @@ import torch
 from scipy.stats import rankdata
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_curve
 
-from kmtr.eval.stats import bootstrap_ci, wilcoxon_paired
+from kmtr.analysis.stats import bootstrap_ci, wilcoxon_paired
 
 __all__ = [
     "regression_metrics",

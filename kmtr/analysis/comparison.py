@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kmtr.eval.stats import bootstrap_ci
-from kmtr.eval.tables import comparison_table
+from kmtr.analysis.stats import bootstrap_ci
+from kmtr.analysis.tables import comparison_table
 
 __all__ = ["MEAN_GUESS", "TaskComparison", "frames", "mean_frames", "paired_rows", "relabel"]
 

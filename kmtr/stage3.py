@@ -1,5 +1,9 @@
 """Stage III: fine-tuning from undersampled k-space only, for one task, and the baselines.
 
+A layer above :mod:`kmtr.train` and the method registry :mod:`kmtr.methods` (which builds each
+method from the training machinery and :mod:`kmtr.nnunet`): it trains whichever registered method
+``cfg.method`` names.
+
 Tasks (``cfg.task``, one class each in :mod:`kmtr.tasks`):
 
 * ``regression`` — the store's phenotypes (N, P = 18); targets standardised with training-split
@@ -39,12 +43,12 @@ from typing import Any
 
 from kmtr.config import TrainConfig
 from kmtr.methods import (
-    check_reads_coils,
     METHODS,
     SPECTRUM_RINGS,
     MethodSpec,
     build_task_model,
     check_method_does,
+    check_reads_coils,
     method_spec,
     spectrum_rings,
 )

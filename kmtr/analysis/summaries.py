@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kmtr.eval import figures, metrics
-from kmtr.eval.predictions import Predictions
+from kmtr.analysis import figures, metrics
+from kmtr.analysis.predictions import Predictions
 
 __all__ = ["pm", "regression_summary", "segmentation_phenotypes", "segmentation_tables"]
 
@@ -22,7 +22,7 @@ def pm(mean: float, sd: float) -> str:
 
 
 def regression_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """The report's table of :func:`kmtr.eval.metrics.regression_metrics` output."""
+    """The report's table of :func:`kmtr.analysis.metrics.regression_metrics` output."""
     return pd.DataFrame({
         "phenotype": df["phenotype"],
         "MAE ± SD": [pm(m, s) for m, s in zip(df["mae"], df["mae_sd"])],
@@ -52,10 +52,10 @@ def segmentation_tables(test: Predictions, class_names: list[str], out: Path, ta
 def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict: Callable[[str], Predictions],
                             n_boot: int, seed: int) -> pd.DataFrame | None:
     """Ventricular phenotypes measured on the predicted segmentation of ``test`` (see
-    :mod:`kmtr.eval.seg_phenotypes`): calibrated on the training split's predictions, compared
+    :mod:`kmtr.analysis.seg_phenotypes`): calibrated on the training split's predictions, compared
     with the mean guess. None when the store has no phenotypes the calibration knows or no
     training subjects to calibrate on."""
-    from kmtr.eval import seg_phenotypes as sp
+    from kmtr.analysis import seg_phenotypes as sp
     from kmtr.store import StoreError, open_store, read_store_info
 
     info = read_store_info(open_store(cfg.data.data), cfg.data.data)

@@ -46,7 +46,7 @@ def train_one(cfg: TrainConfig, resume: bool | str = False) -> dict[str, Any]:
 
         return train_stage2(cfg, resume=resume)
     if cfg.stage == 3:
-        from kmtr.train.stage3 import train_stage3
+        from kmtr.stage3 import train_stage3
 
         return train_stage3(cfg, resume=resume)
     raise ConfigError(f"stage must be 1, 2 or 3, not {cfg.stage}")
