@@ -34,7 +34,10 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
         scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
         storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON"),
-        checksum: str = typer.Option("sha256", "--checksum", help="per-file checksum of the manifest: sha256 (SHA256SUMS) or xxh3_128 (XXH128SUMS, faster)"),
+        checksum: Optional[str] = typer.Option(
+            None, "--checksum", help="per-file checksum of the manifest: xxh3_128 (XXH128SUMS; the default for a new export) or sha256 "
+            "(SHA256SUMS, slower); default when resuming: the export's own"
+        ),
     ) -> None:
         """Export a store's done subjects for reconstruction tools (resumable; docs/export.md)."""
         from kspace_sim.export import ExportConfig, ExportError, export_store

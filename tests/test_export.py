@@ -17,7 +17,13 @@ ismrmrd = pytest.importorskip("ismrmrd")
 from cli.kspace_sim_app import app
 from kspace_sim.build import BuildConfig, build_store
 from kspace_sim.export import ExportConfig, ExportError, export_store
-from kspace_sim.export.ismrmrd_export import acquisition_rows, read_ismrmrd_view
+from kspace_sim.export.ismrmrd_export import (
+    ViewGeometry,
+    acquisition_headers,
+    acquisition_order,
+    acquisition_samples,
+    read_ismrmrd_view,
+)
 from kspace_sim.export.runner import RECORDS_DIR
 from kspace_sim.masks import acs_lines_mask
 from kspace_sim.simulate import MaskSpec, SimulationParams
@@ -113,27 +119,102 @@ def test_ismrmrd_flags_with_the_official_reader(store, tmp_path):
     assert acqs[0].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE) and acqs[-1].is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)
 
 
+def _two_coil_view(t: int = 3, h: int = 8, w: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    k = (rng.standard_normal((2, t, h, w)) + 1j * rng.standard_normal((2, t, h, w))).astype(np.complex64)  # 2 coils
+    mask = rng.random((t, w)) < 0.5
+    mask[:, 0] = True
+    acs = np.zeros(w, bool)
+    acs[2:4] = True
+    return k, mask, acs
+
+
 def test_vectorised_rows_equal_the_packages_acquisitions():
-    """The rows we build at once are byte-equal to ismrmrd.Acquisition objects written by ismrmrd.File."""
+    """The headers and samples we build at once are byte-equal to ismrmrd.Acquisition objects."""
     from ismrmrd.file import Acquisitions
 
-    rng = np.random.default_rng(0)
-    k = (rng.standard_normal((2, 3, 8, 6)) + 1j * rng.standard_normal((2, 3, 8, 6))).astype(np.complex64)  # 2 coils
-    mask = rng.random((3, 6)) < 0.5
-    mask[:, 0] = True
-    acs = np.zeros(6, bool)
-    acs[2:4] = True
-    rows = acquisition_rows(k, mask, acs)
-    tt, yy = np.nonzero(mask)
+    k, mask, acs = _two_coil_view()
+    tt, yy = acquisition_order(mask)
+    heads, samples = acquisition_headers(tt, yy, acs, 2, 8), acquisition_samples(k, tt, yy)
+    assert samples.shape == (tt.size, 2, 8)
     for i, (t, ky) in enumerate(zip(tt, yy)):
         a = ismrmrd.Acquisition.from_array(np.ascontiguousarray(k[:, t, :, ky]), center_sample=4, scan_counter=i)
         a.idx.kspace_encode_step_1, a.idx.phase = int(ky), int(t)
         a.read_dir[:], a.phase_dir[:], a.slice_dir[:] = (1, 0, 0), (0, 1, 0), (0, 0, 1)
         a.channel_mask[0] = 3
-        a.flags = int(rows["head"]["flags"][i])  # flag logic is checked in the test above
+        a.flags = int(heads["flags"][i])  # flag logic is checked in the test above
         head, traj, data = Acquisitions.to_numpy(a)
-        assert rows["head"][i].tobytes() == head.tobytes()
-        assert np.array_equal(rows["data"][i], data) and rows["traj"][i].size == traj.size == 0
+        assert heads[i].tobytes() == head.tobytes()
+        assert np.array_equal(samples[i].view(np.float32).ravel(), data) and traj.size == 0
+
+
+@pytest.mark.parametrize("all_lines", [True, False])
+def test_view_file_equals_h5py_object_rows(tmp_path, all_lines):
+    """write_ismrmrd_view hands HDF5 pointers into one samples array; the file is byte-equal to the
+    one h5py writes from an object array of the package's acquisition_dtype (its usual path), and
+    ismrmrd.File reads it back; also for a view without acquisitions."""
+    from ismrmrd.hdf5 import acquisition_dtype
+
+    from kspace_sim.export.ismrmrd_export import write_ismrmrd_view
+
+    k, mask, acs = _two_coil_view(t=4, h=16, w=12, seed=1)
+    if not all_lines:
+        mask[:] = False
+    write_ismrmrd_view(tmp_path / "ours.h5", "<ismrmrdHeader/>", k, mask, acs)
+    tt, yy = acquisition_order(mask)
+    rows = np.zeros(tt.size, acquisition_dtype)
+    rows["head"] = acquisition_headers(tt, yy, acs, 2, 16)
+    samples = acquisition_samples(k, tt, yy)
+    rows["data"] = list(samples.view(np.float32).reshape(tt.size, -1)) if tt.size else []
+    rows["traj"] = [np.zeros(0, np.float32)] * tt.size
+    with h5py.File(tmp_path / "ref.h5", "w", libver="earliest") as f:
+        grp = f.create_group("dataset", track_order=False)
+        xml = grp.create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes), track_times=False)
+        xml[0] = "<ismrmrdHeader/>"
+        grp.create_dataset("data", data=rows, maxshape=(None,), chunks=True, track_times=False)
+    assert (tmp_path / "ours.h5").read_bytes() == (tmp_path / "ref.h5").read_bytes()
+    with ismrmrd.File(str(tmp_path / "ours.h5"), "r") as f:
+        acqs = f["dataset"].acquisitions[:] if f["dataset"].has_acquisitions() else []
+    assert len(acqs) == tt.size
+    for a, t, ky in zip(acqs, tt, yy):
+        assert (a.idx.phase, a.idx.kspace_encode_step_1) == (t, ky) and np.array_equal(a.data, k[:, t, :, ky])
+
+
+def _geometry(**kw) -> ViewGeometry:
+    g = {"view": "la_2ch", "view_index": 6, "kind": "lax", "pixel_spacing_mm": (1.8269230769230769, 1.8269230769230769), "frames": 50,
+             "readout": 128, "lines": 128, "channels": 1, "acs": acs_lines_mask("gaussian", 128, 4.0), "dt_s": 0.0301, "subject_id": "1000001",
+             "row": 0, "mask_name": "gaussian_r4", "mask": {"pattern": "gaussian", "acceleration": 4.0, "achieved_acceleration": 3.7,
+                                                   "options": {"seed": 3}}, "provenance": {"simulator_version": "0.9", "fft_convention": "ortho"}}
+    g.update(kw)
+    return ViewGeometry(**g)
+
+
+def test_header_template_equals_a_full_render():
+    """One template per view renders every subject's header byte-equal to xsdata's full render
+    (ismrmrd.xsd.ToXML), with ids needing escapes or not ASCII, an empty id, non-finite and
+    extreme doubles; the template is reused across subjects of a view and not across views."""
+    from ismrmrd.xsd import ToXML
+
+    from kspace_sim.export import ismrmrd_export as ie
+
+    ie._TEMPLATES.clear()
+    subjects = [
+        {"subject_id": "1000001", "row": 0, "pixel_spacing_mm": (1.8269230769230769, 1.8269230769230769), "dt_s": 0.0301},
+        {"subject_id": "a&b<c>\"'é\u00e9", "row": 12345, "pixel_spacing_mm": (1e-7, 3.5e12), "dt_s": 1 / 3},
+        {"subject_id": "1000003", "row": 2, "pixel_spacing_mm": (2.0, 1.5), "dt_s": float("nan")},
+        {"subject_id": "", "row": 3, "pixel_spacing_mm": (0.1 + 0.2, 1.0), "dt_s": float("inf")},
+        {"subject_id": "1000004", "row": 4, "pixel_spacing_mm": (1.25, 1.25), "dt_s": 0.03},
+    ]
+    for kw in subjects:
+        for view in ({}, {"view": "sax0", "view_index": 0, "kind": "sax"}):
+            g = _geometry(**kw, **view)
+            assert ie.view_header_xml(g) == ToXML(ie.ismrmrd_header(g)), (kw, view)
+    # subjects 1, 2 and 5 share each view's template; the NaN, empty-id/inf subjects have their own
+    assert len(ie._TEMPLATES) == 2 * 3
+    g = _geometry()
+    assert ie.HeaderTemplate(g).render(_geometry(mask_name="other_r8")) != ToXML(ie.ismrmrd_header(_geometry(mask_name="other_r8")))
+    assert ie.HeaderTemplate.key_of(g) != ie.HeaderTemplate.key_of(_geometry(mask_name="other_r8"))
+    assert ie.HeaderTemplate.key_of(g) == ie.HeaderTemplate.key_of(_geometry(subject_id="7", row=9, dt_s=0.5))
 
 
 def _read_mat_as_challenge(path: Path, name: str) -> np.ndarray:
@@ -198,7 +279,7 @@ def test_float16_store_exports_its_decoded_kspace(store_f16, tmp_path):
 def test_interrupted_export_resumes(store, tmp_path):
     out = tmp_path / "cmrx"
     _export(store, out, "cmrxrecon")
-    sums = (out / "SHA256SUMS").read_text()
+    sums = (out / "XXH128SUMS").read_text()
     man = _manifest(out)
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mat")}
     # subject 1: its completion record is gone (killed before the client recorded it)
@@ -210,7 +291,7 @@ def test_interrupted_export_resumes(store, tmp_path):
     victim.write_bytes(bytes(data))
     rep = _export(store, out, "cmrxrecon")
     assert (rep.exported, rep.skipped) == (2, 1)
-    assert (out / "SHA256SUMS").read_text() == sums  # redone files are bit-identical
+    assert (out / "XXH128SUMS").read_text() == sums  # redone files are bit-identical
     for p, t in mtimes.items():
         redone = "P001" in p.parts or "P002" in p.parts
         assert (p.stat().st_mtime_ns != t) == redone, p
@@ -233,7 +314,7 @@ def test_split_and_subject_selection(store, tmp_path):
 def test_dask_workers_give_the_same_files(store, tmp_path):
     _export(store, tmp_path / "serial", "ismrmrd")
     export_store(ExportConfig(store=str(store), out=str(tmp_path / "dask"), fmt="ismrmrd", workers=2, progress=False))
-    assert (tmp_path / "serial" / "SHA256SUMS").read_text() == (tmp_path / "dask" / "SHA256SUMS").read_text()
+    assert (tmp_path / "serial" / "XXH128SUMS").read_text() == (tmp_path / "dask" / "XXH128SUMS").read_text()
 
 
 def _cli(*args: str):
@@ -294,11 +375,13 @@ def test_a_failing_subject_is_reported_and_retried(store, tmp_path):
     assert res.exit_code == 1 and EIDS[1] in res.output
 
 
-def test_xxh3_checksums(store, tmp_path):
+def test_checksums_xxh3_by_default_sha256_on_request(store, tmp_path):
+    import hashlib
+
     import xxhash
 
     out = tmp_path / "fast"
-    _export(store, out, "ismrmrd", subjects=[EIDS[2]], checksum="xxh3_128")
+    _export(store, out, "ismrmrd", subjects=[EIDS[2]])
     man = _manifest(out)
     assert man["checksums"]["algorithm"] == "xxh3_128" and not (out / "SHA256SUMS").exists()
     lines = (out / "XXH128SUMS").read_text().splitlines()
@@ -307,4 +390,55 @@ def test_xxh3_checksums(store, tmp_path):
         digest, rel = line.split(None, 1)
         assert xxhash.xxh3_128((out / rel).read_bytes()).hexdigest() == digest == man["subjects"][0]["files"][rel]
     with pytest.raises(ExportError, match="xxh3_128 checksums"):
-        _export(store, out, "ismrmrd", subjects=[EIDS[2]])
+        _export(store, out, "ismrmrd", subjects=[EIDS[2]], checksum="sha256")
+
+    slow = tmp_path / "sha"
+    _export(store, slow, "cmrxrecon", subjects=[EIDS[0]], checksum="sha256")
+    man = _manifest(slow)
+    assert man["checksums"]["algorithm"] == "sha256" and not (slow / "XXH128SUMS").exists()
+    for line in (slow / "SHA256SUMS").read_text().splitlines():
+        digest, rel = line.split(None, 1)
+        assert hashlib.sha256((slow / rel).read_bytes()).hexdigest() == digest == man["subjects"][0]["files"][rel]
+    # resuming without --checksum keeps the folder's sha256 (no refusal, nothing redone)
+    rep = _export(store, slow, "cmrxrecon", subjects=[EIDS[0], EIDS[1]])
+    assert (rep.exported, rep.skipped) == (1, 1) and _manifest(slow)["checksums"]["algorithm"] == "sha256"
+    assert len((slow / "SHA256SUMS").read_text().splitlines()) == 12
+    res = _cli(str(store), "--format", "cmrxrecon", "--out", str(slow), "--workers", "0", "--checksum", "xxh3_128")
+    assert res.exit_code == 2 and "sha256 checksums" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_file_digests_through_a_memory_map(tmp_path):
+    import hashlib
+
+    import xxhash
+
+    from kspace_sim.export.subject_task import file_digests
+
+    for name, data in (("empty", b""), ("some", np.random.default_rng(0).bytes(100_003))):
+        (tmp_path / name).write_bytes(data)
+        assert file_digests(tmp_path / name) == {"bytes": len(data), "xxh3_128": xxhash.xxh3_128(data).hexdigest(),
+                                                "sha256": hashlib.sha256(data).hexdigest()}
+        assert file_digests(tmp_path / name, sha256=False) == {"bytes": len(data), "xxh3_128": xxhash.xxh3_128(data).hexdigest()}
+
+
+def test_a_failing_write_fails_its_subject_only(store, tmp_path, monkeypatch):
+    """Files are written in a background thread: a write that fails there fails its subject
+    (reported, no record, no temporary file left), and the next subject is written."""
+    from kspace_sim.export import cmrxrecon_export
+
+    real = cmrxrecon_export.write_cine_file
+
+    def flaky(path, variable, value, created):
+        if "P002" in str(path) and variable == "kus":
+            raise OSError("disk full (simulated)")
+        real(path, variable, value, created)
+
+    monkeypatch.setattr(cmrxrecon_export, "write_cine_file", flaky)
+    out = tmp_path / "cmrx"
+    rep = _export(store, out, "cmrxrecon")
+    assert [sid for sid, _ in rep.failed] == [EIDS[1]] and "disk full" in rep.failed[0][1]
+    assert rep.exported == 2 and not (out / RECORDS_DIR / "P002.json").exists()
+    assert not list(out.rglob(".*.tmp-*"))
+    monkeypatch.setattr(cmrxrecon_export, "write_cine_file", real)
+    rep = _export(store, out, "cmrxrecon")
+    assert (rep.exported, rep.skipped) == (1, 2)

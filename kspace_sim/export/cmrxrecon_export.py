@@ -28,12 +28,15 @@ import numpy as np
 from kspace_sim.export.matlab_v73 import read_mat73, write_mat73
 
 __all__ = [
-    "SET_FOLDERS",
     "CINE_GROUPS",
-    "subject_files",
+    "SET_FOLDERS",
     "cine_arrays",
-    "write_cine_file",
+    "cine_full",
+    "cine_mask",
+    "cine_undersampled",
     "read_cine_subject",
+    "subject_files",
+    "write_cine_file",
 ]
 
 #: store split code → CMRxRecon set folder
@@ -56,6 +59,28 @@ def subject_files(key: str, split: int, mask_name: str) -> dict[str, dict[str, s
     }
 
 
+def cine_full(kspace: np.ndarray) -> np.ndarray:
+    """``kspace_full`` in MATLAB order ``(H, W, C, Z, T)`` from ``(C, Z, T, H, W)`` complex64 (C coils,
+    Z slices of one group, T frames): the transposed view of a C-contiguous ``(T, Z, C, W, H)`` array,
+    which is how the HDF5 dataset stores it (written without a further copy)."""
+    return np.ascontiguousarray(kspace.transpose(2, 1, 0, 4, 3)).T
+
+
+def cine_undersampled(full: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``kus = kspace_full .* mask``, MATLAB order ``(H, W, C, Z, T)`` like ``full``
+    (:func:`cine_full`); ``mask`` ``(Z, T, W)`` bool. Each line is multiplied by its mask value as
+    complex64 (1 or 0), broadcast along the readout and the coils."""
+    factor = mask.transpose(1, 0, 2).astype(np.complex64)[:, :, None, :, None]  # (T, Z, 1, W, 1)
+    return (full.T * factor).T
+
+
+def cine_mask(mask: np.ndarray, readout: int) -> np.ndarray:
+    """The ``mask`` variable, MATLAB order ``(H, W, Z, T)`` bool, from ``(Z, T, W)`` repeated along
+    the readout (H = ``readout``); the view of a C-contiguous ``(T, Z, W, H)`` array."""
+    z, t, w = mask.shape
+    return np.ascontiguousarray(np.broadcast_to(mask.transpose(1, 0, 2)[..., None], (t, z, w, readout))).T
+
+
 def cine_arrays(kspace: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """The three variables of one cine file, in MATLAB dimension order.
 
@@ -64,15 +89,11 @@ def cine_arrays(kspace: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         mask: ``(Z, T, W)`` bool.
 
     Returns:
-        ``{"full": (H, W, C, Z, T), "kus": (H, W, C, Z, T) complex64, "mask": (H, W, Z, T) bool}``,
-        each the transposed view of a C-contiguous ``(T, Z, C, W, H)`` / ``(T, Z, W, H)`` array, which
-        is how the HDF5 datasets store them (no further copy when written).
+        ``{"full": (H, W, C, Z, T), "kus": (H, W, C, Z, T) complex64, "mask": (H, W, Z, T) bool}``
+        (:func:`cine_full`, :func:`cine_undersampled`, :func:`cine_mask`).
     """
-    _, z, t, h, w = kspace.shape
-    full_h = np.ascontiguousarray(kspace.transpose(2, 1, 0, 4, 3))  # (T, Z, C, W, H)
-    mask_h = np.ascontiguousarray(np.broadcast_to(mask.transpose(1, 0, 2)[..., None], (t, z, w, h)))  # (T, Z, W, H)
-    kus_h = full_h * mask_h[:, :, None]
-    return {"full": full_h.T, "kus": kus_h.T, "mask": mask_h.T}
+    full = cine_full(kspace)
+    return {"full": full, "kus": cine_undersampled(full, mask), "mask": cine_mask(mask, kspace.shape[3])}
 
 
 def write_cine_file(path: Path, variable: str, value: np.ndarray, created: _dt.datetime) -> None:

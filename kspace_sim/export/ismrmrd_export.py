@@ -8,16 +8,23 @@ phase-encoding lines of the mask, frame by frame (``idx.phase`` = frame t, ``idx
 The store's W axis is the phase-encoding direction (ky, ``encodedSpace.matrixSize.y``), H the
 readout (kx, ``matrixSize.x``).
 
-The acquisition rows are built as one numpy structured array of the package's own dtype instead of
-one ``ismrmrd.Acquisition`` object per line (6× faster; a test holds the rows byte-equal to what
-``ismrmrd.Acquisition`` + ``ismrmrd.File`` write). The writer takes k-space with a coil axis
-``(C, T, H, W)``: single-channel stores pass C = 1; multi-coil stores will pass their coils as
-channels.
+The acquisition headers are built as one numpy array of the package's own header dtype instead of
+one ``ismrmrd.Acquisition`` object per line (a test holds them byte-equal to ``ismrmrd.Acquisition``'s),
+and the samples of all lines as one ``(n, C, H)`` array; :func:`write_ismrmrd_view` hands both to
+HDF5 in one write, the variable-length ``data`` field given as HDF5's own ``hvl_t`` (length,
+pointer) pairs into that array, so h5py does not copy every line into an object array and back
+(a test holds the files byte-equal to h5py's object-array path). The header XML of a view is
+rendered by xsdata once per store, mask and view (:class:`HeaderTemplate`); each subject's file
+substitutes its own values (id, row, pixel spacing, frame interval), byte-equal to a full render
+(tested). The writer takes k-space with a coil axis ``(C, T, H, W)``: single-channel stores pass
+C = 1; multi-coil stores will pass their coils as channels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +34,18 @@ __all__ = [
     "LARMOR_HZ_PER_T",
     "NOMINAL_FIELD_T",
     "NOMINAL_SLICE_THICKNESS_MM",
+    "SUBJECT_FIELDS",
+    "HeaderTemplate",
     "ViewGeometry",
-    "ismrmrd_header",
-    "acquisition_rows",
+    "acquisition_headers",
+    "acquisition_order",
+    "acquisition_samples",
     "header_xml",
-    "write_ismrmrd_view",
+    "ismrmrd_header",
     "read_ismrmrd_view",
+    "subject_values",
+    "view_header_xml",
+    "write_ismrmrd_view",
 ]
 
 #: proton gyromagnetic ratio / 2π (Hz per tesla)
@@ -74,18 +87,42 @@ class ViewGeometry:
     provenance: dict[str, str] = field(default_factory=dict)
 
 
-def ismrmrd_header(g: ViewGeometry) -> Any:
+#: the :class:`ViewGeometry` fields that differ between subjects within one store, mask and view
+SUBJECT_FIELDS = ("subject_id", "row", "pixel_spacing_mm", "dt_s")
+
+
+def subject_values(g: ViewGeometry) -> dict[str, str | int | float]:
+    """The header values taken from the subject's fields (:data:`SUBJECT_FIELDS`): patient and
+    subject id, store row, field of view (mm) along H and W, pixel spacing (mm), frame interval (s)."""
+    return {
+        "patient_id": g.subject_id,
+        "fov_x": float(g.readout * g.pixel_spacing_mm[0]),
+        "fov_y": float(g.lines * g.pixel_spacing_mm[1]),
+        "store_row": int(g.row),
+        "frame_interval_s": float(g.dt_s),
+        "pixel_spacing_h_mm": float(g.pixel_spacing_mm[0]),
+        "pixel_spacing_w_mm": float(g.pixel_spacing_mm[1]),
+        "subject_id": g.subject_id,
+    }
+
+
+def _written(v: Any) -> bool:
+    """A double user parameter is written when finite (a template slot, a string, always)."""
+    return not isinstance(v, float) or bool(np.isfinite(v))
+
+
+def ismrmrd_header(g: ViewGeometry, values: dict[str, Any] | None = None) -> Any:
     """The ``ismrmrd.xsd.ismrmrdHeader`` of one view: encoding (matrix (H, W, 1), field of view from
     the pixel spacing, limits: ky in [0, W−1] centred at W/2, phase = frame in [0, T−1]), Cartesian
     trajectory, parallel imaging (R, embedded calibration when the mask has ACS lines), channels,
-    and user parameters naming the store, subject, view and mask."""
+    and user parameters naming the store, subject, view and mask.
+
+    ``values`` replaces :func:`subject_values` (``HeaderTemplate`` passes placeholders)."""
     import ismrmrd.xsd as x
 
+    v = subject_values(g) if values is None else values
     h, w = g.readout, g.lines
-    fov = x.fieldOfViewMm(
-        x=float(h * g.pixel_spacing_mm[0]), y=float(w * g.pixel_spacing_mm[1]),
-        z=NOMINAL_SLICE_THICKNESS_MM[g.kind],
-    )
+    fov = x.fieldOfViewMm(x=v["fov_x"], y=v["fov_y"], z=NOMINAL_SLICE_THICKNESS_MM[g.kind])
     space = x.encodingSpaceType(matrixSize=x.matrixSizeType(x=h, y=w, z=1), fieldOfView_mm=fov)
     recon = x.encodingSpaceType(matrixSize=x.matrixSizeType(x=h, y=w, z=1), fieldOfView_mm=fov)
     zero = x.limitType(minimum=0, maximum=0, center=0)
@@ -107,7 +144,7 @@ def ismrmrd_header(g: ViewGeometry) -> Any:
         trajectory=x.trajectoryType.CARTESIAN, parallelImaging=parallel,
     )
     strings = {
-        "subject_id": g.subject_id,
+        "subject_id": v["subject_id"],
         "view": g.view,
         "mask": g.mask_name,
         "mask_pattern": str(g.mask.get("pattern", "")),
@@ -119,18 +156,18 @@ def ismrmrd_header(g: ViewGeometry) -> Any:
         "acceleration": acc,
         "achieved_acceleration": float(g.mask.get("achieved_acceleration", float("nan"))),
         "achieved_acceleration_without_acs": float(g.mask.get("achieved_acceleration_without_acs", float("nan"))),
-        "frame_interval_s": float(g.dt_s),
-        "pixel_spacing_h_mm": float(g.pixel_spacing_mm[0]),
-        "pixel_spacing_w_mm": float(g.pixel_spacing_mm[1]),
+        "frame_interval_s": v["frame_interval_s"],
+        "pixel_spacing_h_mm": v["pixel_spacing_h_mm"],
+        "pixel_spacing_w_mm": v["pixel_spacing_w_mm"],
     }
-    longs = {"store_row": int(g.row), "view_index": int(g.view_index), "acs_lines": n_acs}
+    longs = {"store_row": v["store_row"], "view_index": int(g.view_index), "acs_lines": n_acs}
     user = x.userParametersType(
-        userParameterLong=[x.userParameterLongType(name=k, value=v) for k, v in longs.items()],
-        userParameterDouble=[x.userParameterDoubleType(name=k, value=v) for k, v in doubles.items() if np.isfinite(v)],
-        userParameterString=[x.userParameterStringType(name=k, value=v) for k, v in strings.items()],
+        userParameterLong=[x.userParameterLongType(name=k, value=val) for k, val in longs.items()],
+        userParameterDouble=[x.userParameterDoubleType(name=k, value=val) for k, val in doubles.items() if _written(val)],
+        userParameterString=[x.userParameterStringType(name=k, value=val) for k, val in strings.items()],
     )
     return x.ismrmrdHeader(
-        subjectInformation=x.subjectInformationType(patientID=g.subject_id) if g.subject_id else None,
+        subjectInformation=x.subjectInformationType(patientID=v["patient_id"]) if v["patient_id"] else None,
         acquisitionSystemInformation=x.acquisitionSystemInformationType(
             systemVendor="kspace_sim (simulated k-space)", systemModel=str(g.provenance.get("simulator_version", "")),
             receiverChannels=g.channels,
@@ -139,68 +176,6 @@ def ismrmrd_header(g: ViewGeometry) -> Any:
         encoding=[enc],
         userParameters=user,
     )
-
-
-def _bit(flag: int) -> np.uint64:
-    return np.uint64(1) << np.uint64(flag - 1)
-
-
-def acquisition_rows(kspace: np.ndarray, mask: np.ndarray, acs: np.ndarray) -> np.ndarray:
-    """One ``ismrmrd.hdf5.acquisition_dtype`` row per sampled line.
-
-    Args:
-        kspace: ``(C, T, H, W)`` complex64, one view (C channels, T frames, H readout, W phase encodes).
-        mask: ``(T, W)`` bool, True = line acquired.
-        acs: ``(W,)`` bool, ACS (calibration) lines.
-
-    Returns:
-        ``(n,)`` structured rows in acquisition order (frame by frame, ky ascending): header with
-        ``idx.kspace_encode_step_1 = ky``, ``idx.phase = t``, ``scan_counter``, flags (first/last in
-        encode step 1 and in phase for each frame's first/last line, first/last in slice, last in
-        measurement, ``ACQ_IS_PARALLEL_CALIBRATION`` + ``…_AND_IMAGING`` on sampled ACS lines,
-        which belong to the image too), data ``(C, H)`` complex as float32 pairs, no trajectory.
-    """
-    import ismrmrd
-    from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
-
-    c, _, h, _ = kspace.shape
-    tt, yy = np.nonzero(mask)
-    n = tt.size
-    head = np.zeros(n, acquisition_header_dtype)
-    head["version"] = 1
-    head["scan_counter"] = np.arange(n, dtype=np.uint32)
-    head["number_of_samples"] = h
-    head["available_channels"] = c
-    head["active_channels"] = c
-    head["channel_mask"][:, 0] = np.uint64((1 << c) - 1) if c < 64 else np.uint64(2**64 - 1)
-    head["center_sample"] = h // 2
-    head["read_dir"] = (1.0, 0.0, 0.0)
-    head["phase_dir"] = (0.0, 1.0, 0.0)
-    head["slice_dir"] = (0.0, 0.0, 1.0)
-    head["idx"]["kspace_encode_step_1"] = yy
-    head["idx"]["phase"] = tt
-    flags = np.zeros(n, np.uint64)
-    if n:
-        first = np.r_[True, tt[1:] != tt[:-1]]
-        last = np.r_[tt[1:] != tt[:-1], True]
-        flags[first] |= _bit(ismrmrd.ACQ_FIRST_IN_ENCODE_STEP1) | _bit(ismrmrd.ACQ_FIRST_IN_PHASE)
-        flags[last] |= _bit(ismrmrd.ACQ_LAST_IN_ENCODE_STEP1) | _bit(ismrmrd.ACQ_LAST_IN_PHASE)
-        flags[0] |= _bit(ismrmrd.ACQ_FIRST_IN_SLICE)
-        flags[-1] |= _bit(ismrmrd.ACQ_LAST_IN_SLICE) | _bit(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-        flags[acs[yy]] |= _bit(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) | _bit(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-    head["flags"] = flags
-    rows = np.empty(n, acquisition_dtype)
-    rows["head"] = head
-    lines = np.ascontiguousarray(kspace[:, tt, :, yy].astype(np.complex64, copy=False))  # (n, C, H)
-    pairs = lines.view(np.float32).reshape(n, 2 * c * h)
-    data = np.empty(n, dtype=object)
-    data[:] = list(pairs)
-    rows["data"] = data
-    empty = np.zeros(0, np.float32)
-    traj = np.empty(n, dtype=object)
-    traj[:] = [empty] * n
-    rows["traj"] = traj
-    return rows
 
 
 _SERIALIZER: Any = None
@@ -220,17 +195,193 @@ def header_xml(header: Any) -> str:
     return _SERIALIZER.render(header, ns_map={"": "http://www.ismrm.org/ISMRMRD"})
 
 
-def write_ismrmrd_view(path: str | Path, header: Any, rows: np.ndarray) -> None:
-    """Write an ISMRMRD file: ``dataset/xml`` (the header) and ``dataset/data`` (the rows), the
-    layout ``ismrmrd.File`` writes (readable by ``ismrmrd.File`` and ``ismrmrd.Dataset``)."""
+_SLOT = re.compile(r"@@kspace_sim:(\w+)@@")
+
+
+def _slotted(value: Any) -> bool:
+    """Whether a subject value can be a template slot: its presence and the XML around it do not
+    depend on it (non-empty strings, ints, finite floats; an empty id drops ``subjectInformation``
+    and a non-finite double its user parameter, so those stay literal, in the template's key)."""
+    if isinstance(value, str):
+        return value != ""
+    return isinstance(value, int) or (isinstance(value, float) and bool(np.isfinite(value)))
+
+
+def _xml_text(value: str | float) -> str:
+    """A value as xsdata writes it as element text: numbers through xsdata's converter (``repr``
+    style floats), strings escaped by ``xml.sax.saxutils`` (the handler xsdata writes through)."""
+    from xml.sax.saxutils import escape
+
+    from xsdata.formats.converter import converter
+
+    return escape(value) if isinstance(value, str) else converter.serialize(value)
+
+
+class HeaderTemplate:
+    """The header XML of one view with the subject's values (:func:`subject_values`) left as slots.
+
+    Rendered once by xsdata with placeholders; :meth:`render` joins the fixed text with a
+    subject's values, byte-equal to ``header_xml(ismrmrd_header(g))`` (a test holds them equal),
+    at a fraction of xsdata's cost per file. ``key`` identifies the headers it can render: every
+    non-subject field of the geometry and the subject values that are not slots.
+    """
+
+    def __init__(self, g: ViewGeometry) -> None:
+        values = subject_values(g)
+        self.slots = tuple(k for k, v in values.items() if _slotted(v))
+        self.key = HeaderTemplate.key_of(g)
+        text = header_xml(ismrmrd_header(g, {**values, **{k: f"@@kspace_sim:{k}@@" for k in self.slots}}))
+        self.parts = _SLOT.split(text)  # literal, slot name, literal, …
+        found = sorted(set(self.parts[1::2]))
+        if found != sorted(self.slots):
+            raise ValueError(f"header template: slots {found} in the XML, expected {sorted(self.slots)}")
+
+    @staticmethod
+    def key_of(g: ViewGeometry) -> str:
+        """What a header depends on besides the values of its slots."""
+        values = subject_values(g)
+        fixed = {f.name: getattr(g, f.name) for f in fields(g) if f.name not in SUBJECT_FIELDS}
+        fixed["literal_values"] = {k: v for k, v in values.items() if not _slotted(v)}
+        fixed["slots"] = [k for k, v in values.items() if _slotted(v)]
+        return json.dumps(fixed, sort_keys=True, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else repr(o))
+
+    def render(self, g: ViewGeometry) -> str:
+        """The header XML of ``g`` (which must have this template's :meth:`key_of`)."""
+        values = subject_values(g)
+        out = list(self.parts)
+        out[1::2] = [_xml_text(values[name]) for name in self.parts[1::2]]
+        return "".join(out)
+
+
+_TEMPLATES: dict[str, HeaderTemplate] = {}
+
+
+def view_header_xml(g: ViewGeometry) -> str:
+    """``header_xml(ismrmrd_header(g))``, from a :class:`HeaderTemplate` kept per process for each
+    view of a store and mask (a worker renders each view's template once)."""
+    key = HeaderTemplate.key_of(g)
+    template = _TEMPLATES.get(key)
+    if template is None:
+        if len(_TEMPLATES) >= 64:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = HeaderTemplate(g)
+    return template.render(g)
+
+
+def _bit(flag: int) -> np.uint64:
+    return np.uint64(1) << np.uint64(flag - 1)
+
+
+def acquisition_order(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, lines)``: the ``(n,)`` frame t and line ky of each acquisition of a ``(T, W)`` mask,
+    frame by frame, ky ascending."""
+    return np.nonzero(mask)
+
+
+def acquisition_headers(frames: np.ndarray, lines: np.ndarray, acs: np.ndarray, channels: int, readout: int) -> np.ndarray:
+    """One ``ismrmrd.hdf5.acquisition_header_dtype`` row per acquisition (:func:`acquisition_order`).
+
+    ``idx.kspace_encode_step_1 = ky``, ``idx.phase = t``, ``scan_counter``, ``number_of_samples =
+    readout`` (H), ``channels`` active and available, ``center_sample = H/2``, unit directions, flags
+    (first/last in encode step 1 and in phase on each frame's first/last line, first/last in slice,
+    last in measurement, ``ACQ_IS_PARALLEL_CALIBRATION`` + ``…_AND_IMAGING`` on the lines of ``acs``
+    (``(W,)`` bool), which belong to the image too).
+    """
+    import ismrmrd
+    from ismrmrd.hdf5 import acquisition_header_dtype
+
+    tt, yy = frames, lines
+    n = tt.size
+    head = np.zeros(n, acquisition_header_dtype)
+    head["version"] = 1
+    head["scan_counter"] = np.arange(n, dtype=np.uint32)
+    head["number_of_samples"] = readout
+    head["available_channels"] = channels
+    head["active_channels"] = channels
+    head["channel_mask"][:, 0] = np.uint64((1 << channels) - 1) if channels < 64 else np.uint64(2**64 - 1)
+    head["center_sample"] = readout // 2
+    head["read_dir"] = (1.0, 0.0, 0.0)
+    head["phase_dir"] = (0.0, 1.0, 0.0)
+    head["slice_dir"] = (0.0, 0.0, 1.0)
+    head["idx"]["kspace_encode_step_1"] = yy
+    head["idx"]["phase"] = tt
+    flags = np.zeros(n, np.uint64)
+    if n:
+        first = np.r_[True, tt[1:] != tt[:-1]]
+        last = np.r_[tt[1:] != tt[:-1], True]
+        flags[first] |= _bit(ismrmrd.ACQ_FIRST_IN_ENCODE_STEP1) | _bit(ismrmrd.ACQ_FIRST_IN_PHASE)
+        flags[last] |= _bit(ismrmrd.ACQ_LAST_IN_ENCODE_STEP1) | _bit(ismrmrd.ACQ_LAST_IN_PHASE)
+        flags[0] |= _bit(ismrmrd.ACQ_FIRST_IN_SLICE)
+        flags[-1] |= _bit(ismrmrd.ACQ_LAST_IN_SLICE) | _bit(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+        flags[acs[yy]] |= _bit(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) | _bit(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    head["flags"] = flags
+    return head
+
+
+def acquisition_samples(kspace: np.ndarray, frames: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """``(n, C, H)`` complex64: each acquisition's readout for every channel, from ``kspace``
+    ``(C, T, H, W)``."""
+    return np.ascontiguousarray(kspace[:, frames, :, lines].astype(np.complex64, copy=False))
+
+
+#: HDF5's in-memory variable-length element ``hvl_t``: ``{size_t len; void *p}``
+_HVL = np.dtype([("len", np.uintp), ("p", np.uintp)])
+_MEMORY_TYPE: Any = None
+
+
+def _memory_rows(heads: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``(rows, HDF5 memory type)`` of the acquisitions as HDF5 reads them from memory: the header,
+    an empty ``traj`` and ``data`` pointing at ``samples``' row i (``2 C H`` float32), which must
+    stay alive until the rows are written."""
+    global _MEMORY_TYPE
+    from h5py import h5t
+    from ismrmrd.hdf5 import acquisition_header_dtype
+
+    dtype = np.dtype([("head", acquisition_header_dtype), ("traj", _HVL), ("data", _HVL)])
+    if _MEMORY_TYPE is None:
+        t = h5t.create(h5t.COMPOUND, dtype.itemsize)
+        t.insert(b"head", dtype.fields["head"][1], h5t.py_create(acquisition_header_dtype))
+        t.insert(b"traj", dtype.fields["traj"][1], h5t.vlen_create(h5t.NATIVE_FLOAT))
+        t.insert(b"data", dtype.fields["data"][1], h5t.vlen_create(h5t.NATIVE_FLOAT))
+        _MEMORY_TYPE = t
+    n = heads.shape[0]
+    rows = np.zeros(n, dtype)
+    rows["head"] = heads
+    if n:
+        per_row = samples.nbytes // n
+        rows["data"]["len"] = per_row // 4
+        rows["data"]["p"] = samples.ctypes.data + per_row * np.arange(n, dtype=np.uintp)
+    return rows, _MEMORY_TYPE
+
+
+def write_ismrmrd_view(path: str | Path, xml: str, kspace: np.ndarray, mask: np.ndarray, acs: np.ndarray) -> None:
+    """Write one view's ISMRMRD file: ``dataset/xml`` (the header text) and ``dataset/data`` (one
+    acquisition per sampled line), the layout ``ismrmrd.File`` writes and reads.
+
+    Args:
+        path: the file to write.
+        xml: the header (:func:`view_header_xml`).
+        kspace: ``(C, T, H, W)`` complex64, the view's k-space for C channels (C = 1: no coils).
+        mask: ``(T, W)`` bool, True = line acquired.
+        acs: ``(W,)`` bool, ACS (calibration) lines.
+    """
     import h5py
+    from h5py import h5s
     from ismrmrd.hdf5 import acquisition_dtype
 
+    c, _, h, _ = kspace.shape
+    frames, lines = acquisition_order(mask)
+    heads = acquisition_headers(frames, lines, acs, c, h)
+    samples = acquisition_samples(kspace, frames, lines)
+    rows, memory_type = _memory_rows(heads, samples)
     with h5py.File(path, "w", libver="earliest") as f:
         grp = f.create_group("dataset", track_order=False)
-        xml = grp.create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes), track_times=False)
-        xml[0] = header_xml(header)
-        grp.create_dataset("data", data=rows.astype(acquisition_dtype, copy=False), maxshape=(None,), chunks=True, track_times=False)
+        text = grp.create_dataset("xml", shape=(1,), dtype=h5py.special_dtype(vlen=bytes), track_times=False)
+        text[0] = xml
+        data = grp.create_dataset("data", shape=rows.shape, dtype=acquisition_dtype, maxshape=(None,), chunks=True, track_times=False)
+        if rows.size:
+            data.id.write(h5s.ALL, h5s.ALL, rows, mtype=memory_type)
+    del samples  # the rows point into it until here
 
 
 def read_ismrmrd_view(path: str | Path) -> tuple[np.ndarray, np.ndarray, Any]:

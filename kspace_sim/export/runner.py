@@ -8,7 +8,9 @@ at the end, ``export_manifest.json`` and ``SHA256SUMS``. A subject whose task fa
 its id and reason and gets no record (the next run tries it again); the others go on. A rerun skips every subject whose record
 is there, matches the store's checksum of the subject and whose files all exist with the
 recorded size and xxh3 digest; any other subject is exported again. A folder holding something
-else (another store's export, another format or mask, unrelated files) is refused before any work.
+else (another store's export, another format, mask or checksum, unrelated files) is refused before
+any work. Checksums are xxh3-128 (``XXH128SUMS``) unless sha256 is asked for; a resumed export keeps
+its folder's algorithm when none is asked for.
 """
 
 from __future__ import annotations
@@ -22,16 +24,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xxhash
 
 import kspace_sim
 from kspace_sim.cluster import dask_client
 from kspace_sim.export.export_manifest import MANIFEST_FILE, RECORDS_DIR, _write_json_atomic, write_export_manifest
-from kspace_sim.export.subject_task import CHECKSUMS, FORMATS, SubjectJob, export_subject
+from kspace_sim.export.subject_task import (
+    CHECKSUMS,
+    DEFAULT_CHECKSUM,
+    FORMATS,
+    SubjectJob,
+    export_subject,
+    file_digests,
+)
 from kspace_sim.store.layout import SPLIT_CODES, STATUS_DONE, open_store
 
-__all__ = ["ExportError", "ExportConfig", "ExportReport", "export_store", "store_fingerprint", "subject_key",
-           "IDENTITY_FILE", "RECORDS_DIR", "MANIFEST_FILE"]
+__all__ = [
+    "IDENTITY_FILE",
+    "MANIFEST_FILE",
+    "RECORDS_DIR",
+    "ExportConfig",
+    "ExportError",
+    "ExportReport",
+    "export_store",
+    "store_fingerprint",
+    "subject_key",
+]
 
 IDENTITY_FILE = ".export/identity.json"
 STATUS_NAMES = {0: "pending", 1: "done", 2: "failed"}
@@ -50,7 +67,8 @@ class ExportConfig:
         fmt: ``ismrmrd`` or ``cmrxrecon``. mask: a mask of the store (default: its first, sorted).
         subjects: subject ids to export (default: every done subject). split: only this split.
         workers: Dask worker processes (0 = in this process). scheduler: an existing cluster.
-        checksum: per-file checksum of the manifest: ``sha256`` (SHA256SUMS) or ``xxh3_128`` (XXH128SUMS).
+        checksum: per-file checksum of the manifest: ``xxh3_128`` (XXH128SUMS) or ``sha256``
+            (SHA256SUMS); None: the folder's algorithm when resuming an export, else ``xxh3_128``.
     """
 
     store: str
@@ -63,7 +81,7 @@ class ExportConfig:
     scheduler: str | None = None
     storage_options: dict[str, Any] | None = None
     progress: bool = True
-    checksum: str = "sha256"
+    checksum: str | None = None
 
 
 @dataclass
@@ -170,6 +188,16 @@ def _check_folder(out: Path, identity: dict[str, Any]) -> None:
     _write_json_atomic(ident_path, identity)
 
 
+def _folder_checksum(out: Path) -> str | None:
+    """The checksum algorithm of the export already in ``out`` (sha256 for exports written before
+    the choice existed), or None when there is none or it cannot be read (checked later)."""
+    try:
+        old = json.loads((out / IDENTITY_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return old.get("checksum", "sha256") if isinstance(old, dict) else None
+
+
 def _record_complete(out: Path, record: dict[str, Any], checksum: str) -> bool:
     """The record matches the store's subject and every file is there with its size and xxh3 digest."""
     if record.get("subject_checksum") != checksum or not record.get("files"):
@@ -181,11 +209,7 @@ def _record_complete(out: Path, record: dict[str, Any], checksum: str) -> bool:
                 return False
         except OSError:
             return False
-        h = xxhash.xxh3_128()
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 23), b""):
-                h.update(block)
-        if h.hexdigest() != d["xxh3_128"]:
+        if file_digests(p, sha256=False)["xxh3_128"] != d["xxh3_128"]:
             return False
     return True
 
@@ -218,7 +242,7 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     """
     if cfg.fmt not in FORMATS:
         raise ExportError(f"unknown format {cfg.fmt!r}; choose from {', '.join(FORMATS)}")
-    if cfg.checksum not in CHECKSUMS:
+    if cfg.checksum is not None and cfg.checksum not in CHECKSUMS:
         raise ExportError(f"unknown checksum {cfg.checksum!r}; choose from {', '.join(CHECKSUMS)}")
     _check_dependencies(cfg.fmt)
     group = open_store(cfg.store, "r", cfg.storage_options)
@@ -235,7 +259,7 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     identity = {
         "format": cfg.fmt,
         "mask": mask_name,
-        "checksum": cfg.checksum,
+        "checksum": cfg.checksum or _folder_checksum(out) or DEFAULT_CHECKSUM,
         "store_fingerprint": store_fingerprint(attrs, ids),
         "store": str(cfg.store),
         "exporter_version": kspace_sim.__version__,
@@ -260,7 +284,7 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
             mask_name=mask_name, mask_spec=spec, acs=acs, out=str(out), created=str(attrs.get("created", "")),
             pixel_spacing=pixel_spacing[i], dt=float(dts[i]), views={k: list(v) for k, v in attrs["views"].items()},
             view_order=list(attrs["view_order"]), provenance=provenance, storage_options=cfg.storage_options,
-            checksum=cfg.checksum,
+            checksum=identity["checksum"],
         )
         for i in pending
     ]
