@@ -21,9 +21,16 @@ which is erratic on a VM, does not decide the comparison) and its output is dele
 The pipeline runs twice, without and with labels (phenotypes in the same task, the disease table
 read alongside), to measure the wall time labels add.
 
+With ``--coils K`` (and ``--snr DB``) the pipeline also builds the same cohort with K coils
+(issue 25: maps, per-view sigma and seeds stored; coil k-space not materialised), without labels
+like the single-coil run it is compared with; ``--coils-only`` skips the floors, the naive
+reference and the labelled run.
+
 Usage: python benchmarks/bench_build.py [--subjects 24] [--workers 2] [--mask gaussian] [--mask-bank 0]
+       [--coils 8 --snr 20 [--coils-only] [--storage complex64|float16]]
 Targets: pipeline >= 0.7 × floor and >= 2 × naive, peak memory per worker < 2 GB (issue 2);
-labels add < 15 % wall time (issue 3).
+labels add < 15 % wall time (issue 3); with coils: subjects/s >= 0.8 × single-coil and store
+size <= 1.25 × single-coil (issue 25).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import scipy.fft
 import zarr
 
 from kspace_sim.build import BuildConfig, build_store
+from kspace_sim.coil_settings import CoilSettings
 from kspace_sim.cluster import WORKER_MALLOC_ENV, dask_client
 from kspace_sim.demo import write_demo_cohort
 from kspace_sim.phase import apply_phase, smooth_phase_map
@@ -140,7 +148,18 @@ def main() -> None:
     ap.add_argument("--scratch", type=Path, default=_default_scratch(),
                     help="where every contender writes (default /dev/shm: memory, so that the disk's write-back "
                          "does not decide the comparison); each output is deleted before the next contender")
+    ap.add_argument("--coils", type=int, default=1, help="also build with this many coils (issue 25)")
+    ap.add_argument("--snr", type=float, default=None, help="SNR (dB) of the coil build")
+    ap.add_argument("--coils-only", action="store_true", help="only the single-coil and the coil pipeline runs")
+    ap.add_argument("--storage", default="complex64", help="k-space (and coil map) storage of the pipeline runs")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the pipeline contenders this many times, interleaved, and keep each one's best wall time "
+                         "(the machine is shared: 3 steadies the coil ratio)")
     args = ap.parse_args()
+    coils = CoilSettings(args.coils, args.snr)
+    coils.validate()
+    if args.coils_only and not coils.enabled:
+        ap.error("--coils-only needs --coils K > 1 or --snr")
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     scratch = Path(tempfile.mkdtemp(prefix="bench_build_out_", dir=args.scratch))
     try:
@@ -164,39 +183,58 @@ def main() -> None:
             return out
 
         rows: list[tuple[str, float, int]] = []
-        for name, reader, env in (("floor", False, None), ("floor, tuned malloc", False, WORKER_MALLOC_ENV),
-                                  ("floor, tuned + ISA-L read", True, WORKER_MALLOC_ENV)):
-            out = fresh("floor")
-            rows.append((name, *_pool(_floor_subject, [(str(p), str(out), reader) for p in subjects], args.workers, env)))
-        out = fresh("naive")
-        rows.append(("naive", *_pool(_naive_subject, [(str(p), str(out), args.mask, args.mask_bank) for p in subjects],
-                                     args.workers)))
+        if not args.coils_only:
+            for name, reader, env in (("floor", False, None), ("floor, tuned malloc", False, WORKER_MALLOC_ENV),
+                                      ("floor, tuned + ISA-L read", True, WORKER_MALLOC_ENV)):
+                out = fresh("floor")
+                rows.append((name, *_pool(_floor_subject, [(str(p), str(out), reader) for p in subjects], args.workers, env)))
+            out = fresh("naive")
+            rows.append(("naive", *_pool(_naive_subject, [(str(p), str(out), args.mask, args.mask_bank) for p in subjects],
+                                         args.workers)))
 
         spec = MaskSpec(args.mask, 4, bank_size=args.mask_bank)
-        timings = {}
-        for labels in (False, True):
+        timings, sizes, rss = {}, {}, {}
+        runs = [("single", False, CoilSettings())]
+        if not args.coils_only:
+            runs.append(("labels", True, CoilSettings()))
+        if coils.enabled:
+            runs.append(("coils", False, coils))
+        for run, labels, run_coils in [r for _ in range(max(args.repeats, 1)) for r in runs]:
             out = fresh("store")
             with dask_client(args.workers) as client:
                 cfg = BuildConfig(
                     input_dir=str(cohort), out=str(out / "store.zarr"), masks=[spec], params=SimulationParams(),
                     workers=args.workers, scheduler=client.scheduler.address, progress=False, labels=labels,
+                    storage=args.storage, coils=run_coils,
                 )
                 t0 = time.perf_counter()
                 report = build_store(cfg)
-                timings[labels] = time.perf_counter() - t0
-                rss_pipe = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+                timings[run] = min(time.perf_counter() - t0, timings.get(run, float("inf")))
+                peak = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+                rss[run] = max(peak, rss.get(run, 0))
             assert report.done == n, report.failed
-        t_pipe = timings[False]
+            sizes[run] = report.store_bytes
+        t_pipe, rss_pipe = timings["single"], rss["single"]
         rows.append(("pipeline", t_pipe, rss_pipe))
+        if coils.enabled:
+            rows.append((f"pipeline, {args.coils} coils", timings["coils"], rss["coils"]))
 
         def rate(t: float) -> float:
             return n / t
 
         print(f"\n{n} subjects of 9 × 50 × 128 × 128, {args.workers} worker processes, mask {args.mask}_r4, "
-              f"outputs in {args.scratch or tempfile.gettempdir()}")
+              f"outputs in {args.scratch or tempfile.gettempdir()}; pipeline runs: best of {max(args.repeats, 1)}")
         print(f"{'':26s} {'subjects/s':>11s} {'wall s':>8s} {'peak RSS/worker':>16s}")
-        for name, t, rss in rows:
-            print(f"{name:26s} {rate(t):11.2f} {t:8.1f} {rss / 1024:13.0f} MB")
+        for name, t, peak in rows:
+            print(f"{name:26s} {rate(t):11.2f} {t:8.1f} {peak / 1024:13.0f} MB")
+        if coils.enabled:
+            print(f"\ncoils: {coils.summary()}, storage {args.storage}, both runs without labels")
+            print(f"pipeline with coils / single-coil pipeline = {rate(timings['coils']) / rate(t_pipe):.2f} subjects/s "
+                  "(target >= 0.8)")
+            print(f"store size with coils / single-coil = {sizes['coils'] / 2**20:.1f} / {sizes['single'] / 2**20:.1f} MiB "
+                  f"= {sizes['coils'] / sizes['single']:.3f} (target <= 1.25)")
+        if args.coils_only:
+            return
         floors = {name: t for name, t, _ in rows if name.startswith("floor")}
         t_naive = next(t for name, t, _ in rows if name == "naive")
         print("\n(tuned malloc: the glibc settings the build gives its Dask workers; ISA-L read: the pipeline's NIfTI reader)")
@@ -205,8 +243,8 @@ def main() -> None:
             print(f"pipeline / {name:26s} = {rate(t_pipe) / rate(t):.2f}{target}")
         print(f"pipeline / naive = {rate(t_pipe) / rate(t_naive):.2f}  (target >= 2)")
         print(f"peak memory per pipeline worker = {rss_pipe / 1024:.0f} MB (target < 2048 MB)")
-        extra = timings[True] / timings[False] - 1
-        print(f"labels (18 phenotypes + disease table) in the same pass: {timings[True]:.1f} s vs {timings[False]:.1f} s, "
+        extra = timings["labels"] / timings["single"] - 1
+        print(f"labels (18 phenotypes + disease table) in the same pass: {timings['labels']:.1f} s vs {timings['single']:.1f} s, "
               f"+{100 * extra:.1f} % wall time (target < 15 %)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

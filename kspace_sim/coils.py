@@ -215,8 +215,11 @@ def _birdcage(geometry: CoilGeometry, shape: tuple[int, int]) -> np.ndarray:
     angle = 2.0 * math.pi * np.arange(geometry.n_coils, dtype=np.float64) / geometry.n_coils
     x_co = u_ring[None] - (geometry.radius * np.cos(angle))[:, None, None]
     y_co = v_ring[None] - (geometry.radius * np.sin(angle))[:, None, None]
-    phi = np.arctan2(x_co, -y_co) - angle[:, None, None]
-    return np.exp(1j * phi) / np.hypot(x_co, y_co)
+    # exp(i atan2(x, -y)) = (-y + i x) / |(x, y)|, so the map is (-y + i x) exp(-i a_c) / |(x, y)|^2:
+    # no transcendental function per pixel
+    out = (-y_co + 1j * x_co) * np.exp(-1j * angle)[:, None, None]
+    out /= x_co * x_co + y_co * y_co
+    return out
 
 
 def _random_field(geometry: CoilGeometry, shape: tuple[int, int]) -> np.ndarray:

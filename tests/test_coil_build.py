@@ -187,3 +187,16 @@ def test_preview_shows_the_coils(coil_store, tmp_path):
                                    "--coil", "4"])
     assert bad.exit_code == 2 and "--coil in 0..3" in bad.output
     assert not (tmp_path / "b.png").exists()
+
+
+def test_add_mask_works_on_a_coil_store(cohort, tmp_path):
+    """Masks are coil-independent: add-mask adds one to a store with coils and leaves the coils alone."""
+    from kspace_sim.add_mask import add_mask_to_store
+
+    out = tmp_path / "m.zarr"
+    build_store(_cfg(cohort, out, coils=CoilSettings(n_coils=2, snr_db=30.0)))
+    before = zarr.open_group(str(out), mode="r")["coils/maps"][:]
+    add_mask_to_store(str(out), MaskSpec("uniform", 2), workers=0, progress=False)
+    g = zarr.open_group(str(out), mode="r")
+    assert "masks/uniform_r2" in g and g.attrs["format_version"] == 2
+    assert np.array_equal(g["coils/maps"][:], before)
