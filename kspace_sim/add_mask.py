@@ -2,9 +2,10 @@
 
 ``masks/<pattern>_r<R>`` gets one row per done subject, computed with the same seed derivation
 as the build (so adding a mask reproduces what a build with that mask would have written).
-Resumable: a row is finished when every frame of every slice holds at least one sampled line
-(the array's fill value is all-False and every mask samples ≥ 1 line per frame); each row is one
-chunk, written atomically.
+Its entry in the ``masks`` attribute (achieved R and the line counts ``_counts``) is the one the
+build writes (:func:`kspace_sim.subject_runner.mask_attributes`). Resumable: a row is finished
+when every frame of every slice holds at least one sampled line (the array's fill value is
+all-False and every mask samples ≥ 1 line per frame); each row is one chunk, written atomically.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kspace_sim.masks import acs_lines_mask
 from kspace_sim.masks.registry import validate_mask_request
 from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
-from kspace_sim.subject_runner import achieved_acceleration, git_commit, log_entry, mask_line_counts, run_rows
+from kspace_sim.subject_runner import git_commit, log_entry, mask_attributes, mask_line_counts, run_rows
 
 __all__ = ["AddMaskReport", "add_mask_to_store", "validate_mask_spec"]
 
@@ -150,14 +151,15 @@ def _fill(
         lambda client: (spec, seed, (s, t, w), storage_options, mask_banks([spec], seed, t, w)), add,
         workers=workers, scheduler=scheduler, progress=progress, key="mask-row",
     )
-    # exact achieved R over every done subject: rows found written plus rows written now (the build's rule)
-    r, r_na = achieved_acceleration(counts)
+    # exact achieved R over every done subject: rows found written plus rows written now, recorded
+    # as the build records it (with the line counts a later build resumes from)
     masks = dict(group.attrs.get("masks", {}))
-    masks[spec.name] = {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na}
+    masks[spec.name] = entry = mask_attributes(spec, counts)
     builds = [
         *group.attrs.get("builds", []),
         log_entry({"kind": "add-mask", "mask": spec.name}, len(rows), skipped, {"git_commit": git_commit()}),
     ]
     group.attrs.update({"masks": masks, "builds": builds})
     consolidate(url, storage_options)
-    return AddMaskReport(spec.name, len(rows), skipped, time.perf_counter() - t0, r, r_na)
+    return AddMaskReport(spec.name, len(rows), skipped, time.perf_counter() - t0, entry["achieved_acceleration"],
+                         entry["achieved_acceleration_without_acs"])

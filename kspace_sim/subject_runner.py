@@ -1,7 +1,7 @@
 """Running one task per store row (serially or on Dask) and logging the run in the store.
 
 Shared by the build (:mod:`kspace_sim.build`) and ``add-mask`` (:mod:`kspace_sim.add_mask`):
-the same loop, progress bar, build-log entry and achieved-acceleration rule.
+the same loop, progress bar, build-log entry, achieved-acceleration rule and mask attributes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import numpy as np
 
 from kspace_sim.cluster import dask_client
 
-__all__ = ["achieved_acceleration", "git_commit", "log_entry", "mask_line_counts", "progress_bar", "run_rows", "utc_now"]
+__all__ = [
+    "achieved_acceleration",
+    "git_commit",
+    "log_entry",
+    "mask_attributes",
+    "mask_line_counts",
+    "progress_bar",
+    "run_rows",
+    "utc_now",
+]
 
 
 def git_commit() -> str:
@@ -65,6 +74,21 @@ def achieved_acceleration(counts: Any) -> tuple[float, float]:
         total / sampled if sampled else float("nan"),
         total_na / sampled_na if sampled_na else float("nan"),
     )
+
+
+def mask_attributes(spec: Any, counts: Any) -> dict[str, Any]:
+    """A mask's entry in the store's ``masks`` attribute, as the build and ``add-mask`` both write it:
+    the :class:`~kspace_sim.simulate.MaskSpec` fields, the achieved R with and without the ACS lines
+    (:func:`achieved_acceleration`) and ``_counts``, the four summed :func:`mask_line_counts` over
+    the done subjects (a later run resumes the achieved R from them).
+
+    Args:
+        spec: the mask's ``MaskSpec``.
+        counts: (4,) ints, (lines, sampled lines, lines outside the ACS block, sampled outside it).
+    """
+    total = [int(c) for c in counts]
+    r, r_na = achieved_acceleration(total)
+    return {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na, "_counts": total}
 
 
 class _NoBar:

@@ -32,6 +32,34 @@ def test_add_mask_reproduces_build_and_resumes(tmp_path):
     np.testing.assert_array_equal(zarr.open_group(str(one), mode="r")["masks/uniform_r8"][:], g2["masks/uniform_r8"][:])
 
 
+def test_a_mask_added_later_is_recorded_as_the_build_records_it(tmp_path):
+    """A store built with one mask and given a second by add-mask is indistinguishable, in that mask,
+    from one built with both: the same array (values and metadata) and the same ``masks`` attribute
+    entry (spec, achieved R, and the ``_counts`` line counts a later build resumes from), also after
+    an interrupted add-mask is resumed."""
+    cohort = write_cohort(tmp_path / "in", ["1", "2", "3"])
+    gauss, unif = MaskSpec("gaussian", 4), MaskSpec("uniform", 8)
+    both, one = tmp_path / "both.zarr", tmp_path / "one.zarr"
+    build_store(BuildConfig(str(cohort), str(both), [gauss, unif], PARAMS, seed=5, workers=0, progress=False))
+    build_store(BuildConfig(str(cohort), str(one), [gauss], PARAMS, seed=5, workers=0, progress=False))
+    add_mask_to_store(str(one), unif, workers=0, progress=False)
+
+    def same_mask(name: str) -> None:
+        built, added = zarr.open_group(str(both), mode="r"), zarr.open_group(str(one), mode="r")
+        assert added.attrs["masks"][name] == built.attrs["masks"][name]
+        assert added[f"masks/{name}"].metadata.to_dict() == built[f"masks/{name}"].metadata.to_dict()
+        np.testing.assert_array_equal(added[f"masks/{name}"][:], built[f"masks/{name}"][:])
+
+    same_mask("uniform_r8")
+    same_mask("gaussian_r4")
+    counts = zarr.open_group(str(one), mode="r").attrs["masks"]["uniform_r8"]["_counts"]
+    n, s, t, _, w = zarr.open_group(str(one), mode="r")["kspace"].shape
+    assert counts[0] == n * s * t * w and counts[0] == 8 * counts[1]  # every line, an eighth of them sampled
+    zarr.open_group(str(one), mode="r+")["masks/uniform_r8"][1] = False  # interrupted: row 1 unwritten
+    assert add_mask_to_store(str(one), unif, workers=0, progress=False).written == 1
+    same_mask("uniform_r8")
+
+
 def test_add_mask_cli_bad_input(tmp_path):
     cohort = write_cohort(tmp_path / "in", ["1"])
     out = tmp_path / "s.zarr"

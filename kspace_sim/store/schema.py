@@ -251,8 +251,8 @@ GROUP_ATTRIBUTES: dict[str, str] = {
     "label_map": "`seg` label → name",
     "masks": "`{name: {pattern, acceleration, options, bank_size, achieved_acceleration, "
     "achieved_acceleration_without_acs, _counts}}`; `_counts` = (total, sampled, total without ACS, "
-    "sampled without ACS) line counts over the done subjects, kept by the build to resume the achieved R "
-    "(masks added by `add-mask` have none)",
+    "sampled without ACS) line counts over the done subjects, kept to resume the achieved R (written alike "
+    "by the build and `add-mask`)",
     "builds": "a log: one entry per build or `add-mask` run with its times, counts and failures `[{id, reason}]`",
     "pseudonymised": "bool: ids are HMAC-SHA256 pseudonyms `p` + 20 hex digits; the key is never stored",
     "input": "what the input was, without paths or ids: `{kind: demo, synthetic, note}` or "
