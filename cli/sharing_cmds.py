@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         storage_options: Optional[str] = typer.Option(None, "--storage-options", help='fsspec options as JSON, e.g. {"endpoint_url": ...}'),
     ) -> None:
         """Write or update the Croissant manifest of STORE (refuses a same-version, different-content overwrite)."""
-        from kspace_sim.sharing.manifest import ManifestError, PublishOptions, SplitOptions, publish as do_publish, resplit_store
+        from kspace_sim.sharing.manifest import (
+            ManifestError, PublishOptions, ReadOptions, SplitOptions, publish as do_publish, resplit_store,
+        )
         from kspace_sim.store.layout import StoreError
 
         so = _options(storage_options)
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
                 size = None if test_size is None else (int(test_size) if test_size >= 1 else test_size)
                 counts = resplit_store(store, SplitOptions(split_seed, size, val_fraction), so)
                 console.print(f"re-split {store}: {counts}")
-            doc, outcome = do_publish(store, manifest, opts, so, workers=workers, progress=True)
+            doc, outcome = do_publish(store, manifest, opts, ReadOptions(so, workers, progress=True))
         except (ManifestError, StoreError, ValueError) as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2)

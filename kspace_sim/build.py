@@ -41,7 +41,7 @@ from kspace_sim.store.layout import (
     open_store,
 )
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
-from kspace_sim.subject_runner import achieved_acceleration, git_commit, log_entry, mask_line_counts, run_rows, utc_now
+from kspace_sim.subject_runner import git_commit, log_entry, mask_attributes, mask_line_counts, run_rows, utc_now
 from kspace_sim.views import LABEL_MAP
 
 __all__ = [
@@ -367,11 +367,7 @@ def phenotype_hook(vol: Any) -> tuple[np.ndarray, list[str]]:
 
 
 def _mask_summary(counts: dict[str, list[int]], cfg: BuildConfig) -> dict[str, dict[str, Any]]:
-    out = {}
-    for spec in cfg.masks:
-        r, r_na = achieved_acceleration(counts.get(spec.name, [0, 0, 0, 0]))
-        out[spec.name] = {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na}
-    return out
+    return {spec.name: mask_attributes(spec, counts.get(spec.name, [0, 0, 0, 0])) for spec in cfg.masks}
 
 
 def _store_size(url: str) -> int | None:
@@ -508,9 +504,6 @@ def publish_run(cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: Subjec
     attributes, consolidated metadata, and the Croissant manifest when asked; returns the masks' attributes."""
     group = todo.group
     mask_attrs = _mask_summary(run.counts, cfg)
-    for name, c in run.counts.items():
-        if name in mask_attrs:
-            mask_attrs[name]["_counts"] = c
     entry = log_entry(
         {"started": todo.started},
         len(todo.pending),
@@ -533,12 +526,12 @@ def publish_run(cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: Subjec
     group.attrs.update(_normalise(update))
     consolidate(cfg.out, cfg.storage_options)
     if cfg.manifest:
-        from kspace_sim.sharing.manifest import PublishOptions, publish
+        from kspace_sim.sharing.manifest import PublishOptions, ReadOptions, publish
 
         publish(
             cfg.out, cfg.manifest,
             PublishOptions(name=Path(cfg.manifest).stem, version=cfg.manifest_version, ukb_application=cfg.ukb_application),
-            cfg.storage_options, progress=cfg.progress,
+            ReadOptions(cfg.storage_options, progress=cfg.progress),
         )
     return mask_attrs
 

@@ -15,7 +15,7 @@ pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
 from kspace_sim.store import remote  # noqa: E402
-from kspace_sim.sharing.manifest import PublishOptions, publish  # noqa: E402
+from kspace_sim.sharing.manifest import PublishOptions, ReadOptions, publish  # noqa: E402
 from kspace_sim.sharing.verify import verify  # noqa: E402
 from kspace_sim.simulate import MaskSpec, SimulationParams  # noqa: E402
 from synthetic_subjects import write_cohort  # noqa: E402
@@ -79,7 +79,7 @@ def test_build_publish_verify_and_read_on_s3(s3, tmp_path):
     )
     assert rep.done == 2 and not rep.failed
     mpath = tmp_path / "manifests" / "s3.json"
-    doc, _ = publish(url, mpath, PublishOptions(name="s3", version="1.0.0"), storage_options=so)
+    doc, _ = publish(url, mpath, PublishOptions(name="s3", version="1.0.0"), ReadOptions(so))
     assert doc["distribution"][0]["contentUrl"] == url
     result = verify(str(mpath), storage_options=so, workers=2)
     assert result.ok, [str(p) for p in result.problems]

@@ -43,6 +43,7 @@ __all__ = [
     "ManifestError",
     "VOLATILE_PROVENANCE",
     "PublishOptions",
+    "ReadOptions",
     "SplitOptions",
     "STATUS_NAMES",
     "SPLIT_NAMES",
@@ -94,6 +95,15 @@ class PublishOptions:
     store_url: str | None = None  # what the manifest records as the store location (default: relative path)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the store's files are read to describe it (what the manifest says does not depend on it)."""
+
+    storage_options: dict[str, Any] | None = None  # fsspec options of a URL store
+    workers: int = 4  # threads hashing the store's files
+    progress: bool = False  # a tqdm bar while hashing
+
+
 def sidecar_paths(manifest_path: str | Path) -> tuple[Path, Path]:
     """``(<stem>.subjects.csv, <stem>.SHA256SUMS)`` beside the manifest."""
     p = Path(manifest_path)
@@ -105,15 +115,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def store_file_hashes(
-    store: str, storage_options: dict[str, Any] | None = None, workers: int = 4, progress: bool = False
-) -> dict[str, str]:
-    """``{relative path: sha256 hex}`` of every file of the store (local or URL), hashed in threads."""
-    fs, root = filesystem(store, storage_options)
+def store_file_hashes(store: str, read: ReadOptions | None = None) -> dict[str, str]:
+    """``{relative path: sha256 hex}`` of every file of the store (local or URL), hashed in
+    ``read.workers`` threads."""
+    read = read or ReadOptions()
+    fs, root = filesystem(store, read.storage_options)
     root = root.rstrip("/")
     files = sorted(f for f in fs.find(root) if not f.rstrip("/").endswith("/"))
     bar = None
-    if progress:
+    if read.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(files), desc="hashing store files", unit="file")
@@ -128,7 +138,7 @@ def store_file_hashes(
         return path[len(root) + 1 :], h.hexdigest()
 
     try:
-        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        with ThreadPoolExecutor(max_workers=max(read.workers, 1)) as pool:
             return dict(pool.map(one, files))
     finally:
         if bar is not None:
@@ -235,25 +245,21 @@ def store_provenance(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_manifest(
-    store: str,
-    manifest_path: str | Path,
-    opts: PublishOptions,
-    storage_options: dict[str, Any] | None = None,
-    workers: int = 4,
-    progress: bool = False,
+    store: str, manifest_path: str | Path, opts: PublishOptions, read: ReadOptions | None = None
 ) -> tuple[dict[str, Any], str, str]:
     """Describe ``store`` as a Croissant JSON-LD document (nothing is written).
 
     Returns:
         ``(manifest, subjects_csv_text, sha256sums_text)``.
     """
-    check_remote(store, storage_options)
-    group = open_store(store, mode="r", storage_options=storage_options)
+    read = read or ReadOptions()
+    check_remote(store, read.storage_options)
+    group = open_store(store, mode="r", storage_options=read.storage_options)
     attrs = group.attrs.asdict()
     csv_text = subjects_csv(group)
-    hashes = store_file_hashes(store, storage_options, workers, progress)
+    hashes = store_file_hashes(store, read)
     sums = format_sha256sums(hashes)
-    fs, root = filesystem(store, storage_options)
+    fs, root = filesystem(store, read.storage_options)
     content = store_content(fs, root.rstrip("/"), list(hashes))
     listing = content_listing(hashes, content["metadata_sha256"])
     mpath = Path(manifest_path)
@@ -474,14 +480,9 @@ def resplit_store(store: str, opts: SplitOptions, storage_options: dict[str, Any
 
 
 def publish(
-    store: str,
-    manifest_path: str | Path,
-    opts: PublishOptions,
-    storage_options: dict[str, Any] | None = None,
-    workers: int = 4,
-    progress: bool = False,
+    store: str, manifest_path: str | Path, opts: PublishOptions, read: ReadOptions | None = None
 ) -> tuple[dict[str, Any], str]:
-    """Write (or update) the manifest of ``store`` and its two side files.
+    """Write (or update) the manifest of ``store`` (read as ``read`` says) and its two side files.
 
     An existing manifest with the same version must describe the same content (dates and library
     versions aside): then nothing changes. A different content needs a higher version.
@@ -495,7 +496,7 @@ def publish(
     """
     _semver(opts.version)
     mpath = Path(manifest_path)
-    doc, csv_text, sums = build_manifest(store, mpath, opts, storage_options, workers, progress)
+    doc, csv_text, sums = build_manifest(store, mpath, opts, read)
     errors = validate_manifest(doc)
     if errors:
         raise ManifestError("mlcroissant rejects the manifest: " + "; ".join(errors))
