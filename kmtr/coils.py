@@ -159,12 +159,12 @@ def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarr
     keep = np.arange(t) if frames is None else np.asarray(frames)
     rng = np.random.default_rng(int(noise_seed))
     out = np.empty((c, s, len(keep), h, w), np.complex64)
-    half = np.float32(1.0 / math.sqrt(2.0))
+    pairs = np.empty((t, h, w, 2), np.float32)
     for ci in range(c):
         for si in range(s):
-            pairs = rng.standard_normal((t, h, w, 2), dtype=np.float32)
-            pairs *= half
+            rng.standard_normal(dtype=np.float32, out=pairs)
             out[ci, si] = pairs.view(np.complex64)[..., 0][keep]
+    out *= np.float32(1.0 / math.sqrt(2.0))  # elementwise: the same float32 products as scaling every draw
     return out
 
 
@@ -177,9 +177,17 @@ def sense1(coil_kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``(B, S, T, H, W)`` complex image (= the coil-free image ``x`` for noise-free, fully sampled data).
+        For H, W divisible by 4 the centring shifts are the checkerboard ``c``:
+        ``c · sum_c conj(S_c) ifft2(c · k_c)``.
     """
     maps = maps.to(device=coil_kspace.device, dtype=coil_kspace.dtype).unsqueeze(3)
-    return (maps.conj() * ifft2c(coil_kspace)).sum(dim=1)
+    h, w = coil_kspace.shape[-2:]
+    if h % 4 or w % 4:
+        return (maps.conj() * ifft2c(coil_kspace)).sum(dim=1)
+    c = _checkerboard(h, w, coil_kspace.real.dtype, coil_kspace.device)
+    image = (maps.conj() * torch.fft.ifft2(coil_kspace * c, norm="ortho")).sum(dim=1)
+    image *= c
+    return image
 
 
 def fresh_coil_acquisition(
@@ -196,6 +204,9 @@ def fresh_coil_acquisition(
     covariance sigma² Psi is white k-space noise of the same covariance),
     ``y_c = S_c x + sigma (L eta)_c``, ``k_c = FFT(y_c)``, and the SENSE-1 image
     ``sum_c conj(S_c) y_c`` is the same sum as ``sum_c conj(S_c) IFFT(k_c)`` without C inverse FFTs.
+    For H, W divisible by 4 the centring shifts are the checkerboard ``c = (-1)^(i+j)``
+    (``fft2c(z) = c fft2(c z)``): with ``x' = ifft2(c k) = c x`` and ``y'_c = S_c x' + sigma (L eta)_c``,
+    ``k_c = c fft2(y'_c)`` and the image is ``c sum_c conj(S_c) y'_c`` (``c eta`` is white like ``eta``).
 
     Args:
         kspace: ``(B, S, T, H, W)`` complex coil-free k-space.
@@ -209,15 +220,27 @@ def fresh_coil_acquisition(
     """
     b, s, t, h, w = kspace.shape
     c = maps.shape[1]
+    dev = kspace.device
     kspace = kspace.to(torch.complex64)
-    maps = maps.to(device=kspace.device, dtype=torch.complex64).unsqueeze(3)  # (B, C, S, 1, H, W)
-    shape = (c, s, t, h, w)
-    gens = generators if generators is not None else [None] * b
-    eta = torch.stack([standard_complex_noise(shape, g, kspace.device) for g in gens])
+    maps = maps.to(device=dev, dtype=torch.complex64).unsqueeze(3)  # (B, C, S, 1, H, W)
+    # every (B, C, S, T, H, W) step works in place on one buffer: allocating them costs more than the arithmetic
+    y = torch.empty((b, c, s, t, h, w), dtype=torch.complex64, device=dev)
+    for i, g in enumerate(generators if generators is not None else [None] * b):
+        y[i].normal_(generator=g)  # standard complex white noise, E|eta|^2 = 1
     if noise_cov is not None:
-        chol = noise_cholesky(noise_cov).to(device=kspace.device, dtype=torch.complex64)
-        eta = torch.einsum("ij,bj...->bi...", chol, eta)
-    sig = torch.as_tensor(sigma, device=kspace.device, dtype=torch.float32).reshape(b, 1, s, 1, 1, 1)
-    y = maps * ifft2c(kspace).unsqueeze(1)
-    y += sig * eta
-    return fft2c(y), (maps.conj() * y).sum(dim=1)
+        chol = noise_cholesky(noise_cov).to(device=dev, dtype=torch.complex64)
+        y = torch.einsum("ij,bj...->bi...", chol, y)
+    y.mul_(torch.as_tensor(sigma, device=dev, dtype=torch.float32).reshape(b, 1, s, 1, 1, 1))
+    board = None if h % 4 or w % 4 else _checkerboard(h, w, torch.float32, dev)
+    x = ifft2c(kspace) if board is None else torch.fft.ifft2(kspace * board, norm="ortho")  # x, or c x
+    y.addcmul_(maps, x.unsqueeze(1))  # y_c = S_c x + sigma (L eta)_c
+    image = torch.zeros((b, s, t, h, w), dtype=torch.complex64, device=dev)
+    conj = maps.conj().resolve_conj()
+    for ci in range(c):  # SENSE-1, one coil at a time (no (B, C, ...) temporary)
+        image.addcmul_(conj[:, ci], y[:, ci])
+    if board is None:
+        return fft2c(y), image
+    coil_k = torch.fft.fft2(y, norm="ortho", out=y)
+    coil_k.mul_(board)
+    image.mul_(board)
+    return coil_k, image

@@ -284,9 +284,13 @@ def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device | str) ->
         image = None
     k = out["kspace"]
     scale = torch.stack([subject_scale(k[b], out["mask"][b]) for b in range(k.shape[0])])  # sampled lines only
-    out["kspace"] = normalise(k, scale)
     out["scale"] = scale
-    out["image"] = ifft2c(out["kspace"]) if image is None else normalise(image, scale)
+    if image is None:
+        out["kspace"] = normalise(k, scale)
+        out["image"] = ifft2c(out["kspace"])
+    else:  # the coil k-space and image were made here: normalised in place
+        out["kspace"] = k.div_(scale.reshape(-1, *(1,) * (k.ndim - 1)))
+        out["image"] = image.div_(scale.reshape(-1, *(1,) * (image.ndim - 1)))
     return out
 
 

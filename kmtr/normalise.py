@@ -28,9 +28,14 @@ def subject_scale(k: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> to
             lines are ignored).
         mask: (S, T, W) bool or 0/1, True = sampled phase-encode line (repeated along H and coils).
     """
+    if k.ndim == mask.ndim + 2:  # coil k-space: gather the sampled lines (no full-size temporaries)
+        lines = k.transpose(-1, -2)[:, mask.to(device=k.device, dtype=torch.bool)]  # (C, lines, H)
+        if lines.numel() == 0:
+            return torch.tensor(eps, dtype=torch.float32, device=k.device)
+        return torch.sqrt(2.0 * torch.view_as_real(lines).float().square().mean()).clamp_min(eps)
     m = mask.to(device=k.device, dtype=torch.float32)[..., None, :]  # (S, T, 1, W)
     power = (k.real.float() ** 2 + k.imag.float() ** 2) * m
-    count = m.sum() * k.shape[-2] * (k.shape[0] if k.ndim == m.ndim + 1 else 1)
+    count = m.sum() * k.shape[-2]
     return torch.sqrt(power.sum() / count.clamp_min(1.0)).clamp_min(eps)
 
 
