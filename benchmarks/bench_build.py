@@ -51,8 +51,8 @@ import scipy.fft
 import zarr
 
 from kspace_sim.build import BuildConfig, build_store
-from kspace_sim.coil_settings import CoilSettings
 from kspace_sim.cluster import WORKER_MALLOC_ENV, dask_client
+from kspace_sim.coil_settings import CoilSettings
 from kspace_sim.demo import write_demo_cohort
 from kspace_sim.phase import apply_phase, smooth_phase_map
 from kspace_sim.seeding import derive_rng

@@ -35,15 +35,15 @@ import scipy.fft
 from kspace_sim.seeding import derive_rng, derive_seed
 
 __all__ = [
-    "COIL_MODELS",
     "COILS_VERSION",
+    "COIL_MODELS",
     "CoilGeometry",
     "CoilGeometryRanges",
-    "draw_coil_geometry",
-    "subject_coil_geometries",
     "coil_maps_from_params",
-    "subject_coil_maps",
+    "draw_coil_geometry",
     "normalise_maps",
+    "subject_coil_geometries",
+    "subject_coil_maps",
     "validate_n_coils",
 ]
 
@@ -124,7 +124,7 @@ class CoilGeometry:
         )
 
     @classmethod
-    def from_array(cls, values: np.ndarray, seed: int = 0) -> "CoilGeometry":
+    def from_array(cls, values: np.ndarray, seed: int = 0) -> CoilGeometry:
         """Inverse of :meth:`to_array` (``seed`` supplied separately)."""
         v = np.asarray(values, dtype=np.float64).ravel()
         if v.shape != (7,):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from synthetic_subjects import write_cohort
 from typer.testing import CliRunner
 
 from cli.kspace_sim_app import app
@@ -20,7 +21,6 @@ from kspace_sim.noise import measured_snr_db, noise_seed
 from kspace_sim.simulate import MaskSpec, SimulationParams
 from kspace_sim.store.coil_arrays import read_subject_coils, subject_coil_kspace
 from kspace_sim.store.schema import arrays_of_version
-from synthetic_subjects import write_cohort
 
 PARAMS = SimulationParams(crop=32, frames=6)
 MASKS = [MaskSpec("gaussian", 4)]
