@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import torch
+from torch.utils.data import DataLoader
 
-from benchmarks._store import synthetic_store  # noqa: E402
-from kmtr.data import KSpaceDataset, prepare_batch  # noqa: E402
+from benchmarks._store import synthetic_store
+from kmtr.data import KSpaceDataset, prepare_batch
 
 
 def epoch_rate(ds: KSpaceDataset, device: torch.device, batch: int) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kmtr_fixtures import TINY_OVERRIDES, store, write_store  # noqa: F401
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
@@ -22,7 +23,6 @@ from kmtr.models.mae import KSpaceMAE
 from kmtr.models.tokenizer import TokenGrid, channels_complex, complex_channels, patchify
 from kmtr.normalise import subject_scale
 from kmtr.store import open_store, read_store_info, store_coils
-from kmtr_fixtures import TINY_OVERRIDES, store, write_store  # noqa: F401
 
 torch.set_num_threads(1)
 C = 4
@@ -69,7 +69,7 @@ def test_coil_store_loads_with_2c_channels(coil_store):
     grid = TokenGrid(9, 5, 32, 32, (5, 8, 8))
     cfg = preset("tiny").arch
     mae = KSpaceMAE(grid, ds.info.view_ids, cfg, coils=ds.coils)
-    tokens, keep = mae.encoder_inputs(batch["kspace"], batch["mask"])
+    tokens, _ = mae.encoder_inputs(batch["kspace"], batch["mask"])
     assert tokens.shape == (2, grid.num_tokens, 5 * 8 * 8 * 2 * C) and mae.embed.proj.in_features == 2 * C * 320
     out = mae(batch["kspace"], batch["mask"])
     assert out["pred"].shape == out["target"].shape and torch.isfinite(out["loss"])
@@ -210,12 +210,12 @@ def test_one_step_of_each_stage_on_a_coil_store(coil_store, tmp_path):
     _png_callback(tmp_path, torch.device("cpu"))(0, out["model"], raw)
     assert (tmp_path / "recon_epoch0001.png").exists()
     assert train_stage2(_config(coil_store, tmp_path, "mc", stage="2"))["global_step"] == 1
-    s3 = train_stage3(_config(coil_store, tmp_path, "mc", **{"stage": "3", "task": "regression", "method": "kmtr"}))
+    s3 = train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="regression", method="kmtr"))
     assert s3["global_step"] == 1
     with pytest.raises(ConfigError, match="does not read stores with coils"):
-        train_stage3(_config(coil_store, tmp_path, "mc", **{"stage": "3", "task": "regression", "method": "resnet50"}))
+        train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="regression", method="resnet50"))
     with pytest.raises(ConfigError, match="does not read stores with coils"):
-        train_stage3(_config(coil_store, tmp_path, "mc", **{"stage": "3", "task": "regression", "method": "spectrum_ridge"}))
+        train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="regression", method="spectrum_ridge"))
 
 
 def test_info_shows_coils(coil_store, store):  # noqa: F811
@@ -224,3 +224,13 @@ def test_info_shows_coils(coil_store, store):  # noqa: F811
     assert "4 coils (birdcage), SNR 20 dB" in res.output and "SENSE-1" in res.output
     res = CliRunner().invoke(app, ["info", store])
     assert res.exit_code == 0 and "single-coil" in res.output
+
+
+def test_float16_store_with_coils_decodes_its_maps(tmp_path):
+    kw: dict = {"n": 2, "t": 5, "n_coils": 2, "status": [1, 1], "split": [0, 0]}
+    half = KSpaceDataset(write_store(tmp_path / "f16.zarr", storage="float16", **kw), "all", "vista_r4")
+    full = KSpaceDataset(write_store(tmp_path / "c64.zarr", **kw), "all", "vista_r4")
+    assert half.info.coils.maps_storage == "float16" and full.info.coils.maps_storage == "complex64"
+    a, b = half[0]["maps"], full[0]["maps"]
+    assert a.dtype == torch.complex64 and a.shape == b.shape == (2, 9, 32, 32)
+    assert float((a - b).abs().max()) < 1e-3  # float16 pairs of |S| <= 1

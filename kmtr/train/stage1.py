@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from kmtr.coils import sense1
 from kmtr.config import TrainConfig
 from kmtr.data import prepare_batch
-from kmtr.coils import sense1
 from kmtr.fft import ifft2c
 from kmtr.models.mae import count_parameters
 from kmtr.train.datasets import build_datasets
@@ -25,8 +25,13 @@ from kmtr.train.runner import ConfigError, fit_model, param_groups, run_dir, see
 from kmtr.viz import save_reconstruction_png
 
 __all__ = [
-    "ConfigError", "Stage1Model", "validate_config", "build_datasets", "build_stage1_model", "make_optimizer_groups",
+    "ConfigError",
+    "Stage1Model",
+    "build_datasets",
+    "build_stage1_model",
+    "make_optimizer_groups",
     "train_stage1",
+    "validate_config",
 ]
 
 
