@@ -212,6 +212,11 @@ def test_one_step_of_each_stage_on_a_coil_store(coil_store, tmp_path):
     assert train_stage2(_config(coil_store, tmp_path, "mc", stage="2"))["global_step"] == 1
     s3 = train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="regression", method="kmtr"))
     assert s3["global_step"] == 1
+    from kmtr.eval.predict import load_run, predict_split
+
+    run = load_run(s3["run_dir"])  # evaluation reads the stored noise: the same predictions twice
+    first, again = predict_split(run, "validation"), predict_split(run, "validation")
+    assert first.pred.shape == (1, run.targets["out_dim"]) and np.array_equal(first.pred, again.pred)
     with pytest.raises(ConfigError, match="does not read stores with coils"):
         train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="regression", method="resnet50"))
     with pytest.raises(ConfigError, match="does not read stores with coils"):
