@@ -442,3 +442,23 @@ def test_a_failing_write_fails_its_subject_only(store, tmp_path, monkeypatch):
     monkeypatch.setattr(cmrxrecon_export, "write_cine_file", real)
     rep = _export(store, out, "cmrxrecon")
     assert (rep.exported, rep.skipped) == (1, 2)
+
+
+def test_a_record_is_written_only_after_its_files(store, tmp_path, monkeypatch):
+    """Files are written on a writer thread; each subject's completion record is written only once
+    all its files are in place, in row order."""
+    from kspace_sim.export import runner
+
+    real = runner._write_json_atomic
+    written = []
+
+    def checked(path, doc):
+        if path.parent.name == "records":
+            for rel, d in doc["files"].items():
+                assert (path.parents[2] / rel).stat().st_size == d["bytes"], rel
+            written.append(doc["row"])
+        real(path, doc)
+
+    monkeypatch.setattr(runner, "_write_json_atomic", checked)
+    rep = _export(store, tmp_path / "mrd", "ismrmrd")
+    assert rep.exported == 3 and written == [0, 1, 2]
