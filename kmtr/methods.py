@@ -81,15 +81,15 @@ def _kspace_encoder_net(cfg: TrainConfig, shape: tuple[int, int, int, int], view
 
 
 def _resnet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task, out_dim: int,
-            state: dict[str, Any] | None) -> nn.Module:
+            state: dict[str, Any] | None, coils: int | None = None) -> nn.Module:
     from kmtr.models.baselines import ResNetBaseline
 
     return ResNetBaseline(method_spec(cfg.method).input, shape[0], out_dim, width=cfg.heads.resnet_width,
-                          signed_log_c=cfg.arch.signed_log_c, magnitude=cfg.heads.baseline_magnitude)
+                          signed_log_c=cfg.arch.signed_log_c, magnitude=cfg.heads.baseline_magnitude, coils=coils)
 
 
 def _unet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task, out_dim: int,
-          state: dict[str, Any] | None) -> nn.Module:
+          state: dict[str, Any] | None, coils: int | None = None) -> nn.Module:
     from kmtr.models.baselines import UNetBaseline
 
     return UNetBaseline(method_spec(cfg.method).input, out_dim, channels=tuple(cfg.heads.unet_channels),
@@ -97,7 +97,7 @@ def _unet(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[in
 
 
 def _spectrum_linear(cfg: TrainConfig, shape: tuple[int, int, int, int], view_ids: tuple[int, ...], task: Task,
-                     out_dim: int, state: dict[str, Any] | None) -> nn.Module:
+                     out_dim: int, state: dict[str, Any] | None, coils: int | None = None) -> nn.Module:
     from kmtr.train.spectrum_ridge import SpectrumLinear
 
     return SpectrumLinear(shape, spectrum_rings(cfg), out_dim)
@@ -157,53 +157,62 @@ METHODS: dict[str, MethodSpec] = {
         build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
     "resnet50": MethodSpec(
         "image", ("regression", "classification"), "", "ResNet-50 (full images)", "none (from scratch)",
-        "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view)",
+        "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view; with coils "
+        "|SENSE-1| of the noisy coil k-space, true maps)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "resnet50_u": MethodSpec(
         "image_under", ("regression", "classification"), "", "ResNet-50^u", "none (from scratch)",
-        "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view)",
+        "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view; with coils "
+        "|SENSE-1| of the zero-filled noisy coil k-space, true maps)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "resnet50_k": MethodSpec(
         "kspace_under", ("regression", "classification"), "", "ResNet-50^k", "none (from scratch)",
-        "3-D ResNet-50 on zero-filled undersampled k-space (real, imaginary per view)",
+        "3-D ResNet-50 on zero-filled undersampled k-space (real, imaginary per view; with C coils 2C channels "
+        "per view, real and imaginary of each coil, normalised as k-MTR's)",
         _FROM_SCRATCH,
-        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID),
+        build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "unet": MethodSpec(
         "image", ("segmentation",), "", "U-Net (full images)", "none (from scratch)",
-        "MONAI 2-D U-Net per view and frame on fully sampled magnitude images",
+        "MONAI 2-D U-Net per view and frame on fully sampled magnitude images (with coils |SENSE-1| of the "
+        "noisy coil k-space, true maps)",
         _FROM_SCRATCH,
-        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID),
+        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID, multicoil=True),
     "unet_u": MethodSpec(
         "image_under", ("segmentation",), "", "U-Net^u", "none (from scratch)",
-        "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
+        "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images (with coils "
+        "|SENSE-1| of the zero-filled noisy coil k-space, true maps)",
         _FROM_SCRATCH,
-        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID),
+        build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID, multicoil=True),
     "nnunet": MethodSpec(
         "image", ("segmentation",), "", "nnU-Net (full images)", "none (from scratch)",
-        "nnU-Net v2's self-configured 2-D U-Net per view and frame on fully sampled magnitude images",
+        "nnU-Net v2's self-configured 2-D U-Net per view and frame on fully sampled magnitude images (with "
+        "coils |SENSE-1| of the coil k-space with the store's stored noise, true maps)",
         "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)",
         fit=_fit_nnunet, is_finished=_nnunet_finished, own_recipe=_nnunet_recipe, require=_require_nnunet,
-        benchmark=True),
+        benchmark=True, multicoil=True),
     "nnunet_u": MethodSpec(
         "image_under", ("segmentation",), "", "nnU-Net^u", "none (from scratch)",
-        "nnU-Net v2's self-configured 2-D U-Net per view and frame on zero-filled undersampled magnitude images",
+        "nnU-Net v2's self-configured 2-D U-Net per view and frame on zero-filled undersampled magnitude images "
+        "(with coils |SENSE-1| of the zero-filled coil k-space with the store's stored noise, true maps)",
         "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)",
         fit=_fit_nnunet, is_finished=_nnunet_finished, own_recipe=_nnunet_recipe, require=_require_nnunet,
-        benchmark=True),
+        benchmark=True, multicoil=True),
     "spectrum_ridge": MethodSpec(
         "kspace_under", ("regression", "classification"), "", "spectrum ridge", "none (no encoder)",
-        "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py)",
+        "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py; with coils "
+        "the power summed over coils, stored noise)",
         "scikit-learn ridge (regression) / logistic regression (classification), regularisation chosen on "
         "the validation split",
         build=_spectrum_linear, fit=_fit_spectrum_ridge, own_recipe=_closed_form_recipe, reads_spectrum=True,
-        needs_validation=True, benchmark=True),
+        needs_validation=True, benchmark=True, multicoil=True),
     "kmtr_spectrum": MethodSpec(
         "kspace_under", ("regression", "classification"), "stage2", "k-MTR + spectrum",
-        "as k-MTR", "k-MTR's class token concatenated with the standardised radial power spectrum (not the paper)",
+        "as k-MTR", "k-MTR's class token concatenated with the standardised radial power spectrum (not the paper; "
+        "with coils the power summed over coils)",
         "as k-MTR",
-        build=_kspace_encoder_net, counts_tokens=True, reads_spectrum=True, lr_grid=FINE_TUNE_GRID),
+        build=_kspace_encoder_net, counts_tokens=True, reads_spectrum=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
 }
 #: names in tables of the reference rows that are no method
 REFERENCE_LABELS = {"mean_guess": "mean guess", "zero_filled": "zero-filled"}

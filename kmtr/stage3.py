@@ -62,6 +62,7 @@ from kmtr.train.distributed import DistInfo, cleanup_distributed, init_distribut
 from kmtr.train.init import adopt_architecture, load_init, resolve_init
 from kmtr.train.maes import validate_config
 from kmtr.train.runner import fit_model, param_groups, seed_everything
+from kmtr.train.spectrum_ridge import split_features
 from kmtr.train.task_net import KSpaceTaskNet, TaskModel
 
 __all__ = [
@@ -115,8 +116,12 @@ def train_stage3(cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | N
                   f"{count_parameters(model):,} parameters, batch {cfg.data.batch_size}, lr {cfg.optim.lr:g}, "
                   f"device {info.device} x {info.world_size}", flush=True)
         if getattr(model.net, "spectrum", None) is not None:
-            model.net.spectrum.set_statistics(*spectrum_statistics(
-                model.net.spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds)))))
+            if train_ds.coils is not None:  # coil k-space with the stored noise (spectrum_ridge.split_features)
+                raw = split_features(model.net.spectrum, train_ds)
+                model.net.spectrum.set_statistics(raw.mean(axis=0), raw.std(axis=0))
+            else:
+                model.net.spectrum.set_statistics(*spectrum_statistics(
+                    model.net.spectrum, (train_ds.unaugmented(i) for i in range(len(train_ds)))))
         tokens = 0  # patch tokens per subject for the tokens/s figure (the image baselines have none)
         if spec.counts_tokens:
             tokens = validate_config(dataclasses.replace(cfg, stage=1, models="kspace"), train_ds.shape).num_tokens

@@ -7,13 +7,21 @@ mask (B, S, T, W) by :func:`baseline_input`:
 * ``image_under``  — ``ifft2c(k · mask)``: the zero-filled undersampled image.
 * ``kspace_under`` — ``k · mask``: zero-filled k-space, optionally signed-log compressed.
 
+On a store with coils (docs/multicoil.md) the k-space is the coil k-space (B, C, S, T, H, W) that
+:func:`kmtr.data.prepare_batch` synthesised (with noise) and normalised by the RMS of all coils'
+sampled lines, and ``maps`` (B, C, S, H, W) are the true coil maps: the image kinds are the
+**SENSE-1** combination with the true maps, ``Σ_c conj(S_c) · IFFT(k_c)`` (fully sampled) or
+``Σ_c conj(S_c) · IFFT(k_c · mask)`` (zero-filled) — the same image the image MAE reads; without
+noise its magnitude is the coil-free ``|x|``. ``kspace_under`` is the zero-filled coil k-space,
+2·C real channels per view (real and imaginary part of each coil).
+
 Models:
 
 * :class:`ResNetBaseline` — a 3-D ResNet-50 over (T, H, W) with every slice's magnitude image as an
   input channel (S channels; UK Biobank's images are magnitude images, and the synthetic B0 phase
   of a store is a nuisance an image model should not have to learn away), or its real and
   imaginary parts (2S channels): (B, out_dim) regression / classification outputs. k-space inputs
-  are always real and imaginary parts.
+  are always real and imaginary parts (2S channels; 2·C·S with C coils).
 * :class:`UNetBaseline` — MONAI's 2-D U-Net on every (slice, frame) image, magnitude (1 channel) or
   (re, im) (2 channels): segmentation logits (B, S, C, T, H, W).
 * :func:`cs_reconstruct` — the classical "reconstruct, then analyse" pipeline: per-frame
@@ -28,6 +36,7 @@ from monai.networks.nets import UNet
 from monai.networks.nets.resnet import ResNet, ResNetBottleneck
 from torch import nn
 
+from kmtr.coils import sense1
 from kmtr.fft import ifft2c
 from kmtr.normalise import signed_log
 
@@ -47,34 +56,52 @@ def _check_kind(kind: str, allowed: tuple[str, ...] = INPUT_KINDS) -> None:
 
 
 def baseline_input(
-    kspace: torch.Tensor, mask: torch.Tensor, kind: str, signed_log_c: float | None = None
+    kspace: torch.Tensor, mask: torch.Tensor, kind: str, signed_log_c: float | None = None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Build a baseline's complex input.
 
     Args:
-        kspace: (B, S, T, H, W) complex, fully sampled, normalised.
-        mask: (B, S, T, W) bool, True = sampled line (repeated along H).
+        kspace: (B, S, T, H, W) complex, fully sampled, normalised; or, for a store with C coils,
+            the coil k-space (B, C, S, T, H, W).
+        mask: (B, S, T, W) bool, True = sampled line (repeated along H, and over coils).
         kind: one of :data:`INPUT_KINDS`.
         signed_log_c: for ``kspace_under`` only (ignored otherwise): when set, the real and
             imaginary parts are each mapped by ``sign(x)·log1p(|x|/c)`` and returned as the real
             and imaginary parts of the result, so :func:`to_channels` yields the compressed channels.
+        maps: (B, C, S, H, W) complex true coil maps (``Σ_c |S_c|² = 1``); required for the image
+            kinds of coil k-space (their SENSE-1 combination), ignored otherwise.
 
     Returns:
-        (B, S, T, H, W) complex.
+        (B, S, T, H, W) complex for the image kinds (coils: SENSE-1 images); k-space as given
+        (B, S, T, H, W) or (B, C, S, T, H, W), zero-filled, for ``kspace_under``.
+
+    Raises:
+        ValueError: unknown kind, or coil k-space with an image kind and no maps.
     """
     _check_kind(kind)
+    coils = kspace.ndim == 6
+    if coils and kind != "kspace_under" and maps is None:
+        raise ValueError("coil k-space (B, C, S, T, H, W) needs its coil maps for a SENSE-1 image")
     if kind == "image":
-        return ifft2c(kspace)
-    under = kspace * mask[..., None, :].to(kspace.dtype)
+        return sense1(kspace, maps) if coils else ifft2c(kspace)
+    lines = mask[:, None] if coils else mask  # the same lines in every coil
+    under = kspace * lines[..., None, :].to(kspace.dtype)
     if kind == "image_under":
-        return ifft2c(under)
+        return sense1(under, maps) if coils else ifft2c(under)
     if signed_log_c:
         return torch.view_as_complex(signed_log(torch.view_as_real(under), signed_log_c).contiguous())
     return under
 
 
 def to_channels(x: torch.Tensor) -> torch.Tensor:
-    """Complex (B, S, T, H, W) → real (B, 2S, T, H, W), channels ordered (s0 re, s0 im, s1 re, …)."""
+    """Complex (B, S, T, H, W) → real (B, 2S, T, H, W), channels ordered (s0 re, s0 im, s1 re, …);
+    coil k-space (B, C, S, T, H, W) → (B, 2·C·S, T, H, W), ordered (view, coil, re/im):
+    (s0 c0 re, s0 c0 im, s0 c1 re, …, s1 c0 re, …)."""
+    if x.ndim == 6:
+        x = x.transpose(1, 2)  # (B, S, C, T, H, W): view-major, then coil
+        b, s, c = x.shape[:3]
+        return torch.view_as_real(x).movedim(-1, 3).reshape(b, 2 * c * s, *x.shape[3:])
     b, s = x.shape[:2]
     return torch.view_as_real(x).movedim(-1, 2).reshape(b, 2 * s, *x.shape[2:])
 
@@ -112,22 +139,40 @@ class ResNetBaseline(nn.Module):
         signed_log_c: signed-log constant for ``kspace_under`` (see :func:`baseline_input`).
         magnitude: image inputs as magnitude images (S channels), as UK Biobank ships them,
             instead of the real and imaginary parts (ignored for ``kspace_under``).
+        coils: C of a store with coils (None: single-coil). Image kinds read the SENSE-1 image
+            (the same S or 2S channels); ``kspace_under`` reads 2·C channels per view (2·C·S).
     """
+
+    #: :class:`kmtr.train.task_net.TaskModel` passes the batch's coil maps (stores with coils)
+    reads_coil_maps = True
 
     def __init__(
         self, kind: str, slices: int, out_dim: int, width: float = 1.0, signed_log_c: float | None = None,
-        magnitude: bool = False,
+        magnitude: bool = False, coils: int | None = None,
     ) -> None:
         super().__init__()
         _check_kind(kind)
-        self.kind, self.signed_log_c = kind, signed_log_c
+        self.kind, self.signed_log_c, self.coils = kind, signed_log_c, coils
         self.magnitude = magnitude and kind != "kspace_under"
-        self.net = resnet50(slices if self.magnitude else 2 * slices, out_dim, width)
+        if self.magnitude:
+            per_view = 1
+        else:
+            per_view = 2 * (coils or 1) if kind == "kspace_under" else 2  # (coil,) re/im
+        self.net = resnet50(per_view * slices, out_dim, width)
 
-    def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """kspace (B, S, T, H, W) complex, mask (B, S, T, W) bool → (B, out_dim)."""
-        x = baseline_input(kspace, mask, self.kind, self.signed_log_c)
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """kspace (B, S, T, H, W) complex (coils: (B, C, S, T, H, W) with ``maps`` (B, C, S, H, W)),
+        mask (B, S, T, W) bool → (B, out_dim)."""
+        _check_coils(kspace, self.coils)
+        x = baseline_input(kspace, mask, self.kind, self.signed_log_c, maps)
         return self.net(x.abs() if self.magnitude else to_channels(x))
+
+
+def _check_coils(kspace: torch.Tensor, coils: int | None) -> None:
+    got = kspace.shape[1] if kspace.ndim == 6 else None
+    if got != coils:
+        want = "single-coil k-space (B, S, T, H, W)" if coils is None else f"{coils}-coil k-space (B, {coils}, S, T, H, W)"
+        raise ValueError(f"this baseline was built for {want}, got shape {tuple(kspace.shape)}")
 
 
 class UNetBaseline(nn.Module):
@@ -135,8 +180,12 @@ class UNetBaseline(nn.Module):
 
     Input channels are the real and imaginary parts of the complex image (``kind`` ``image`` or
     ``image_under``), or its magnitude with ``magnitude``; H and W must be divisible by
-    ``2 ** (len(channels) - 1)``.
+    ``2 ** (len(channels) - 1)``. On a store with coils the image is the SENSE-1 combination of
+    the coil k-space with the true maps (:func:`baseline_input`): the same channels.
     """
+
+    #: :class:`kmtr.train.task_net.TaskModel` passes the batch's coil maps (stores with coils)
+    reads_coil_maps = True
 
     def __init__(
         self,
@@ -160,10 +209,11 @@ class UNetBaseline(nn.Module):
             num_res_units=num_res_units,
         )
 
-    def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """kspace (B, S, T, H, W) complex, mask (B, S, T, W) bool → logits (B, S, C, T, H, W)."""
-        b, s, t, h, w = kspace.shape
-        image = baseline_input(kspace, mask, self.kind)
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """kspace (B, S, T, H, W) complex (coils: (B, C, S, T, H, W) with ``maps`` (B, C, S, H, W)),
+        mask (B, S, T, W) bool → logits (B, S, C, T, H, W)."""
+        image = baseline_input(kspace, mask, self.kind, maps=maps)
+        b, s, t, h, w = image.shape
         if self.magnitude:
             x = image.abs().reshape(b * s * t, 1, h, w)
         else:

@@ -19,6 +19,15 @@ corner). They are computed on k-space normalised per subject by the RMS of its s
   frame (end-diastole in UK Biobank cine), on the lines sampled in both. Static tissue cancels,
   so this measures how much the heart has moved since end-diastole: the stroke volume.
 
+On a store with coils (docs/multicoil.md) the descriptor reads the coil k-space ``k_c``
+(B, C, S, T, H, W) and the power of a sample is **summed over coils**, ``Σ_c |k_c|²`` (and
+``Σ_c |k_c,t − k_c,0|²`` for the dynamic features): the power spectrum of the multi-coil
+acquisition, each ring's log mean over its sampled points as above (the same lines in every coil).
+Power is additive over coils, and the coil-summed power equals the coil-free one in total:
+with ``Σ_c |S_c|² = 1`` and the unitary FFT, ``Σ_c Σ_k |FFT(S_c x)|² = Σ_p |x|²`` (Parseval); per
+ring it is the coil-free spectrum blurred by the maps' (smooth, narrow-band) spectra, plus
+``Σ_c Ψ_cc σ² = C σ²`` of noise per sample. The feature count is the single-coil one.
+
 Why: on the 256-subject demo the tiny k-space transformer's pooled output regressed LVEDV, LVEF
 and LVM no better than the mean guess, and its disease AUCs were at chance; a linear model on
 these features beats the mean guess for all three phenotypes. How far such second-order k-space
@@ -93,7 +102,8 @@ def spectrum_features(kspace: torch.Tensor, mask: torch.Tensor, rings: torch.Ten
     """The descriptor of a batch, unstandardised.
 
     Args:
-        kspace: (B, S, T, H, W) complex, normalised per subject, fully sampled (undersampled here).
+        kspace: (B, S, T, H, W) complex, normalised per subject, fully sampled (undersampled here);
+            or coil k-space (B, C, S, T, H, W), whose power is summed over coils.
         mask: (B, S, T, W) bool or 0/1, the sampled phase-encode lines of each frame.
         rings: (H, W) int64 from :func:`ring_index`.
         n_rings: R.
@@ -104,16 +114,22 @@ def spectrum_features(kspace: torch.Tensor, mask: torch.Tensor, rings: torch.Ten
     onehot = nn.functional.one_hot(rings.flatten(), n_rings).to(torch.float32)  # (H·W, R)
     columns = onehot.reshape(*rings.shape, n_rings).sum(dim=0)  # (W, R)
     k = kspace.to(torch.complex64)
+    coils = k.ndim == 6
     m = mask.to(torch.float32)
-    sampled = k * m[..., None, :]
-    power = sampled.real.square() + sampled.imag.square()
-    static = _ring_log_power(power.sum(dim=2), m.sum(dim=2), onehot, columns)  # (B, S, R)
-    b = k.shape[0]
-    if k.shape[2] < 2:
+    lines = m[:, None] if coils else m  # the same lines in every coil
+
+    def power(z: torch.Tensor) -> torch.Tensor:  # |z|², summed over coils
+        p = z.real.square() + z.imag.square()
+        return p.sum(dim=1) if coils else p
+
+    sampled = k * lines[..., None, :]
+    static = _ring_log_power(power(sampled).sum(dim=2), m.sum(dim=2), onehot, columns)  # (B, S, R)
+    b, t = k.shape[0], k.shape[-3]
+    if t < 2:
         return static.reshape(b, -1)
     both = m[:, :, 1:] * m[:, :, :1]  # (B, S, T−1, W): sampled in frame t and in frame 0
-    diff = (k[:, :, 1:] - k[:, :, :1]) * both[..., None, :]
-    dynamic = _ring_log_power(diff.real.square() + diff.imag.square(), both, onehot, columns)  # (B, S, T−1, R)
+    diff = (k[..., 1:, :, :] - k[..., :1, :, :]) * (both[:, None] if coils else both)[..., None, :]
+    dynamic = _ring_log_power(power(diff), both, onehot, columns)  # (B, S, T−1, R)
     return torch.cat([static.reshape(b, -1), dynamic.reshape(b, -1)], dim=1)
 
 

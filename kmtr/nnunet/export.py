@@ -14,7 +14,15 @@ order, frame index in the store's T axis: no subject id reaches a file name)::
 Images are 2-D NIfTI files (nibabel) of the magnitude image in the store's units: ``|ifft2c(k)|``
 (``image``, fully sampled) or ``|ifft2c(k · mask)|`` (``image_under``, zero-filled with the store's
 acquisition mask), the same inputs as the image baselines (:func:`kmtr.models.baselines.baseline_input`).
-nnU-Net z-scores every image itself, so no per-subject scale is applied. The pixel spacing is the
+nnU-Net z-scores every image itself, so no per-subject scale is applied.
+
+On a store with coils (docs/multicoil.md) the images are the magnitude of the **SENSE-1**
+combination with the true maps, ``|Σ_c conj(S_c) IFFT(k_c)|`` (``image``) or
+``|Σ_c conj(S_c) IFFT(k_c · mask)|`` (``image_under``), of the coil k-space synthesised with the
+store's **stored (evaluation) noise draw** for every split: nnU-Net trains offline from these
+files, so its training images carry one fixed noise draw per subject (no fresh draw per epoch,
+unlike the baselines trained in kmtr), and its test images are the noisy images every other
+method is evaluated on. ``dataset.json`` (its ``kmtr`` provenance) records the coils and the noise. The pixel spacing is the
 store's (``subjects/pixel_spacing``, mm): nnU-Net reads a (H, W) case as (1, 1, H, W) with spacing
 (999 · max, dy, dx) and resamples to the dataset's median spacing as it always does.
 
@@ -38,7 +46,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from kmtr.data import KSpaceDataset
+from kmtr.data import KSpaceDataset, prepare_batch
 from kmtr.models.baselines import baseline_input
 from kmtr.store import StoreError
 from kmtr.tasks.segmentation import NUM_CLASSES  # the trainer's label map: 0 background … 5 RA
@@ -81,12 +89,25 @@ def parse_case_id(case: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
-def magnitude_images(kspace: torch.Tensor, mask: torch.Tensor, kind: str) -> np.ndarray:
+def magnitude_images(kspace: torch.Tensor, mask: torch.Tensor, kind: str, maps: torch.Tensor | None = None
+                     ) -> np.ndarray:
     """Magnitude images (S, T, H, W) float32 of one subject's k-space (S, T, H, W) complex and line
-    mask (S, T, W): ``kind`` ``image`` (fully sampled) or ``image_under`` (zero-filled)."""
+    mask (S, T, W): ``kind`` ``image`` (fully sampled) or ``image_under`` (zero-filled). For a store
+    with coils, ``kspace`` is the coil k-space (C, S, T, H, W) and ``maps`` (C, S, H, W) the true
+    maps: the magnitude of the SENSE-1 image (:func:`kmtr.models.baselines.baseline_input`)."""
     if kind not in ("image", "image_under"):
         raise ValueError(f"nnU-Net segments images: kind must be 'image' or 'image_under', not {kind!r}")
-    return baseline_input(kspace[None], mask[None], kind)[0].abs().float().numpy()
+    return baseline_input(kspace[None], mask[None], kind, maps=None if maps is None else maps[None])[0].abs().float().numpy()
+
+
+def _subject_images(ds: KSpaceDataset, sample: dict[str, torch.Tensor], kind: str) -> np.ndarray:
+    """:func:`magnitude_images` of a Dataset sample, in the store's units; with coils, of the coil
+    k-space with the sample's noise (the stored draw: the export's datasets read ``coil_noise="stored"``)."""
+    if ds.coils is None:
+        return magnitude_images(sample["kspace"], sample["mask"], kind)
+    batch = prepare_batch({k: v[None] for k, v in sample.items()}, "cpu")  # coil k-space, normalised
+    coil_k = batch["kspace"][0] * batch["scale"][0]  # back to the store's units
+    return magnitude_images(coil_k, sample["mask"], kind, batch["maps"][0])
 
 
 def label_names(label_map: dict[str, str]) -> list[str]:
@@ -163,7 +184,7 @@ def _split_dataset(location: str, split: str | None, mask: str, frames: int | No
     if not split:
         return None
     try:
-        return KSpaceDataset(location, split, mask, frames, with_seg=True, with_labels=False)
+        return KSpaceDataset(location, split, mask, frames, with_seg=True, with_labels=False, coil_noise="stored")
     except StoreError as err:
         if "has no subject with status done" in str(err):
             return None  # an empty split exports no case
@@ -176,7 +197,7 @@ def _export_split(ds: KSpaceDataset, kind: str, images: Path, labels: Path | Non
     for i, row in enumerate(ds.rows):
         sample = ds[i]
         present = sample["seg_present"].numpy().astype(bool)
-        mags = magnitude_images(sample["kspace"], sample["mask"], kind)
+        mags = _subject_images(ds, sample, kind)
         seg = sample["seg"].numpy()
         if seg.size and int(seg.max()) >= NUM_CLASSES:
             raise StoreError(f"{ds.location}: row {int(row)} has segmentation label {int(seg.max())}; "
@@ -234,6 +255,9 @@ def export_dataset(location: str, raw: Path, kind: str, mask: str, frames: int |
         raise StoreError(f"{location}: no training or no test subject has a segmented view")
     provenance = {"store": train.info.url, "mask": mask, "input": kind, "frames": out.frames,
                   "splits": {"train": train_split, "validation": val_split, "test": test_split}}
+    if train.info.coils is not None:
+        provenance["coils"] = {"summary": train.info.coils.summary(), "image": "|SENSE-1| with the true maps",
+                               "noise": "the store's stored (evaluation) draw, every split"}
     names = label_names(train.info.label_map)
     (tmp / "dataset.json").write_text(json.dumps(dataset_json(names, out.n_training, kind, provenance), indent=2))
     (tmp / "export.json").write_text(json.dumps(out.to_json(), indent=1))

@@ -3,7 +3,8 @@ k-space, no encoder.
 
 Features: :func:`kmtr.models.spectrum.spectrum_features` of each subject's undersampled k-space
 (normalised per subject by the RMS of its sampled lines, no augmentation), standardised with the
-training split's mean and SD. Regression: one scikit-learn ``Ridge`` per phenotype on the
+training split's mean and SD. On a store with coils: of the coil k-space with the store's stored
+noise, the power summed over coils (:func:`split_features`). Regression: one scikit-learn ``Ridge`` per phenotype on the
 standardised target (subjects with a value only); classification: one ``LogisticRegression`` per
 disease (subjects with a known label only; ``class_weight="balanced"`` when ``heads.balance =
 weighted``). The regularisation strength of each output is chosen from a fixed grid
@@ -60,9 +61,36 @@ class SpectrumLinear(nn.Module):
             return self.linear(self.spectrum(kspace, mask))
 
 
+def _evaluation_view(ds: KSpaceDataset) -> KSpaceDataset:
+    """``ds`` itself, or the same subjects, mask and frames without augmentation and with the
+    store's stored (evaluation) coil noise."""
+    if ds.coil_noise == "stored" and not ds.augment.enabled:
+        return ds
+    return KSpaceDataset(ds.location, ds.split, ds.mask_name, len(ds.frames), with_seg=False, with_labels=False,
+                         storage_options=ds.storage_options, coil_noise="stored")
+
+
 @torch.no_grad()
 def split_features(spectrum: KSpaceSpectrum, ds: KSpaceDataset, batch: int = 8) -> np.ndarray:
-    """Unstandardised descriptor (n, n_features) float64 of every subject of ``ds`` (no augmentation)."""
+    """Unstandardised descriptor (n, n_features) float64 of every subject of ``ds`` (no augmentation).
+
+    On a store with coils the descriptor reads the coil k-space with the store's **stored**
+    (evaluation) noise draw, synthesised and normalised by :func:`kmtr.data.prepare_batch` on the
+    spectrum's device (the RMS of all coils' sampled lines), whatever ``ds.coil_noise`` says: the
+    features of a closed-form fit and of the standardisation statistics are bit-stable.
+    """
+    if ds.coils is not None:
+        from torch.utils.data import default_collate
+
+        from kmtr.data import prepare_batch
+
+        view = _evaluation_view(ds)
+        device = spectrum.rings.device
+        feats = []
+        for start in range(0, len(view), batch):
+            b = prepare_batch(default_collate([view[i] for i in range(start, min(start + batch, len(view)))]), device)
+            feats.append(spectrum.raw(b["kspace"], b["mask"]).double().cpu().numpy())
+        return np.concatenate(feats) if feats else np.zeros((0, spectrum.n_features))
     out: list[np.ndarray] = []
     for start in range(0, len(ds), batch):
         ks, ms = zip(*(ds.unaugmented(i) for i in range(start, min(start + batch, len(ds)))))

@@ -84,6 +84,10 @@ class TaskModel(nn.Module):
         task.register_targets(self, targets, dice_weight)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's output; networks with ``reads_coil_maps`` (the image and k-space CNN
+        baselines) also get the batch's coil maps on a store with coils (SENSE-1 images)."""
+        if "maps" in batch and getattr(self.net, "reads_coil_maps", False):
+            return self.net(batch["kspace"], batch["mask"], batch["maps"])
         return self.net(batch["kspace"], batch["mask"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
