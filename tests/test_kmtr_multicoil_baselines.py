@@ -217,3 +217,15 @@ def test_nnunet_export_writes_sense1_magnitudes_with_the_stored_noise(tmp_path):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * want.max())
         meta = (tmp_path / kind / DATASET / "dataset.json").read_text()
         assert "stored (evaluation) draw" in meta and "SENSE-1" in meta and exp.cases["test"]
+
+
+def test_benchmark_method_table_says_what_each_baseline_reads_on_coil_stores():
+    from kmtr.eval.benchmark import method_table
+
+    table = method_table(["resnet50", "resnet50_u", "resnet50_k", "unet", "unet_u", "nnunet", "nnunet_u",
+                          "spectrum_ridge", "kmtr_spectrum"]).set_index("method")["features"]
+    for m in ("resnet50", "resnet50_u", "unet", "unet_u", "nnunet", "nnunet_u"):
+        assert "|SENSE-1|" in table[m] and "true maps" in table[m], m
+    assert "stored noise" in table["nnunet"] and "zero-filled" in table["nnunet_u"]
+    assert "2C channels per view" in table["resnet50_k"]
+    assert "summed over coils" in table["spectrum_ridge"] and "summed over coils" in table["kmtr_spectrum"]
