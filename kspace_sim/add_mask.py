@@ -3,7 +3,9 @@
 ``masks/<pattern>_r<R>`` gets one row per done subject, computed with the same seed derivation
 as the build (so adding a mask reproduces what a build with that mask would have written).
 Its entry in the ``masks`` attribute (achieved R and the line counts ``_counts``) is the one the
-build writes (:func:`kspace_sim.subject_runner.mask_attributes`). Resumable: a row is finished
+build writes (:func:`kspace_sim.subject_runner.mask_attributes`), and a later run of the build
+reads the mask's spec back from it to write the mask's rows of the subjects it finishes
+(:func:`kspace_sim.build.carried_masks`). Resumable: a row is finished
 when every frame of every slice holds at least one sampled line (the array's fill value is
 all-False and every mask samples ≥ 1 line per frame); each row is one chunk, written atomically.
 """
@@ -21,7 +23,14 @@ from kspace_sim.masks import acs_lines_mask
 from kspace_sim.masks.registry import validate_mask_request
 from kspace_sim.simulate import MaskSpec, mask_banks, subject_masks
 from kspace_sim.store.layout import STATUS_DONE, consolidate, create_mask_array, open_store
-from kspace_sim.subject_runner import git_commit, log_entry, mask_attributes, mask_line_counts, run_rows
+from kspace_sim.subject_runner import (
+    git_commit,
+    log_entry,
+    mask_attributes,
+    mask_line_counts,
+    run_rows,
+    scan_written_rows,
+)
 
 __all__ = ["AddMaskReport", "add_mask_to_store", "validate_mask_spec"]
 
@@ -53,26 +62,6 @@ def _mask_row(
     return mask_line_counts(m, acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options))
 
 
-def _scan_written_rows(
-    arr: zarr.Array, done: np.ndarray, acs: np.ndarray, block: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over ``masks/<name>`` in blocks of rows (bounded memory at any N).
-
-    Returns:
-        ``finished`` (N,) bool: rows already written (every frame of every slice samples a line);
-        the counts (total, sampled, total without ACS, sampled without ACS) of the finished done rows.
-    """
-    n = arr.shape[0]
-    finished = np.zeros(n, dtype=bool)
-    counts = np.zeros(4, dtype=np.int64)
-    for start in range(0, n, block):
-        m = arr[start : start + block]
-        fin = m.any(axis=-1).all(axis=(1, 2))
-        finished[start : start + block] = fin
-        counts += mask_line_counts(m[fin & done[start : start + block]], acs)
-    return finished, counts
-
-
 def add_mask_to_store(
     url: str,
     spec: MaskSpec,
@@ -98,7 +87,7 @@ def add_mask_to_store(
     status = group["subjects/status"][:]
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
     if f"masks/{spec.name}" in group:  # r+ reads unconsolidated metadata: a mask an interrupted run created
-        finished, counts = _scan_written_rows(group[f"masks/{spec.name}"], status == STATUS_DONE, acs)
+        finished, counts = scan_written_rows(group[f"masks/{spec.name}"], status == STATUS_DONE, acs)
     else:
         create_mask_array(group, spec.name, n, s, t, w)
         try:

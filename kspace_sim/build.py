@@ -4,7 +4,8 @@ Workers load a subject, simulate it and write its rows of ``kspace``, ``seg`` an
 (whole shards: never two writers in one shard), then return a small :class:`SubjectRecord`.
 The client alone writes the subject table and the labels, marks subjects done after their
 task returned, and consolidates the metadata at the end. Re-running the same build resumes:
-subjects already done are skipped, failed ones are retried.
+subjects already done are skipped, failed ones are retried, and every mask the store holds (the
+requested ones and those ``add-mask`` gave it since) is written for the subjects the run finishes.
 """
 
 from __future__ import annotations
@@ -41,13 +42,23 @@ from kspace_sim.store.layout import (
     open_store,
 )
 from kspace_sim.store.subject_table import SubjectRecord, SubjectTable
-from kspace_sim.subject_runner import git_commit, log_entry, mask_attributes, mask_line_counts, run_rows, utc_now
+from kspace_sim.subject_runner import (
+    git_commit,
+    log_entry,
+    mask_attributes,
+    mask_line_counts,
+    mask_spec_from_attributes,
+    run_rows,
+    scan_written_rows,
+    utc_now,
+)
 from kspace_sim.views import LABEL_MAP
 
 __all__ = [
     "BuildConfig",
     "BuildReport",
     "build_store",
+    "carried_masks",
     "discover",
     "finalise_labels",
     "git_commit",
@@ -256,8 +267,8 @@ def validate_split(cfg: BuildConfig, n_subjects: int) -> None:
         raise ValueError(f"test ({n_test}) + validation ({n_val}) subjects exceed the {n_subjects} subjects of the input")
 
 
-def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
-    """Compute every bank member as its own Dask task; returns the banks scattered to the workers."""
+def _cluster_mask_banks(client: Any, cfg: BuildConfig, masks: list[MaskSpec]) -> Any:
+    """Compute every bank member of ``masks`` as its own Dask task; returns the banks scattered to the workers."""
     from kspace_sim.masks.registry import bank_member
     from kspace_sim.simulate import bank_seed
 
@@ -268,7 +279,7 @@ def _cluster_mask_banks(client: Any, cfg: BuildConfig) -> Any:
             range(spec.bank_size),
             key=[f"mask-bank-{spec.name}-{j}" for j in range(spec.bank_size)],
         )
-        for spec in cfg.masks
+        for spec in masks
         if spec.bank_size > 0
     }
     if not futures:
@@ -366,8 +377,70 @@ def phenotype_hook(vol: Any) -> tuple[np.ndarray, list[str]]:
     return res.values, list(res.reasons)
 
 
-def _mask_summary(counts: dict[str, list[int]], cfg: BuildConfig) -> dict[str, dict[str, Any]]:
-    return {spec.name: mask_attributes(spec, counts.get(spec.name, [0, 0, 0, 0])) for spec in cfg.masks}
+def _mask_summary(counts: dict[str, list[int]], masks: list[MaskSpec]) -> dict[str, dict[str, Any]]:
+    return {spec.name: mask_attributes(spec, counts.get(spec.name, [0, 0, 0, 0])) for spec in masks}
+
+
+def carried_masks(cfg: BuildConfig, group: zarr.Group) -> list[MaskSpec]:
+    """The masks a resumed build carries on besides the requested ones: every other mask the store
+    holds (given to it by ``add-mask``), its spec read back from its entry in the store's ``masks``
+    attribute (:func:`kspace_sim.subject_runner.mask_spec_from_attributes`), in that attribute's
+    order. The build writes their rows for the subjects it finishes, with the per-subject seeds
+    ``add-mask`` uses, and keeps their entries. ``[]`` for a new store.
+
+    Raises:
+        StoreError: one line naming the first mask whose spec cannot be read back (an array with
+            no entry, as an interrupted ``add-mask`` leaves; an entry that is not a spec of that
+            name or that this build's T and W cannot make; an array missing or of another shape).
+    """
+    requested = {m.name for m in cfg.masks}
+    entries = group.attrs.get("masks") or {}
+    arrays = sorted(group["masks"].array_keys()) if "masks" in group else []
+    out = []
+    for name in dict.fromkeys([*entries, *arrays]):
+        if name in requested:
+            continue
+        try:
+            if name not in entries:
+                raise ValueError(f"masks/{name} has no entry in the store's masks attribute")
+            spec = mask_spec_from_attributes(name, entries[name])
+            validate_masks([spec], cfg.params)
+            problems = layout_problems(group, frames=cfg.params.frames, size=cfg.params.crop, storage=cfg.storage, mask_names=[name])
+            if problems:
+                raise ValueError("; ".join(problems))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(
+                f"{cfg.out} holds mask {name}, whose spec cannot be read back from the store ({exc}), so a resumed "
+                f"build cannot write its rows: finish it with kspace-sim add-mask (its pattern and R) first"
+            ) from None
+        out.append(spec)
+    return out
+
+
+def _done_mask_counts(group: zarr.Group, masks: list[MaskSpec], done: np.ndarray) -> dict[str, list[int]]:
+    """Each mask's summed :func:`~kspace_sim.subject_runner.mask_line_counts` over the subjects
+    already done, which this run adds to: its recorded ``_counts`` when they cover exactly the done
+    subjects (S·T·W lines each), else (a run killed after marking subjects done but before
+    recording the counts, or an entry without them) counted again from its rows of the done subjects.
+
+    Args:
+        done: (N,) bool, the rows whose subject is done.
+    """
+    entries = group.attrs.get("masks") or {}
+    n_done = int(done.sum())
+    out: dict[str, list[int]] = {}
+    for spec in masks:
+        arr = group[f"masks/{spec.name}"]
+        recorded = (entries.get(spec.name) or {}).get("_counts")
+        lines = int(np.prod(arr.shape[1:]))
+        if isinstance(recorded, list) and len(recorded) == 4 and recorded[0] == n_done * lines:
+            out[spec.name] = [int(c) for c in recorded]
+        elif n_done == 0:
+            out[spec.name] = [0, 0, 0, 0]
+        else:
+            acs = acs_lines_mask(spec.pattern, arr.shape[-1], spec.acceleration, **spec.options)
+            out[spec.name] = [int(c) for c in scan_written_rows(arr, done, acs)[1]]
+    return out
 
 
 def _store_size(url: str) -> int | None:
@@ -390,7 +463,8 @@ class Discovery:
 
 @dataclass
 class BuildPlan:
-    """The store opened (or created) for this run, its subject table, and the rows still to do."""
+    """The store opened (or created) for this run, its subject table, the rows still to do and the
+    masks to write: the requested ones, then those the store holds besides (:func:`carried_masks`)."""
 
     group: zarr.Group
     table: SubjectTable
@@ -398,6 +472,7 @@ class BuildPlan:
     skipped: int
     checksum: str
     started: str
+    masks: list[MaskSpec]
 
 
 @dataclass
@@ -422,8 +497,10 @@ def discover(cfg: BuildConfig) -> Discovery:
 
 
 def plan(cfg: BuildConfig, found: Discovery) -> BuildPlan:
-    """Step 2: create the store, or reopen it for a resume with identical parameters; the rows left to do."""
+    """Step 2: create the store, or reopen it for a resume with identical parameters; the rows left
+    to do and the masks to write (a resume carries on the masks ``add-mask`` gave the store)."""
     group = _prepare_store(cfg, found.sources)
+    masks = [*cfg.masks, *carried_masks(cfg, group)]  # before any write: a mask it cannot carry stops the build
     n = len(found.sources)
     if "labels/phenotypes" not in group and cfg.labels:
         from kspace_sim.labels.phenotypes import PHENOTYPE_COLUMNS, PHENOTYPE_UNITS
@@ -436,7 +513,7 @@ def plan(cfg: BuildConfig, found: Discovery) -> BuildPlan:
     table = SubjectTable(group)
     pending = table.pending_rows()
     # a store resumed keeps the checksum algorithm it was started with
-    return BuildPlan(group, table, pending, n - len(pending), store_checksum_algorithm(group), utc_now())
+    return BuildPlan(group, table, pending, n - len(pending), store_checksum_algorithm(group), utc_now(), masks)
 
 
 def run_subjects(
@@ -445,7 +522,7 @@ def run_subjects(
     """Step 3: simulate and write every pending subject (serially or on Dask); the client records
     each result in the subject table as it arrives and flushes it every ``cfg.flush_seconds``."""
     table = todo.table
-    run = SubjectRun({k: list(v.get("_counts", [0, 0, 0, 0])) for k, v in todo.group.attrs.get("masks", {}).items()})
+    run = SubjectRun(_done_mask_counts(todo.group, todo.masks, table.status == STATUS_DONE))
     hook = phenotype_hook if cfg.labels else None
     coil_table = CoilTable(todo.group) if cfg.coils.enabled else None
     last_flush = time.monotonic()
@@ -477,11 +554,11 @@ def run_subjects(
 
     def shared(client: Any) -> tuple[Any, ...]:
         if client is None:
-            banks = mask_banks(cfg.masks, cfg.seed, cfg.params.frames, cfg.params.crop)
+            banks = mask_banks(todo.masks, cfg.seed, cfg.params.frames, cfg.params.crop)
         else:
-            banks = _cluster_mask_banks(client, cfg)
+            banks = _cluster_mask_banks(client, cfg, todo.masks)
         coils = cfg.coils if cfg.coils.enabled else None
-        return (cfg.out, cfg.params, cfg.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, todo.checksum, coils)
+        return (cfg.out, cfg.params, todo.masks, cfg.seed, cfg.storage_options, hook, cfg.storage, banks, todo.checksum, coils)
 
     run_rows(
         process_subject, todo.pending, lambda row: (found.sources[row], row), shared, finished,
@@ -503,7 +580,7 @@ def publish_run(cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: Subjec
     """Step 5: the masks' achieved R, the build log and float16 statistics into the group
     attributes, consolidated metadata, and the Croissant manifest when asked; returns the masks' attributes."""
     group = todo.group
-    mask_attrs = _mask_summary(run.counts, cfg)
+    mask_attrs = _mask_summary(run.counts, todo.masks)
     entry = log_entry(
         {"started": todo.started},
         len(todo.pending),
@@ -514,6 +591,7 @@ def publish_run(cfg: BuildConfig, found: Discovery, todo: BuildPlan, run: Subjec
             "simulator_version": kspace_sim.__version__,
             "git_commit": git_commit(),
             "workers": cfg.workers,
+            **({"masks_carried": [m.name for m in todo.masks[len(cfg.masks):]]} if len(todo.masks) > len(cfg.masks) else {}),
         },
     )
     update: dict[str, Any] = {"masks": mask_attrs, "builds": [*group.attrs.get("builds", []), entry]}

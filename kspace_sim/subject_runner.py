@@ -1,7 +1,8 @@
 """Running one task per store row (serially or on Dask) and logging the run in the store.
 
 Shared by the build (:mod:`kspace_sim.build`) and ``add-mask`` (:mod:`kspace_sim.add_mask`):
-the same loop, progress bar, build-log entry, achieved-acceleration rule and mask attributes.
+the same loop, progress bar, build-log entry, achieved-acceleration rule and mask attributes
+(written, read back as a spec, and counted again from a mask's rows).
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ import datetime as _dt
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kspace_sim.cluster import dask_client
+from kspace_sim.simulate import MaskSpec
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = [
     "achieved_acceleration",
@@ -22,8 +27,10 @@ __all__ = [
     "log_entry",
     "mask_attributes",
     "mask_line_counts",
+    "mask_spec_from_attributes",
     "progress_bar",
     "run_rows",
+    "scan_written_rows",
     "utc_now",
 ]
 
@@ -65,6 +72,31 @@ def mask_line_counts(mask: np.ndarray, acs: np.ndarray) -> tuple[int, int, int, 
     return int(mask.size), int(mask.sum()), int(outside.size), int(outside.sum())
 
 
+def scan_written_rows(
+    arr: zarr.Array, done: np.ndarray, acs: np.ndarray, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over ``masks/<name>`` (N, S, T, W) bool in blocks of rows (bounded memory at any N).
+
+    Args:
+        arr: the mask array.
+        done: (N,) bool, the rows whose subject is done.
+        acs: (W,) bool, the pattern's ACS lines.
+
+    Returns:
+        ``finished`` (N,) bool: rows already written (every frame of every slice samples a line);
+        the counts (total, sampled, total without ACS, sampled without ACS) of the finished done rows.
+    """
+    n = arr.shape[0]
+    finished = np.zeros(n, dtype=bool)
+    counts = np.zeros(4, dtype=np.int64)
+    for start in range(0, n, block):
+        m = arr[start : start + block]
+        fin = m.any(axis=-1).all(axis=(1, 2))
+        finished[start : start + block] = fin
+        counts += mask_line_counts(m[fin & done[start : start + block]], acs)
+    return finished, counts
+
+
 def achieved_acceleration(counts: Any) -> tuple[float, float]:
     """Achieved R with and without the ACS lines from summed :func:`mask_line_counts`:
     lines / sampled lines; NaN where nothing was sampled (no done subject, or no line outside
@@ -89,6 +121,36 @@ def mask_attributes(spec: Any, counts: Any) -> dict[str, Any]:
     total = [int(c) for c in counts]
     r, r_na = achieved_acceleration(total)
     return {**spec.to_dict(), "achieved_acceleration": r, "achieved_acceleration_without_acs": r_na, "_counts": total}
+
+
+SPEC_KEYS = ("pattern", "acceleration", "options", "bank_size")
+
+
+def mask_spec_from_attributes(name: str, entry: Any) -> MaskSpec:
+    """The :class:`~kspace_sim.simulate.MaskSpec` that mask ``name``'s entry in the store's ``masks``
+    attribute records (the inverse of :func:`mask_attributes`), so that a later run can compute the
+    mask's rows exactly as the build or ``add-mask`` that recorded it did.
+
+    Raises:
+        TypeError: the entry, or one of its fields, is not of a spec's type.
+        ValueError: a field is missing, or the entry describes a mask of another name.
+    """
+    if not isinstance(entry, dict):
+        raise TypeError(f"its entry in the masks attribute is {type(entry).__name__}, not a mask spec")
+    missing = [k for k in SPEC_KEYS if k not in entry]
+    if missing:
+        raise ValueError(f"its entry in the masks attribute has no {', '.join(missing)}")
+    pattern, acceleration, options, bank_size = (entry[k] for k in SPEC_KEYS)
+    if not isinstance(pattern, str) or not isinstance(options, dict):
+        raise TypeError("its entry's pattern is not a string or its options not a mapping")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (acceleration, bank_size)):
+        raise TypeError("its entry's acceleration or bank_size is not a number")
+    if isinstance(bank_size, float) and not bank_size.is_integer():
+        raise ValueError(f"its entry's bank_size {bank_size} is not a whole number")
+    spec = MaskSpec(pattern, float(acceleration), dict(options), int(bank_size))
+    if spec.name != name:
+        raise ValueError(f"its entry describes mask {spec.name}")
+    return spec
 
 
 class _NoBar:
