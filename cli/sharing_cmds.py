@@ -76,12 +76,12 @@ def register(app: typer.Typer) -> None:
         storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON"),
     ) -> None:
         """Recompute checksums and check a store (against its manifest); exit 1 on any mismatch."""
-        from kspace_sim.sharing.manifest import ManifestError
+        from kspace_sim.sharing.manifest import ManifestError, ReadOptions
         from kspace_sim.sharing.verify import verify as do_verify
         from kspace_sim.store.layout import StoreError
 
         try:
-            rep = do_verify(location, _options(storage_options), workers=workers, progress=progress)
+            rep = do_verify(location, ReadOptions(_options(storage_options), workers, progress))
         except (ManifestError, StoreError) as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2)

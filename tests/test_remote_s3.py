@@ -81,7 +81,7 @@ def test_build_publish_verify_and_read_on_s3(s3, tmp_path):
     mpath = tmp_path / "manifests" / "s3.json"
     doc, _ = publish(url, mpath, PublishOptions(name="s3", version="1.0.0"), ReadOptions(so))
     assert doc["distribution"][0]["contentUrl"] == url
-    result = verify(str(mpath), storage_options=so, workers=2)
+    result = verify(str(mpath), ReadOptions(so, workers=2))
     assert result.ok, [str(p) for p in result.problems]
     assert result.checked_subjects == 2
 
@@ -123,7 +123,7 @@ def test_copy_local_store_to_s3(s3, tmp_path):
                             params=SimulationParams(crop=32, frames=10), workers=0, progress=False))
     n = remote.copy_store(str(local), "s3://kspace/copied.zarr", so)
     assert n > 10
-    assert verify("s3://kspace/copied.zarr", storage_options=so).ok
+    assert verify("s3://kspace/copied.zarr", ReadOptions(so)).ok
 
 
 def test_unreachable_and_credentialless_urls_fail_clearly(s3, monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ import zarr
 from typer.testing import CliRunner
 
 from kspace_sim.build import BuildConfig, build_store
-from kspace_sim.sharing.manifest import PublishOptions, publish
+from kspace_sim.sharing.manifest import PublishOptions, ReadOptions, publish
 from kspace_sim.sharing.verify import verify
 from kspace_sim.simulate import MaskSpec, SimulationParams
 from synthetic_subjects import write_cohort
@@ -45,7 +45,7 @@ def _copy(published, tmp_path) -> tuple[Path, Path]:
 
 def test_clean_store_verifies(published):
     _, store, mpath = published
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     assert rep.ok, [str(p) for p in rep.problems]
     assert rep.checked_subjects == 4 and rep.checked_files > 8
     assert verify(str(store)).ok
@@ -152,3 +152,26 @@ def test_sha256_store_written_before_the_algorithm_attribute_still_resumes_and_v
     digest = hashlib.sha256(np.ascontiguousarray(g["kspace"][3]).tobytes() + g["seg"][3].tobytes()).digest()
     assert bytes(g["subjects/checksum"][3]) == digest
     assert verify(str(store)).ok
+
+
+def test_cli_verify_passes_its_options_as_read_options(published, monkeypatch):
+    """``kspace-sim verify``'s options (unchanged) reach the library as one ReadOptions value:
+    fsspec options, hashing threads, progress bar."""
+    import kspace_sim.sharing.verify as verify_module
+    from cli.kspace_sim_app import app
+    from cli.sharing_cmds import register
+
+    if "verify" not in {c.name for c in app.registered_commands}:
+        register(app)
+    _, store, _ = published
+    seen: list[ReadOptions | None] = []
+
+    def recording(location: str, read: ReadOptions | None = None):
+        seen.append(read)
+        return verify(location, read)
+
+    monkeypatch.setattr(verify_module, "verify", recording)
+    args = ["verify", str(store), "--workers", "3", "--no-progress", "--storage-options", '{"anon": true}']
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert seen == [ReadOptions({"anon": True}, workers=3, progress=False)]

@@ -16,7 +16,7 @@ import kspace_sim.build as build_module
 from cli.kspace_sim_app import app
 from kspace_sim.build import BuildConfig, build_store
 from kspace_sim.sharing.content import canonical_metadata, metadata_digest
-from kspace_sim.sharing.manifest import PublishOptions, publish
+from kspace_sim.sharing.manifest import PublishOptions, ReadOptions, publish
 from kspace_sim.sharing.verify import verify
 from kspace_sim.simulate import MaskSpec, SimulationParams
 from synthetic_subjects import write_cohort
@@ -66,7 +66,7 @@ def rebuilt(_rebuilt_once: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_rebuild_verifies_and_reports_volatile_values(rebuilt: tuple[Path, Path]) -> None:
     store, mpath = rebuilt
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     assert rep.ok, [str(p) for p in rep.problems]
     notes = "\n".join(rep.notes)
     assert "git_commit: manifest 'aaaa" in notes and "store 'bbbb" in notes
@@ -104,7 +104,7 @@ def test_a_flipped_byte_in_any_data_array_fails(rebuilt: tuple[Path, Path], arra
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x01
     chunk.write_bytes(bytes(data))
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     assert not rep.ok
     assert any(p.array.startswith(array) or array in p.detail for p in rep.problems), [str(p) for p in rep.problems]
 
@@ -115,13 +115,13 @@ def test_a_changed_attribute_or_shape_fails(rebuilt: tuple[Path, Path]) -> None:
     doc = json.loads(meta.read_text())
     doc["attributes"]["columns"][10] = "LAV maximum (mL)"
     meta.write_text(json.dumps(doc))
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     assert [(p.kind, p.array) for p in rep.problems] == [("metadata", "labels/phenotypes/zarr.json")]
     doc["attributes"]["columns"][10] = "LAV max (mL)"
     doc["shape"] = [len(EIDS), 17]
     meta.write_text(json.dumps(doc))
     zarr.consolidate_metadata(str(store))  # as a writer that changed the array would
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     kinds = {(p.kind, p.array) for p in rep.problems}
     assert ("layout", "labels/phenotypes") in kinds and ("metadata", "labels/phenotypes/zarr.json") in kinds
 
@@ -131,7 +131,7 @@ def test_changed_parameters_or_seed_fail(rebuilt: tuple[Path, Path]) -> None:
     group = zarr.open_group(str(store), mode="r+")
     group.attrs["global_seed"] = 4
     zarr.consolidate_metadata(str(store))
-    rep = verify(str(mpath), workers=2)
+    rep = verify(str(mpath), ReadOptions(workers=2))
     assert any(p.kind == "provenance" and "global_seed" in p.detail for p in rep.problems)
     assert any(p.kind == "metadata" and p.array == "zarr.json" for p in rep.problems)
 

@@ -27,6 +27,7 @@ import numpy as np
 from kspace_sim.sharing.content import VOLATILE_DESCRIPTION, is_metadata_file, metadata_digest
 from kspace_sim.sharing.manifest import (
     ManifestError,
+    ReadOptions,
     distribution,
     inline_values,
     load_manifest,
@@ -313,19 +314,14 @@ def _check_metadata_file(fs: Any, root: str, path: str, sha: str, content: dict[
         rep.notes.append(f"{path}: only volatile metadata differs ({VOLATILE_DESCRIPTION}: not compared)")
 
 
-def verify(
-    location: str,
-    storage_options: dict[str, Any] | None = None,
-    workers: int = 4,
-    progress: bool = False,
-) -> VerifyReport:
+def verify(location: str, read: ReadOptions | None = None) -> VerifyReport:
     """Verify a store (path or URL) or a manifest (``.json``/``.jsonld``) and its store.
 
     Args:
         location: a manifest file or a store location.
-        storage_options: fsspec options for a URL store.
-        workers: threads reading and hashing subjects.
-        progress: show a tqdm bar.
+        read: how the store is read (:class:`~kspace_sim.sharing.manifest.ReadOptions`): fsspec
+            options of a URL store, threads reading and hashing subjects, a tqdm bar. Default:
+            ``ReadOptions()`` (4 threads, no bar).
 
     Raises:
         ManifestError: the manifest cannot be read.
@@ -341,24 +337,23 @@ def verify(
         mpath = Path(store)
         doc = load_manifest(mpath)
         store = manifest_store_url(doc, mpath)
-    rep = verify_store(store, storage_options, workers, progress, doc, mpath)
+    rep = verify_store(store, read, doc, mpath)
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
 def verify_store(
     store: str,
-    storage_options: dict[str, Any] | None = None,
-    workers: int = 4,
-    progress: bool = False,
+    read: ReadOptions | None = None,
     manifest: dict[str, Any] | None = None,
     manifest_path: Path | None = None,
     on_subject: Callable[[], None] | None = None,
 ) -> VerifyReport:
     """Verify ``store``; with ``manifest`` (and its path), also compare the two. See :func:`verify`."""
-    check_remote(store, storage_options)
+    read = read or ReadOptions()
+    check_remote(store, read.storage_options)
     try:
-        group = open_store(store, mode="r", storage_options=storage_options)
+        group = open_store(store, mode="r", storage_options=read.storage_options)
     except StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - a store that zarr cannot parse
@@ -366,7 +361,7 @@ def verify_store(
     rep = VerifyReport(store=store, manifest=str(manifest_path) if manifest_path else None)
     _check_layout(group, rep)
     files = _compare_manifest(manifest, manifest_path, group, rep) if manifest is not None and manifest_path else {}
-    fs, root = filesystem(store, storage_options)
+    fs, root = filesystem(store, read.storage_options)
     root = root.rstrip("/")
     by_row = _files_by_row(files)
     per_subject = {p for d in by_row.values() for p in d}
@@ -395,7 +390,7 @@ def verify_store(
     rows = [int(i) for i in np.flatnonzero(status == STATUS_DONE)]
     rep.n_subjects, rep.n_done = len(ids), len(rows)
     bar = None
-    if progress:
+    if read.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(rows), desc="verifying", unit="subj")
@@ -408,7 +403,7 @@ def verify_store(
             on_subject()
         return out
 
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    with ThreadPoolExecutor(max_workers=max(read.workers, 1)) as pool:
         for probs in pool.map(one, rows):
             rep.problems.extend(probs)
             rep.checked_subjects += 1
