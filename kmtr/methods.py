@@ -157,14 +157,14 @@ METHODS: dict[str, MethodSpec] = {
         build=_kspace_encoder_net, counts_tokens=True, benchmark=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
     "resnet50": MethodSpec(
         "image", ("regression", "classification"), "", "ResNet-50 (full images)", "none (from scratch)",
-        "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view; with coils "
-        "|SENSE-1| of the noisy coil k-space, true maps)",
+        "3-D ResNet-50 over (T, H, W) on fully sampled magnitude images (one channel per view; with coils: "
+        "SENSE-1 magnitude of the noisy coil k-space, true maps)",
         _FROM_SCRATCH,
         build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "resnet50_u": MethodSpec(
         "image_under", ("regression", "classification"), "", "ResNet-50^u", "none (from scratch)",
-        "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view; with coils "
-        "|SENSE-1| of the zero-filled noisy coil k-space, true maps)",
+        "3-D ResNet-50 on zero-filled undersampled magnitude images (one channel per view; with coils: "
+        "SENSE-1 magnitude of the zero-filled noisy coil k-space, true maps)",
         _FROM_SCRATCH,
         build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "resnet50_k": MethodSpec(
@@ -175,33 +175,33 @@ METHODS: dict[str, MethodSpec] = {
         build=_resnet, benchmark=True, lr_grid=SCRATCH_CNN_GRID, multicoil=True),
     "unet": MethodSpec(
         "image", ("segmentation",), "", "U-Net (full images)", "none (from scratch)",
-        "MONAI 2-D U-Net per view and frame on fully sampled magnitude images (with coils |SENSE-1| of the "
+        "MONAI 2-D U-Net per view and frame on fully sampled magnitude images (with coils: SENSE-1 magnitude of the "
         "noisy coil k-space, true maps)",
         _FROM_SCRATCH,
         build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID, multicoil=True),
     "unet_u": MethodSpec(
         "image_under", ("segmentation",), "", "U-Net^u", "none (from scratch)",
-        "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images (with coils "
-        "|SENSE-1| of the zero-filled noisy coil k-space, true maps)",
+        "MONAI 2-D U-Net per view and frame on zero-filled undersampled magnitude images (with coils: "
+        "SENSE-1 magnitude of the zero-filled noisy coil k-space, true maps)",
         _FROM_SCRATCH,
         build=_unet, benchmark=True, lr_grid=SCRATCH_UNET_GRID, multicoil=True),
     "nnunet": MethodSpec(
         "image", ("segmentation",), "", "nnU-Net (full images)", "none (from scratch)",
         "nnU-Net v2's self-configured 2-D U-Net per view and frame on fully sampled magnitude images (with "
-        "coils |SENSE-1| of the coil k-space with the store's stored noise, true maps)",
+        "coils: SENSE-1 magnitude of the coil k-space with the store's stored noise, true maps)",
         "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)",
         fit=_fit_nnunet, is_finished=_nnunet_finished, own_recipe=_nnunet_recipe, require=_require_nnunet,
         benchmark=True, multicoil=True),
     "nnunet_u": MethodSpec(
         "image_under", ("segmentation",), "", "nnU-Net^u", "none (from scratch)",
         "nnU-Net v2's self-configured 2-D U-Net per view and frame on zero-filled undersampled magnitude images "
-        "(with coils |SENSE-1| of the zero-filled coil k-space with the store's stored noise, true maps)",
+        "(with coils: SENSE-1 magnitude of the zero-filled coil k-space with the store's stored noise, true maps)",
         "nnU-Net's own planning, preprocessing, training (heads.nnunet_trainer) and inference (kmtr/nnunet)",
         fit=_fit_nnunet, is_finished=_nnunet_finished, own_recipe=_nnunet_recipe, require=_require_nnunet,
         benchmark=True, multicoil=True),
     "spectrum_ridge": MethodSpec(
         "kspace_under", ("regression", "classification"), "", "spectrum ridge", "none (no encoder)",
-        "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py; with coils "
+        "hand-crafted radial power spectrum of the undersampled k-space (kmtr/models/spectrum.py; with coils: "
         "the power summed over coils, stored noise)",
         "scikit-learn ridge (regression) / logistic regression (classification), regularisation chosen on "
         "the validation split",
@@ -210,7 +210,7 @@ METHODS: dict[str, MethodSpec] = {
     "kmtr_spectrum": MethodSpec(
         "kspace_under", ("regression", "classification"), "stage2", "k-MTR + spectrum",
         "as k-MTR", "k-MTR's class token concatenated with the standardised radial power spectrum (not the paper; "
-        "with coils the power summed over coils)",
+        "with coils: the power summed over coils)",
         "as k-MTR",
         build=_kspace_encoder_net, counts_tokens=True, reads_spectrum=True, lr_grid=FINE_TUNE_GRID, multicoil=True),
 }
