@@ -12,6 +12,7 @@ all-False and every mask samples ≥ 1 line per frame); each row is one chunk, w
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from kspace_sim.subject_runner import (
     git_commit,
     log_entry,
     mask_attributes,
+    mask_spec_from_attributes,
     mask_line_counts,
     run_rows,
     scan_written_rows,
@@ -83,6 +85,7 @@ def add_mask_to_store(
     group = open_store(url, "r+", storage_options)
     n, s, t, _, w = group["kspace"].shape
     validate_mask_spec(spec, t, w)
+    _refuse_other_settings(group, spec)
     t0 = time.perf_counter()
     status = group["subjects/status"][:]
     acs = acs_lines_mask(spec.pattern, w, spec.acceleration, **spec.options)
@@ -99,6 +102,28 @@ def add_mask_to_store(
             del group[f"masks/{spec.name}"]
             raise
     return _fill(group, url, spec, workers, scheduler, progress, storage_options, t0, (n, s, t, w), finished, counts)
+
+
+def _refuse_other_settings(group: Any, spec: MaskSpec) -> None:
+    """Refuse to write mask ``spec.name`` when the store records that mask with other settings
+    (another pattern option or bank size gives the same name): its rows would mix two masks.
+
+    Raises:
+        ValueError: one line naming both settings.
+    """
+    entry = (group.attrs.get("masks") or {}).get(spec.name)
+    if entry is None:
+        return
+    try:
+        recorded = mask_spec_from_attributes(spec.name, entry)
+    except (TypeError, ValueError):
+        return  # an entry that cannot be read back: the build's check reports it
+    def as_json(m: MaskSpec) -> str:  # tuples and lists alike, as the attribute stores them
+        return json.dumps(m.to_dict(), sort_keys=True, default=str)
+
+    if as_json(recorded) != as_json(spec):
+        raise ValueError(f"the store already holds mask {spec.name} made with other settings "
+                         f"({as_json(recorded)}; requested {as_json(spec)}): its rows would mix two masks")
 
 
 def validate_mask_spec(spec: MaskSpec, n_frames: int, n_lines: int) -> None:

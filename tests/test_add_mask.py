@@ -117,3 +117,24 @@ def test_the_library_default_bank_is_the_clis():
     assert MaskSpec("gaussian", 4).bank_size == 0
     assert MaskSpec("vista", 4, bank_size=0).bank_size == 0 and MaskSpec("vista", 4, bank_size=3).bank_size == 3
     assert default_bank_size("vista", None) == 16 and default_bank_size("uniform") == 0 and default_bank_size("vista", 2) == 2
+
+
+def test_add_mask_refuses_a_mask_of_the_same_name_with_other_settings(tmp_path):
+    """vista_r4 with other options or another bank has the same name: its rows would mix two masks."""
+    cohort = write_cohort(tmp_path / "in", ["1", "2"])
+    out = tmp_path / "s.zarr"
+    spec = MaskSpec("vista", 4, options={"iterations": 20}, bank_size=2)
+    build_store(BuildConfig(str(cohort), str(out), [spec], PARAMS, seed=1, workers=0, progress=False))
+    before = zarr.open_group(str(out), mode="r")["masks/vista_r4"][:]
+    for other in (MaskSpec("vista", 4, options={"iterations": 30}, bank_size=2),
+                  MaskSpec("vista", 4, options={"iterations": 20}, bank_size=3)):
+        with pytest.raises(ValueError, match="already holds mask vista_r4 made with other settings"):
+            add_mask_to_store(str(out), other, workers=0, progress=False)
+    r = CliRunner().invoke(app, ["add-mask", str(out), "--mask", "vista", "--acc", "4", "--mask-bank", "5", "--workers", "0"])
+    assert r.exit_code == 2 and "other settings" in r.output and len(r.output.strip().splitlines()) == 1
+    g = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(g["masks/vista_r4"][:], before)
+    assert g.attrs["masks"]["vista_r4"]["bank_size"] == 2
+    # the same settings again: a resume, nothing to write
+    rep = add_mask_to_store(str(out), spec, workers=0, progress=False)
+    assert rep.written == 0 and rep.skipped == 2
