@@ -81,6 +81,7 @@ class TaskConfig:
     seg_width: int = 576
     seg_features: int = 4  # encoder depths feeding the segmentation decoder
     seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
+    seg_out_stride: int = 1  # > 1: decode at 1/stride of H and W, logits upsampled bilinearly (cheaper)
     seg_dice_weight: float = 1.0
     resnet_width: float = 1.0  # baseline ResNet-50 channel multiplier (1 = the standard ResNet-50)
     baseline_magnitude: bool = True  # image baselines read magnitude images (UK Biobank's); false: re/im channels

@@ -90,6 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heads.seg_width", "III seg", 576, 576, 32, f"{REF}: U-Net-style decoder, width 576"),
     _s("heads.seg_features", "III seg", N, 4, 3, "ours: encoder depths feeding the decoder"),
     _s("heads.seg_temporal_kernel", "III seg", N, 3, 1, "ours"),
+    _s("heads.seg_out_stride", "III seg", N, 1, 1, "ours: 1 = every decoder stage up to full resolution"),
     _s("heads.seg_dice_weight", "III seg", N, 1.0, 1.0, "ours: Dice + cross-entropy"),
     _s("heads.balance", "III cls", N, "weighted", "weighted", "ours: positive-class weight n_neg / n_pos"),
     _s("heads.threshold", "III cls", N, "f1", "f1",

@@ -49,6 +49,27 @@ def test_decoder_output_shape(dims: tuple[int, ...], patch: tuple[int, int, int]
     assert out.shape == (2, s, 4, t, h, w)
 
 
+def test_decoder_out_stride() -> None:
+    """out_stride 2 drops the last (full-resolution) stage and upsamples the logits bilinearly."""
+    torch.manual_seed(0)
+    grid = TokenGrid(2, 5, 32, 32, (5, 8, 8))
+    full = SegmentationDecoder(grid, width=16, n_features=3, dec_width=16, num_classes=4)
+    half = SegmentationDecoder(grid, width=16, n_features=3, dec_width=16, num_classes=4, out_stride=2)
+    assert len(half.blocks) == len(full.blocks) - 1 and half.skip_levels == full.skip_levels[:-1]
+    assert count_parameters(half) < count_parameters(full)
+    feats, keep = _feats(grid, 16, 3), _keep(grid)
+    seen = []
+    half.head.register_forward_hook(lambda mod, inp, outp: seen.append(outp))
+    out = half(feats, keep)
+    assert out.shape == (2, 2, 4, 5, 32, 32)
+    assert seen[0].shape == (4, 4, 5, 16, 16)  # the head works at half resolution
+    up = F.interpolate(seen[0], size=(5, 32, 32), mode="trilinear", align_corners=False)
+    assert torch.allclose(out.flatten(0, 1), up)
+    for bad in (3, 8, 16):  # not a power of two; no stage left (3 stages: 8 would drop all)
+        with pytest.raises(ValueError, match="out_stride"):
+            SegmentationDecoder(grid, width=16, n_features=3, out_stride=bad)
+
+
 def test_upsampling_strides_and_skip_assignment() -> None:
     assert upsampling_strides((5, 8, 8)) == [(5, 2, 2), (1, 2, 2), (1, 2, 2)]
     assert upsampling_strides((5, 8, 4)) == [(5, 2, 2), (1, 2, 2), (1, 2, 1)]

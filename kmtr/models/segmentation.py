@@ -20,11 +20,16 @@ own as a 3-D volume ``(T, H, W)``::
   MONAI's ``UnetrBasicBlock``. Channel widths halve per stage from ``dec_width`` (at least 8).
 * Tokens the encoder did not see (``keep`` False, e.g. k-space blocks with no sampled line) are
   replaced by a learned embedding, one per feature level, before decoding.
+* ``out_stride`` s > 1 (an option for CPUs; 1 in the paper preset) leaves out the last
+  ``log2(s)`` stages, which work at the highest resolutions and cost most (at s = 2 the last stage
+  alone is ~3/4 of the decoder's convolutions), and upsamples the logits from (H/s, W/s) to (H, W)
+  bilinearly, frame by frame.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kmtr.models.tokenizer import TokenGrid
@@ -96,17 +101,25 @@ class SegmentationDecoder(nn.Module):
         dec_width: channels of the first (coarsest) decoder stage; halved per stage, ≥ 8.
         num_classes: output channels (logits) per voxel.
         temporal_kernel: temporal size of the conv blocks' kernels (3, or 1 for per-frame 2-D convs).
+        out_stride: decode to (H / out_stride, W / out_stride) and upsample the logits bilinearly
+            (a power of two; 1 = every stage at full resolution).
     """
 
     def __init__(
         self, grid: TokenGrid, width: int, n_features: int, dec_width: int = 576, num_classes: int = 6,
-        temporal_kernel: int = 3,
+        temporal_kernel: int = 3, out_stride: int = 1,
     ) -> None:
         super().__init__()
         if n_features < 1:
             raise ValueError(f"n_features must be ≥ 1, got {n_features}")
         self.grid, self.width, self.n_features, self.num_classes = grid, width, n_features, num_classes
         strides = upsampling_strides(grid.patch)
+        dropped = _log2_exact(out_stride)
+        if dropped is None or dropped >= len(strides) or any(s[1:] != (2, 2) for s in strides[len(strides) - dropped:]):
+            raise ValueError(f"out_stride must be a power of two whose stages upsample H and W by 2 and leave at least "
+                             f"one stage, got {out_stride} for patch {grid.patch} ({len(strides)} stages)")
+        self.out_stride = out_stride
+        strides = strides[: len(strides) - dropped]
         channels = [max(dec_width // 2**k, _MIN_CHANNELS) for k in range(len(strides) + 1)]
         # Feature level feeding each stage's skip (deep → shallow, clamped at the shallowest).
         n_shallow = max(n_features - 1, 1)
@@ -155,5 +168,8 @@ class SegmentationDecoder(nn.Module):
         x = self.bottleneck(vols[self.n_features - 1])
         for up, skip, block, lvl in zip(self.ups, self.skips, self.blocks, self.skip_levels):
             x = block(torch.cat([up(x), skip(vols[lvl])], dim=1))
-        out = self.head(x)  # (B·S, C, T, H, W)
+        out = self.head(x)  # (B·S, C, T, H / out_stride, W / out_stride)
+        if self.out_stride > 1:
+            out = F.interpolate(out, scale_factor=(1, self.out_stride, self.out_stride), mode="trilinear",
+                                align_corners=False)
         return out.reshape(b, self.grid.s, *out.shape[1:])

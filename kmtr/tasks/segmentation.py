@@ -44,7 +44,7 @@ class Segmentation(Task):
     def build_head(self, net: Any, encoder: Any, in_dim: int, out_dim: int, heads: Any) -> torch.nn.Module:
         net.layers = seg_layers(encoder.cfg.depth, heads.seg_features)
         return SegmentationDecoder(encoder.grid, encoder.cfg.width, len(net.layers), heads.seg_width, out_dim,
-                                   heads.seg_temporal_kernel)
+                                   heads.seg_temporal_kernel, heads.seg_out_stride)
 
     def run_head(self, net: Any, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         tokens, keep = net.encoder.encoder_inputs(kspace, mask)
