@@ -462,3 +462,57 @@ def test_a_record_is_written_only_after_its_files(store, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "_write_json_atomic", checked)
     rep = _export(store, tmp_path / "mrd", "ismrmrd")
     assert rep.exported == 3 and written == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------ stores with coils
+@pytest.fixture(scope="module")
+def store_coils(cohort, tmp_path_factory) -> Path:
+    from kspace_sim.coil_settings import CoilSettings
+
+    return _build(cohort, tmp_path_factory.mktemp("store") / "coils.zarr",
+                  coils=CoilSettings(n_coils=3, snr_db=20.0, noise_correlation=0.3))
+
+
+def _coil_kspace(store: Path, row: int) -> np.ndarray:
+    """The subject's coil k-space (C, S, T, H, W) by the store's rule (numpy coil_kspace)."""
+    from kspace_sim.store.coil_arrays import read_subject_coils, subject_coil_kspace
+
+    g = zarr.open_group(str(store), mode="r")
+    return subject_coil_kspace(g["kspace"][row], read_subject_coils(g, row))
+
+
+def test_ismrmrd_coils_are_channels_read_back_with_the_package(store_coils, tmp_path):
+    out = tmp_path / "mrd"
+    _export(store_coils, out, "ismrmrd", mask="gaussian_r4", subjects=[EIDS[0], EIDS[2]])
+    g = zarr.open_group(str(store_coils), mode="r")
+    man = _manifest(out)
+    assert man["coils"]["n_coils"] == 3 and man["coils"]["snr_db"] == 20.0
+    for sub in man["subjects"]:
+        row = EIDS.index(sub["subject_id"])
+        kc, mask = _coil_kspace(store_coils, row), g["masks/gaussian_r4"][row]
+        assert kc.shape[0] == 3 and np.abs(kc[1] - kc[0]).max() > 0
+        for s, view in enumerate(g.attrs["view_order"]):
+            k, m, hdr = read_ismrmrd_view(out / sub["key"] / f"{view}.h5")  # through ismrmrd.File
+            assert hdr.acquisitionSystemInformation.receiverChannels == 3
+            users = {q.name: q.value for q in hdr.userParameters.userParameterString}
+            assert users["coils"].startswith("3 birdcage coils") and "SNR 20 dB" in users["coils"]
+            assert np.array_equal(m, mask[s])
+            assert np.array_equal(k, kc[:, s] * mask[s][None, :, None, :])  # bit for bit, noise included
+    with ismrmrd.File(str(out / "P001" / "sax0.h5"), "r") as f:
+        assert f["dataset"].acquisitions[0].active_channels == 3
+
+
+def test_cmrxrecon_coils_axis(store_coils, tmp_path):
+    out = tmp_path / "cmrx"
+    _export(store_coils, out, "cmrxrecon", mask="gaussian_r4", subjects=[EIDS[1]])
+    g = zarr.open_group(str(store_coils), mode="r")
+    sub = _manifest(out)["subjects"][0]
+    split = {"train": "TrainingSet", "validation": "ValidationSet", "test": "TestSet"}[sub["split"]]
+    kc, mask = _coil_kspace(store_coils, 1), g["masks/gaussian_r4"][1]
+    for stem, group in (("cine_sax", "sax"), ("cine_lax", "lax")):
+        rows = g.attrs["views"][group]
+        full = _read_mat_as_challenge(out / "MultiCoil/Cine" / split / "FullSample" / sub["key"] / f"{stem}.mat", "kspace_full")
+        assert full.shape == (32, 32, 3, len(rows), 10)  # (kx, ky, coils, slices, frames)
+        assert np.array_equal(full.transpose(2, 3, 4, 0, 1), kc[:, rows])
+        kus = _read_mat_as_challenge(out / "MultiCoil/Cine" / split / "UnderSample_Task2" / sub["key"] / f"{stem}_kus_gaussian_r4.mat", "kus")
+        assert np.array_equal(kus.transpose(2, 3, 4, 0, 1), kc[:, rows] * mask[rows][None, :, :, None, :])

@@ -13,9 +13,10 @@ Differences from the challenge's files, all recorded in the export manifest: the
 axis (the challenge's k-t masks are ``(nx, ny, nt)``, one per file; ours differ per slice, so
 ``kus = kspace_full .* reshape(mask, [nx, ny, 1, nz, nt])``); ``<mask>`` is the store's mask name
 (e.g. ``vista_r4``) whose R counts the ACS lines (fastMRI's convention), whereas the challenge's
-names (``ktGaussian8``) give R without the ACS lines; nc = 1 until the store has coils.
+names (``ktGaussian8``) give R without the ACS lines; nc = 1 for a store without coils.
 
-Writers take k-space with a coil axis ``(C, S, T, H, W)`` so that coils become ``nc`` later.
+Writers take k-space with a coil axis ``(C, S, T, H, W)``: a store with coils (format version 2)
+gives its K coils as ``nc``, synthesised by the store's rule (docs/store-format.md, "Coils").
 """
 
 from __future__ import annotations

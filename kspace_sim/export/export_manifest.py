@@ -119,6 +119,7 @@ def write_export_manifest(
                  "acceleration": acceleration_conventions(spec, acs)},
         "layout": _layout(identity["format"], attrs, mask_name),
         "fft_convention": attrs.get("fft_convention"),
+        **({"coils": attrs["coils"]} if attrs.get("coils") else {}),  # channels = the store's coils, synthesised by its rule
         "caveat": DATA_CRIMES_CAVEAT,
         "subjects": [
             {"key": r["key"], "subject_id": r["subject_id"], "row": r["row"], "split": split_names.get(r["split"], str(r["split"])),

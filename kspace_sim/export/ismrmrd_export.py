@@ -17,7 +17,8 @@ pointer) pairs into that array, so h5py does not copy every line into an object 
 rendered by xsdata once per store, mask and view (:class:`HeaderTemplate`); each subject's file
 substitutes its own values (id, row, pixel spacing, frame interval), byte-equal to a full render
 (tested). The writer takes k-space with a coil axis ``(C, T, H, W)``: single-channel stores pass
-C = 1; multi-coil stores will pass their coils as channels.
+C = 1; stores with coils pass their K coils as channels, synthesised by the store's rule
+(docs/store-format.md, "Coils"; the header's user parameter ``coils`` describes them).
 """
 
 from __future__ import annotations

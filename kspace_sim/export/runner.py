@@ -278,6 +278,12 @@ def export_store(cfg: ExportConfig, on_failure: Callable[[str, str], None] | Non
     provenance = {"simulator_version": str(attrs.get("simulator_version", "")), "store_git_commit": str(attrs.get("git_commit", "")),
                   "store_created": str(attrs.get("created", "")), "fft_convention": str(attrs.get("fft_convention", "")),
                   "global_seed": str(attrs.get("global_seed", ""))}
+    if attrs.get("coils"):  # a store with coils: exported as channels (header user parameter "coils")
+        c = attrs["coils"]
+        snr = "noise-free" if c.get("snr_db") is None else f"SNR {c['snr_db']:g} dB per view (docs/store-format.md)"
+        corr = c.get("noise_correlation") or {}
+        provenance["coils"] = (f"{c['n_coils']} {c['model']} coils (coils_version {c.get('coils_version')}), {snr}, "
+                               f"noise correlation {corr.get('kind')} rho {corr.get('rho')}")
     jobs = [
         SubjectJob(
             store=cfg.store, row=i, key=subject_key(i, len(ids)), subject_id=ids[i], split=int(split[i]), fmt=cfg.fmt,

@@ -126,15 +126,31 @@ def read_subject(store: str, row: int, mask_name: str, storage_options: dict[str
     return np.asarray(k, dtype=np.complex64), np.asarray(g[f"masks/{mask_name}"][row], dtype=bool)
 
 
-def _ismrmrd_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
+def read_subject_channels(
+    store: str, row: int, mask_name: str, storage_options: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_subject` with a channel axis: ``(kspace (C, S, T, H, W) complex64, mask)``. C = 1 for
+    a store without coils; a store with coils gives its coils, synthesised by the store's rule
+    (:func:`kspace_sim.store.coil_arrays.subject_coil_kspace`: numpy ``coil_kspace`` with the stored
+    maps, per-view noise sigma, correlation and noise seed; docs/store-format.md)."""
+    from kspace_sim.store.coil_arrays import has_coils, read_subject_coils, subject_coil_kspace
+    from kspace_sim.store.layout import open_store
+
+    k, m = read_subject(store, row, mask_name, storage_options)
+    g = open_store(store, "r", storage_options)
+    if not has_coils(g):
+        return k[None], m
+    return subject_coil_kspace(k, read_subject_coils(g, row)), m
+
+
+def _ismrmrd_files(job: SubjectJob, kc: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
     from kspace_sim.export.ismrmrd_export import ViewGeometry, view_header_xml, write_ismrmrd_view
 
     kind = {s: g for g, rows in job.views.items() for s in rows}
-    kc = k[None]  # (C = 1, S, T, H, W): a multi-coil store passes its coils here
-    for s, view in enumerate(job.view_order):
+    for s, view in enumerate(job.view_order):  # kc: (C, S, T, H, W), the channels of read_subject_channels
         geo = ViewGeometry(
             view=view, view_index=s, kind=kind[s], pixel_spacing_mm=(float(job.pixel_spacing[s, 0]), float(job.pixel_spacing[s, 1])),
-            frames=k.shape[1], readout=k.shape[2], lines=k.shape[3], channels=kc.shape[0], acs=job.acs, dt_s=job.dt,
+            frames=kc.shape[2], readout=kc.shape[3], lines=kc.shape[4], channels=kc.shape[0], acs=job.acs, dt_s=job.dt,
             subject_id=job.subject_id, row=job.row, mask_name=job.mask_name, mask=job.mask_spec, provenance=job.provenance,
         )
         xml = view_header_xml(geo)
@@ -146,7 +162,7 @@ def _group_rows(rows: list[int]) -> slice | list[int]:
     return slice(rows[0], rows[-1] + 1) if rows and rows == list(range(rows[0], rows[-1] + 1)) else rows
 
 
-def _cmrxrecon_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
+def _cmrxrecon_files(job: SubjectJob, kc: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
     from kspace_sim.export.cmrxrecon_export import (
         CINE_GROUPS,
         VARIABLES,
@@ -158,8 +174,7 @@ def _cmrxrecon_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _File
     )
 
     created = _dt.datetime.fromisoformat(job.created) if job.created else _dt.datetime(1970, 1, 1)
-    paths = subject_files(job.key, job.split, job.mask_name)
-    kc = k[None]  # (C = 1, S, T, H, W): a multi-coil store passes its coils here
+    paths = subject_files(job.key, job.split, job.mask_name)  # kc: (C, S, T, H, W), C = nc
 
     def write(rel: str, kind: str, value: Callable[[], np.ndarray]) -> None:
         files.write(rel, lambda p: write_cine_file(p, VARIABLES[kind], value(), created))
@@ -170,7 +185,7 @@ def _cmrxrecon_files(job: SubjectJob, k: np.ndarray, m: np.ndarray, files: _File
         write(paths[stem]["full"], "full", lambda full=full: full)
         # kus and the mask are computed on the writer thread, while this one transposes the next group
         write(paths[stem]["kus"], "kus", lambda full=full, mask=mask: cine_undersampled(full, mask))
-        write(paths[stem]["mask"], "mask", lambda mask=mask: cine_mask(mask, k.shape[2]))
+        write(paths[stem]["mask"], "mask", lambda mask=mask: cine_mask(mask, kc.shape[3]))
 
 
 def export_subject(job: SubjectJob) -> dict[str, Any]:
@@ -183,11 +198,11 @@ def export_subject(job: SubjectJob) -> dict[str, Any]:
     with ThreadPoolExecutor(1, thread_name_prefix="export-write") as pool:
         files = _FileWriter(Path(job.out), job.checksum == "sha256", pool)
         try:
-            k, m = read_subject(job.store, job.row, job.mask_name, job.storage_options)
+            kc, m = read_subject_channels(job.store, job.row, job.mask_name, job.storage_options)
             if job.fmt == "ismrmrd":
-                _ismrmrd_files(job, k, m, files)
+                _ismrmrd_files(job, kc, m, files)
             elif job.fmt == "cmrxrecon":
-                _cmrxrecon_files(job, k, m, files)
+                _cmrxrecon_files(job, kc, m, files)
             else:  # validated before any work
                 raise ValueError(f"unknown format {job.fmt!r}")
             digests = files.digests()
