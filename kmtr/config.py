@@ -186,9 +186,12 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     ("tiny", 3, "regression"): {"optim.lr": 5e-4, "data.batch_size": 4, "optim.epochs": 12, "optim.warmup_epochs": 1},
     ("tiny", 3, "classification"): {"optim.lr": 3e-4, "data.batch_size": 4, "optim.epochs": 12,
                                     "optim.warmup_epochs": 1},
-    # 20 epochs: LV blood-pool Dice 0.85 on the 256-subject demo's test split (0.62 after 6)
+    # 20 epochs: LV blood-pool Dice 0.85 on the 256-subject demo's test split (0.62 after 6), measured with the
+    # decoder at full resolution; out_stride 2 (no full-resolution stage, logits upsampled): ~1.5-2x cheaper steps
+    # and a lower validation loss at each of 5 epochs from scratch on the 160-subject demo (1.98 vs 2.05 after 5)
     ("tiny", 3, "segmentation"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 20, "optim.warmup_epochs": 1,
-                                  "heads.seg_width": 32, "heads.seg_features": 3, "heads.seg_temporal_kernel": 1},
+                                  "heads.seg_width": 32, "heads.seg_features": 3, "heads.seg_temporal_kernel": 1,
+                                  "heads.seg_out_stride": 2},
     ("tiny", 3, "reconstruction"): {"optim.lr": 1e-3, "data.batch_size": 2, "optim.epochs": 8,
                                     "optim.warmup_epochs": 1},
 }

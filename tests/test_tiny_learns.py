@@ -10,8 +10,9 @@ and with fixed random draws, must have fallen by a stated fraction:
 * stage I (image MAE and k-space MAE, 60 steps): each MAE's loss ≥ 10 % below its value at
   initialisation (measured: image 0.431 → 0.345, −20 %; k-space 0.548 → 0.417, −24 %);
 * stage III segmentation from undersampled k-space (k-MTR from that stage-I encoder, 120 steps):
-  Dice + cross-entropy ≥ 7 % below its value at the start of fine-tuning (measured 2.82 → 2.40,
-  −15 %; 60 steps gave −8.5 %).
+  Dice + cross-entropy ≥ 7 % below its value at the start of fine-tuning (measured 2.90 → 2.40,
+  −17 %, with the preset's decoder at half resolution, ``heads.seg_out_stride = 2``; 2.82 → 2.40,
+  −15 %, at full resolution; 60 steps gave −8.5 %).
 
 The fractions are half of what the preset reaches (the assertion messages print both values), so
 a change that stops a stage from learning (a broken normalisation, a wrong target, a learning rate
