@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from kmtr.fft import fft2c, ifft2c
+from kmtr.store import STORED_NOISE_RULE_VERSION
 
 __all__ = [
     "coil_kspace", "fresh_coil_acquisition", "noise_cholesky", "sense1", "standard_complex_noise",
@@ -139,32 +140,40 @@ def coil_kspace(
     return out + sig * noise
 
 
-def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarray | None = None) -> np.ndarray:
-    """A subject's stored (evaluation) standard white noise, bit-identical on every machine.
+def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarray | None = None,
+                       views: np.ndarray | None = None) -> np.ndarray:
+    """A subject's stored (evaluation) standard white noise, bit-identical on every machine (same numpy).
 
-    The store's ``coils.noise_rule``: ``default_rng(noise_seed).standard_normal((C, S, T, H, W, 2),
-    float32) / sqrt(2)`` viewed as complex64 (the simulator's numpy reference, repeated here because
-    kmtr never imports the simulator). Drawn one (coil, view) block of (T, H, W, 2) at a time (the
-    generator's stream is the same as one draw of the whole array), keeping ``frames`` only.
+    The store's ``coils.noise_rule`` (version :data:`STORED_NOISE_RULE_VERSION`), repeated here because
+    kmtr never imports the simulator: one independent numpy sub-stream per view ``s`` and frame ``t``,
+    ``default_rng(SeedSequence(noise_seed, spawn_key=(s, t))).standard_normal((C, H, W, 2), float32)
+    * float32(1/sqrt(2))`` viewed as complex64 is the noise of all C coils at ``(s, t)``. Only the kept
+    views and frames are drawn (T'/T of the whole draw's cost), each equal to its part of the whole.
 
     Args:
         noise_seed: the subject's ``coils/noise_seed``.
         shape: ``(C, S, T, H, W)`` of the whole draw (T = all frames of the store).
         frames: indices of the frames to keep (None = all T).
+        views: indices of the views to keep (None = all S).
 
     Returns:
-        ``(C, S, T', H, W)`` complex64, ``E|n|^2 = 1``, before colouring by ``L`` and scaling by sigma.
+        ``(C, S', T', H, W)`` complex64, ``E|n|^2 = 1``, before colouring by ``L`` and scaling by sigma.
     """
     c, s, t, h, w = shape
-    keep = np.arange(t) if frames is None else np.asarray(frames)
-    rng = np.random.default_rng(int(noise_seed))
-    out = np.empty((c, s, len(keep), h, w), np.complex64)
-    pairs = np.empty((t, h, w, 2), np.float32)
-    for ci in range(c):
-        for si in range(s):
-            rng.standard_normal(dtype=np.float32, out=pairs)
-            out[ci, si] = pairs.view(np.complex64)[..., 0][keep]
-    out *= np.float32(1.0 / math.sqrt(2.0))  # elementwise: the same float32 products as scaling every draw
+    keep_v = np.arange(s) if views is None else np.asarray(views, dtype=np.int64).reshape(-1)
+    keep_t = np.arange(t) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
+    for keep, n, name in ((keep_v, s, "view"), (keep_t, t, "frame")):
+        if keep.size and (keep.min() < 0 or keep.max() >= n):
+            raise ValueError(f"{name} index out of range 0..{n - 1}")
+    out = np.empty((c, len(keep_v), len(keep_t), h, w), np.complex64)
+    pairs = np.empty((c, h, w, 2), np.float32)
+    scale = np.float32(1.0 / math.sqrt(2.0))
+    for i, si in enumerate(keep_v.tolist()):
+        for j, ti in enumerate(keep_t.tolist()):
+            seq = np.random.SeedSequence(int(noise_seed), spawn_key=(si, ti))
+            np.random.default_rng(seq).standard_normal(dtype=np.float32, out=pairs)
+            pairs *= scale
+            out[:, i, j] = pairs.view(np.complex64)[..., 0]
     return out
 
 

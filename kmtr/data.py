@@ -11,7 +11,7 @@ Per subject the Dataset yields (shapes from the store; ``T'`` = selected frames)
 * stores with coils (format version 2, docs/multicoil.md): ``maps`` (C, S, H, W) complex64,
   ``sigma`` (S,) float32 (per-coil noise standard deviation per view), ``noise_cov`` (C, C)
   complex64 when the coils' noise is correlated, and either ``coil_noise`` (C, S, T', H, W)
-  complex64 — the stored (evaluation) white noise, numpy draw of the store's ``noise_rule``
+  complex64 — the stored (evaluation) white noise, numpy draw of the store's ``noise_rule`` (kept frames only)
   (``coil_noise="stored"``) — or ``noise_seed`` int64, the seed of a fresh draw per (run seed,
   epoch, row) made on the device (``coil_noise="fresh"``, the training augmentation).
 

@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_VERSIONS",
     "SPLIT_CODES",
     "STATUS_DONE",
+    "STORED_NOISE_RULE_VERSION",
     "CoilInfo",
     "StoreError",
     "StoreInfo",
@@ -111,6 +112,12 @@ def open_store(location: str | Path, storage_options: dict[str, Any] | None = No
             f"{', '.join(map(str, FORMAT_VERSIONS))}"
         )
     return group
+
+
+#: The stored-noise rule this trainer reads (a store's ``coils.noise_rule_version``; docs/store-format.md):
+#: one numpy sub-stream per view and frame (:func:`kmtr.coils.stored_white_noise`). A store with noise
+#: and another version (1, absent: one stream per subject, never released) is refused.
+STORED_NOISE_RULE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -362,6 +369,12 @@ def _read_coil_info(group: zarr.Group, attrs: dict[str, Any], url: str, nshw: tu
     if sigma.shape != (n, s) or seeds.shape != (n,):
         raise StoreError(f"{url}: coils/noise_sigma {sigma.shape} / coils/noise_seed {seeds.shape} "
                          f"do not match (N, S) = ({n}, {s})")
+    rule = int(meta.get("noise_rule_version", 1))
+    if rule != STORED_NOISE_RULE_VERSION and bool(np.any(sigma > 0)):
+        raise StoreError(
+            f"{url}: its stored noise follows noise rule version {rule} (an unreleased format-2 draw of one "
+            f"stream per subject); this kmtr reads version {STORED_NOISE_RULE_VERSION}: rebuild the store"
+        )
     snr = meta.get("snr_db")
     return CoilInfo(
         n_coils=c, model=str(meta.get("model", "")), snr_db=None if snr is None else float(snr),

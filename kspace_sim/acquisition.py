@@ -13,7 +13,7 @@ import numpy as np
 
 from kspace_sim.coils import validate_n_coils
 from kspace_sim.fft import fft2c, ifft2c
-from kspace_sim.noise import coil_noise, noise_sigma, validate_noise_cov
+from kspace_sim.noise import colour_noise, noise_sigma, seeded_white_noise, validate_noise_cov
 
 __all__ = ["coil_kspace", "coil_images"]
 
@@ -49,6 +49,8 @@ def coil_kspace(
     region: np.ndarray | None = None,
     sigma: float | np.ndarray | None = None,
     workers: int | None = None,
+    noise_index: tuple[np.ndarray | list[int] | None, ...] | None = None,
+    noise_shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Coil k-space ``(C, *kspace.shape)`` complex64 from coil-free k-space.
 
@@ -69,11 +71,15 @@ def coil_kspace(
             a store): a number or an array broadcastable to ``kspace.shape`` (e.g. ``(S, 1, 1, 1)``,
             one per slice); give at most one of the two.
         workers: scipy.fft threads.
+        noise_index: when ``kspace`` is a selection of a larger data set (e.g. some frames of a
+            subject), per leading axis the indices of its entries in the whole (None = all of that
+            axis), so that its noise is those images' noise of the whole draw; None = ``kspace`` is the whole.
+        noise_shape: the whole data's shape ``(*lead, H, W)`` with ``noise_index`` (default ``kspace.shape``).
 
     Returns:
-        ``(C, *kspace.shape)`` complex64. Noise: ``sigma * L n`` with ``n`` =
-        :func:`kspace_sim.noise.standard_complex_noise` of shape ``(C, *kspace.shape)`` drawn first
-        from the generator, ``cov = L L^H``.
+        ``(C, *kspace.shape)`` complex64. Noise: ``sigma * L n`` with ``cov = L L^H`` and ``n`` =
+        :func:`kspace_sim.noise.seeded_white_noise` ``(seed, C, kspace.shape)``: one independent
+        sub-stream per image (per index of the leading axes, e.g. ``(view, frame)``).
     """
     kspace = np.asarray(kspace)
     if kspace.ndim < 2 or not np.iscomplexobj(kspace):
@@ -99,5 +105,8 @@ def coil_kspace(
     for c in range(n_coils):
         out[c] = fft2c(maps[c] * image, workers=workers, overwrite=True)
     if sigma is not None:
-        out += coil_noise(np.random.default_rng(seed), out.shape, sigma, noise_cov)
+        white = seeded_white_noise(seed, n_coils, noise_shape or kspace.shape, noise_index)
+        if white.shape != out.shape:
+            raise ValueError(f"noise_index selects {white.shape[1:]} images, the k-space is {kspace.shape}")
+        out += colour_noise(white, sigma, noise_cov)
     return out

@@ -26,6 +26,7 @@ from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.noise import (
     FOREGROUND_FRACTION,
     correlation_matrix,
+    NOISE_RULE_VERSION,
     noise_seed,
     noise_sigma,
     validate_snr_db,
@@ -42,9 +43,10 @@ SNR_DEFINITION = (
 )
 SNR_REGION = f"heart: seg[i, s] > 0 over all frames where the view has labels, else |x_s| >= {FOREGROUND_FRACTION} max |x_s|"
 NOISE_RULE = (
-    "n = numpy PCG64 default_rng(coils/noise_seed[i]).standard_normal((K, S, T, H, W, 2), float32) * "
-    "float32(1/sqrt(2)) viewed as complex64; noise = sigma_s * (L n) with L = cholesky(noise_cov) (L n = n "
-    "for the identity)"
+    "one independent sub-stream per view s and frame t: n[:, s, t] = numpy PCG64 "
+    "default_rng(SeedSequence(coils/noise_seed[i], spawn_key=(s, t))).standard_normal((K, H, W, 2), float32) * "
+    "float32(1/sqrt(2)) viewed as complex64 (K, H, W); noise[:, s, t] = sigma_s * (L n[:, s, t]) with "
+    "L = cholesky(noise_cov) (L n = n for the identity)"
 )
 SYNTHESIS = (
     "k_k = fft2c(coils/maps[i, k, s] * ifft2c(kspace[i, s])) + noise[k, s]: "
@@ -100,12 +102,14 @@ class CoilSettings:
         return correlation_matrix(self.n_coils, self.noise_correlation, self.correlation_kind)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
-        """The build parameters (``parameters.coils``, compared on resume)."""
+        """The build parameters (``parameters.coils``, compared on resume: a store begun under another
+        noise rule version is not resumed)."""
         return {
             "n_coils": int(self.n_coils),
             "snr_db": None if self.snr_db is None else float(self.snr_db),
             "model": self.model,
             "noise_correlation": {"kind": self.correlation_kind, "rho": float(self.noise_correlation)},
+            "noise_rule_version": NOISE_RULE_VERSION,
             "ranges": asdict(self.ranges),
         }
 
@@ -123,6 +127,8 @@ class CoilSettings:
             "noise_correlation": {"kind": self.correlation_kind, "rho": float(self.noise_correlation)},
             "noise_cov": {"real": np.real(cov).tolist(), "imag": np.imag(cov).tolist()},
             "noise_rule": NOISE_RULE,
+            "noise_rule_version": NOISE_RULE_VERSION,
+            "noise_numpy_version": np.__version__,
             "fft_convention": FFT_CONVENTION,
             "synthesis": SYNTHESIS,
         }

@@ -19,6 +19,9 @@ Coil correlation: the noise covariance is ``sigma^2 * Psi`` with ``Psi`` Hermiti
 definite, by default the identity; :func:`correlation_matrix` builds ``Psi_ij = rho^|i-j|``
 ("exponential") or ``Psi_ij = rho`` for ``i != j`` ("constant"), unit diagonal. Correlated noise
 is ``sigma * L n`` with ``Psi = L L^H`` (Cholesky) and ``n`` standard complex white noise.
+
+Seeded draw (a store's evaluation noise, :func:`seeded_white_noise`): one independent numpy
+sub-stream per image (e.g. per view and frame), so a consumer draws the images it reads and no others.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ __all__ = [
     "validate_noise_cov",
     "noise_cholesky",
     "standard_complex_noise",
+    "NOISE_RULE_VERSION",
+    "image_noise_generator",
+    "seeded_white_noise",
+    "colour_noise",
     "coil_noise",
     "noise_seed",
 ]
@@ -162,6 +169,86 @@ def standard_complex_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> 
     return pairs.view(np.complex64)[..., 0]
 
 
+#: Version of the seeded noise rule (:func:`seeded_white_noise`), recorded in a store's ``coils``
+#: attribute as ``noise_rule_version``. 1 (never released): one stream for the whole subject,
+#: ``default_rng(seed).standard_normal((C, *shape, 2), float32)``; 2: one sub-stream per image.
+NOISE_RULE_VERSION = 2
+
+
+def image_noise_generator(seed: int, index: tuple[int, ...]) -> np.random.Generator:
+    """The generator of one image's noise under the seeded rule: PCG64 seeded by
+    ``SeedSequence(seed, spawn_key=index)``.
+
+    ``index`` is the image's position in the leading axes of the data, e.g. ``(view, frame)``; this is
+    numpy's own tree of independent child streams: ``SeedSequence(seed).spawn(v + 1)[v].spawn(t + 1)[t]``
+    has ``spawn_key == (v, t)`` (tested). With a spawn key, numpy pads the seed's entropy to its pool size
+    before appending the key (numpy >= 1.19), so (seed, index) pairs cannot collide the way an entropy list
+    ``[seed, v, t]`` can (a seed < 2**32 with ``(v, t)`` equals the seed ``+ v * 2**32`` with ``(t, 0)``).
+    """
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(i) for i in index)))
+
+
+def seeded_white_noise(
+    seed: int,
+    n_coils: int,
+    shape: tuple[int, ...],
+    select: tuple[np.ndarray | list[int] | None, ...] | None = None,
+) -> np.ndarray:
+    """Standard complex white noise of ``n_coils`` coils over data ``shape = (*lead, H, W)``, drawn by the
+    seeded rule (``NOISE_RULE_VERSION`` 2), one independent sub-stream per image:
+
+        n[:, *i] = image_noise_generator(seed, i).standard_normal((C, H, W, 2), float32) * float32(1/sqrt(2)),
+                   viewed as complex64,   for every index i of the leading axes (e.g. (view, frame))
+
+    so any subset of images is drawn alone, bit-identical to the same images of the whole draw. For
+    2D data (no leading axes) this is ``default_rng(seed)``'s draw of ``(C, H, W, 2)``.
+
+    Args:
+        seed: the noise seed (e.g. a store's ``coils/noise_seed[i]``).
+        n_coils: C.
+        shape: the coil-free data's shape ``(*lead, H, W)`` (e.g. ``(S, T, H, W)``), whole.
+        select: per leading axis, the indices to draw (None = all of that axis); None = everything.
+
+    Returns:
+        ``(C, *lead', H, W)`` complex64 (``lead'`` the selected lengths), ``E|n|^2 = 1``.
+    """
+    *lead, h, w = (int(v) for v in shape)
+    sel = tuple(select) if select is not None else (None,) * len(lead)
+    if len(sel) != len(lead):
+        raise ValueError(f"select has {len(sel)} entries for {len(lead)} leading axes of {tuple(shape)}")
+    picks = [np.arange(n) if s is None else np.asarray(s, dtype=np.int64).reshape(-1) for n, s in zip(lead, sel)]
+    for n, pick in zip(lead, picks):
+        if pick.size and (pick.min() < 0 or pick.max() >= n):
+            raise ValueError(f"noise index out of range 0..{n - 1}")
+    out = np.empty((n_coils, *(len(p) for p in picks), h, w), dtype=np.complex64)
+    pairs = np.empty((n_coils, h, w, 2), dtype=np.float32)
+    scale = np.float32(1.0 / math.sqrt(2.0))
+    for pos in np.ndindex(*(len(p) for p in picks)):
+        index = tuple(int(p[j]) for p, j in zip(picks, pos))
+        image_noise_generator(seed, index).standard_normal(dtype=np.float32, out=pairs)
+        pairs *= scale
+        out[(slice(None), *pos)] = pairs.view(np.complex64)[..., 0]
+    return out
+
+
+def colour_noise(white: np.ndarray, sigma: float | np.ndarray, cov: np.ndarray | None = None) -> np.ndarray:
+    """``sigma * L white`` for standard white noise ``(C, ...)`` complex64 (in place when possible).
+
+    Args:
+        white: ``(C, ...)`` standard complex white noise, coil axis first.
+        sigma: per-coil standard deviation (>= 0, finite), a number or an array broadcastable to
+            ``white.shape[1:]``.
+        cov: ``(C, C)`` Hermitian positive-definite covariance in units of ``sigma^2`` (``cov = L L^H``);
+            None = identity.
+    """
+    sig = _check_sigma(sigma)
+    chol = noise_cholesky(cov, white.shape[0])
+    if chol is not None:
+        white = np.tensordot(chol.astype(np.complex64), white, axes=(1, 0))
+    white *= sig.astype(np.float32)
+    return white
+
+
 def _check_sigma(sigma: float | np.ndarray) -> np.ndarray:
     sig = np.asarray(sigma, dtype=np.float64)
     if not np.all(np.isfinite(sig)) or np.any(sig < 0):
@@ -180,18 +267,15 @@ def coil_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float | 
             or an array broadcastable to ``shape[1:]`` (e.g. ``(S, 1, 1, 1)``: one sigma per slice).
         cov: ``(C, C)`` Hermitian positive-definite covariance in units of ``sigma^2``; None = identity.
     """
-    sig = _check_sigma(sigma)
-    chol = noise_cholesky(cov, shape[0])
-    white = standard_complex_noise(rng, shape)
-    if chol is not None:
-        white = np.tensordot(chol.astype(np.complex64), white, axes=(1, 0))
-    white *= sig.astype(np.float32)
-    return white
+    _check_sigma(sigma)
+    noise_cholesky(cov, shape[0])  # checked before the draw
+    return colour_noise(standard_complex_noise(rng, shape), sigma, cov)
 
 
 def noise_seed(global_seed: int, subject_id: str, *keys: object) -> int:
     """The seed of a subject's coil noise: ``derive_seed(global_seed, subject_id, "coil-noise", *keys)``.
 
-    The stored (evaluation) draw uses no extra keys; a trainer's per-epoch augmentation adds the epoch.
+    The stored (evaluation) draw uses no extra keys (and :func:`seeded_white_noise`'s sub-streams per
+    view and frame); a trainer's per-epoch augmentation adds the epoch.
     """
     return derive_seed(global_seed, subject_id, "coil-noise", *keys)

@@ -47,7 +47,8 @@ def render_coil_preview(g: Any, row: int, frame: int, out: Path, view: int = 0, 
     n_coils, n_views = coils.maps.shape[:2]
     if not 0 <= view < n_views or not 0 <= coil < n_coils:
         raise ValueError(f"view must be in 0..{n_views - 1} and coil in 0..{n_coils - 1}, got view {view}, coil {coil}")
-    kc = subject_coil_kspace(_subject_kspace(g, row), coils)[:, view, frame]  # (K, H, W), the stored noise draw
+    # (K, H, W): this view and frame only, with their part of the stored noise draw (a sub-stream of its own)
+    kc = subject_coil_kspace(_subject_kspace(g, row), coils, views=[view], frames=[frame])[:, 0, 0]
     images = np.abs(ifft2c(kc))
     rss = np.sqrt(np.sum(images**2, axis=0))
     cols = max(n_coils, 3)

@@ -93,6 +93,25 @@ def test_stored_sigma_gives_the_requested_snr_in_each_views_region(coil_store):
     assert np.array_equal(noisy, subject_coil_kspace(k, stored))  # the stored seed: the same draw
 
 
+def test_some_views_and_frames_are_their_part_of_the_whole_subject(coil_store):
+    """Noise rule version 2: the coil k-space of a few views/frames, drawn alone, equals the same part of
+    the whole subject's, bit for bit (noise: one sub-stream per view and frame); correlated noise too."""
+    g = zarr.open_group(str(coil_store), mode="r")
+    assert g.attrs["coils"]["noise_rule_version"] == 2 and g.attrs["parameters"]["coils"]["noise_rule_version"] == 2
+    k, stored = g["kspace"][2], read_subject_coils(g, 2)
+    whole = subject_coil_kspace(k, stored)
+    views, frames = [1, 6], [0, 4, 5]
+    part = subject_coil_kspace(k, stored, views=views, frames=frames)
+    assert part.shape == (4, 2, 3, 32, 32)
+    np.testing.assert_array_equal(part, whole[:, views][:, :, frames])
+    one = subject_coil_kspace(k, stored, views=[6], frames=[5])
+    np.testing.assert_array_equal(one, whole[:, [6]][:, :, [5]])
+    stored.noise_cov = CoilSettings(n_coils=4, snr_db=20.0, noise_correlation=0.4).noise_cov().astype(np.complex128)
+    # the white noise is bit-identical; its colouring by L is a BLAS product, equal to float32 rounding
+    np.testing.assert_allclose(subject_coil_kspace(k, stored, views=views, frames=frames),
+                               subject_coil_kspace(k, stored)[:, views][:, :, frames], rtol=0, atol=1e-6 * np.abs(whole).max())
+
+
 def test_coil_build_is_the_same_on_two_workers(cohort, coil_store, tmp_path):
     out = tmp_path / "w2.zarr"
     assert build_store(_cfg(cohort, out, workers=2)).done == 3

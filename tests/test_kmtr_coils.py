@@ -11,7 +11,7 @@ from kmtr.coils import noise_cholesky, standard_complex_noise
 from kspace_sim.acquisition import coil_kspace
 from kspace_sim.coils import subject_coil_geometries, subject_coil_maps
 from kspace_sim.fft import fft2c, ifft2c
-from kspace_sim.noise import correlation_matrix, noise_sigma, standard_complex_noise as np_noise
+from kspace_sim.noise import correlation_matrix, noise_sigma, seeded_white_noise
 
 B, S, T, H, W, C = 2, 2, 3, 32, 32, 4
 
@@ -52,7 +52,7 @@ def test_noisy_torch_equals_numpy_with_the_same_white_noise(rho):
         sigma = noise_sigma(ifft2c(k[b]), 20, regions[b])
         refs.append(coil_kspace(k[b], maps[b][:, :, None], snr_db=20, noise_cov=cov, seed=seeds[b], region=regions[b]))
         sigmas.append(sigma)
-        white.append(np_noise(np.random.default_rng(seeds[b]), (C, S, T, H, W)))
+        white.append(seeded_white_noise(seeds[b], C, (S, T, H, W)))  # coil_kspace's draw for the seed
     out = torch_coil_kspace(
         torch.from_numpy(k), torch.from_numpy(maps), sigma=torch.tensor(sigmas),
         noise_cov=None if cov is None else torch.from_numpy(cov), white_noise=torch.from_numpy(np.stack(white)),
@@ -92,7 +92,7 @@ def test_torch_bad_input():
 def test_per_slice_sigma_torch_equals_numpy():
     k, maps, _ = batch()
     sigmas = np.array([[0.1, 0.3], [0.2, 0.05]])  # (B, S)
-    white = [np_noise(np.random.default_rng(20 + b), (C, S, T, H, W)) for b in range(B)]
+    white = [seeded_white_noise(20 + b, C, (S, T, H, W)) for b in range(B)]
     out = torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps), sigma=torch.from_numpy(sigmas),
                             white_noise=torch.from_numpy(np.stack(white)))
     clean = torch_coil_kspace(torch.from_numpy(k), torch.from_numpy(maps))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 from kmtr_fixtures import TINY_OVERRIDES, store, write_store  # noqa: F401
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
@@ -22,7 +23,7 @@ from kmtr.fft import ifft2c
 from kmtr.models.mae import KSpaceMAE
 from kmtr.models.tokenizer import TokenGrid, channels_complex, complex_channels, patchify
 from kmtr.normalise import subject_scale
-from kmtr.store import open_store, read_store_info, store_coils
+from kmtr.store import StoreError, open_store, read_store_info, store_coils
 
 torch.set_num_threads(1)
 C = 4
@@ -104,11 +105,47 @@ def test_eval_noise_is_bit_stable_and_the_numpy_reference(coil_store):
     ref = subject_coil_kspace(group["kspace"][row], read_subject_coils(group, row))[:, :, ds.frames]
     ours = (a["kspace"][1] * a["scale"][1]).numpy()
     assert np.abs(ours - ref).max() < 2e-5 * np.abs(ref).max()
-    # the white noise itself: chunked draw == the rule's single draw
-    shape = (C, 9, 10, 32, 32)
-    rng = np.random.default_rng(int(ds.info.coils.noise_seed[row]))
-    whole = (rng.standard_normal(shape + (2,), dtype=np.float32) * np.float32(1 / np.sqrt(2))).view(np.complex64)[..., 0]
-    assert np.array_equal(stored_white_noise(int(ds.info.coils.noise_seed[row]), shape, ds.frames), whole[:, :, ds.frames])
+
+
+def test_stored_white_noise_is_the_rule_and_any_subset_is_its_part(coil_store):
+    """The store's noise rule (version 2): one numpy sub-stream per (view, frame); kmtr's draw of kept
+    views/frames equals the simulator's, and both equal the same part of the whole draw, bit for bit."""
+    from kspace_sim.noise import seeded_white_noise
+
+    info = read_store_info(open_store(coil_store), coil_store)
+    assert info.coils.attrs["noise_rule_version"] == 2 and "spawn_key=(s, t)" in info.coils.noise_rule
+    seed, shape = int(info.coils.noise_seed[1]), (C, 9, 10, 32, 32)
+    whole = stored_white_noise(seed, shape)
+    assert np.array_equal(whole, seeded_white_noise(seed, C, shape[1:]))
+    # the rule written out: (s, t) = (4, 7) is the t-th child of the s-th child of SeedSequence(seed)
+    child = np.random.SeedSequence(seed).spawn(5)[4].spawn(8)[7]
+    pairs = np.random.default_rng(child).standard_normal((C, 32, 32, 2), dtype=np.float32) * np.float32(1 / np.sqrt(2))
+    assert np.array_equal(whole[:, 4, 7], pairs.view(np.complex64)[..., 0])
+    frames, views = np.array([0, 3, 9]), np.array([2, 8])
+    part = stored_white_noise(seed, shape, frames, views)
+    assert part.shape == (C, 2, 3, 32, 32)
+    assert np.array_equal(part, whole[:, views][:, :, frames])
+    assert np.array_equal(part, seeded_white_noise(seed, C, shape[1:], (views, frames)))
+    assert np.array_equal(stored_white_noise(seed, shape, np.array([9])), whole[:, :, [9]])
+    # statistics of the white noise: E|n|^2 = 1, real and imaginary parts of variance 1/2, independent views
+    assert abs(float(np.mean(np.abs(whole) ** 2)) - 1) < 0.01
+    assert abs(float(np.mean(whole[:, 0] * whole[:, 1].conj()).real)) < 0.01
+    with pytest.raises(ValueError, match="frame index"):
+        stored_white_noise(seed, shape, np.array([10]))
+
+
+def test_a_noisy_store_of_the_unreleased_noise_rule_is_refused(tmp_path):
+    from kspace_sim.store.coil_arrays import read_subject_coils, subject_coil_kspace
+
+    path = write_store(tmp_path / "old.zarr", n=2, n_coils=C, snr_db=20.0, status=[1, 1], split=[0, 2])
+    rw = zarr.open_group(path, mode="r+")
+    attrs = dict(rw.attrs["coils"])
+    del attrs["noise_rule_version"]  # as built before the rule had sub-streams (version 1)
+    rw.attrs["coils"] = attrs
+    with pytest.raises(StoreError, match="noise rule version 1"):
+        read_store_info(open_store(path), path)
+    with pytest.raises(ValueError, match="noise rule version 1"):
+        subject_coil_kspace(rw["kspace"][0], read_subject_coils(rw, 0))
 
 
 def test_train_noise_is_fresh_per_epoch_and_deterministic(coil_store):

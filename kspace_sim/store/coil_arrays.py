@@ -16,6 +16,7 @@ import numpy as np
 import zarr
 
 from kspace_sim.acquisition import coil_kspace
+from kspace_sim.noise import NOISE_RULE_VERSION
 
 __all__ = ["CoilTable", "StoredCoils", "decode_maps", "encode_maps", "has_coils", "read_subject_coils", "subject_coil_kspace"]
 
@@ -52,6 +53,8 @@ class StoredCoils:
         noise_cov: ``(K, K)`` complex128 correlation (units of sigma^2).
         geometry: ``(S, 7)`` float64.
         field_seed: ``(S,)`` uint64.
+        noise_rule_version: the store's ``coils.noise_rule_version`` (1 when absent: a store built
+            before sub-streams per view and frame).
     """
 
     maps: np.ndarray
@@ -60,6 +63,7 @@ class StoredCoils:
     noise_cov: np.ndarray
     geometry: np.ndarray
     field_seed: np.ndarray
+    noise_rule_version: int = NOISE_RULE_VERSION
 
 
 def _noise_cov(attrs: dict[str, Any]) -> np.ndarray:
@@ -78,28 +82,54 @@ def read_subject_coils(group: zarr.Group, row: int) -> StoredCoils:
         noise_cov=_noise_cov(group.attrs["coils"]),
         geometry=np.asarray(group["coils/geometry"][row]),
         field_seed=np.asarray(group["coils/field_seed"][row]),
+        noise_rule_version=int(group.attrs["coils"].get("noise_rule_version", 1)),
     )
 
 
-def subject_coil_kspace(kspace: np.ndarray, coils: StoredCoils, noise: bool = True, workers: int | None = None) -> np.ndarray:
-    """A subject's coil k-space ``(K, S, T, H, W)`` complex64 by the store's rule (docs/store-format.md):
+def subject_coil_kspace(
+    kspace: np.ndarray,
+    coils: StoredCoils,
+    noise: bool = True,
+    workers: int | None = None,
+    views: np.ndarray | list[int] | None = None,
+    frames: np.ndarray | list[int] | None = None,
+) -> np.ndarray:
+    """A subject's coil k-space ``(K, S', T', H, W)`` complex64 by the store's rule (docs/store-format.md):
     :func:`kspace_sim.acquisition.coil_kspace` with the stored maps, per-view sigma, correlation and seed.
 
     Args:
-        kspace: the subject's coil-free ``(S, T, H, W)`` complex k-space (decoded).
+        kspace: the subject's whole coil-free ``(S, T, H, W)`` complex k-space (decoded).
         coils: :func:`read_subject_coils` of the same row.
         noise: add the stored noise draw (False: the noise-free coil k-space).
+        views, frames: the views and frames to synthesise (None = all); their noise is drawn alone
+            and equals the same views and frames of the whole subject's (one sub-stream per view and frame).
+
+    Raises:
+        ValueError: the store's noise follows another noise rule version than this simulator's.
     """
     sigma = coils.noise_sigma.astype(np.float64)[:, None, None, None]
     identity = np.array_equal(coils.noise_cov, np.eye(coils.noise_cov.shape[0]))
     with_noise = noise and bool(np.any(sigma > 0))
+    if with_noise and coils.noise_rule_version != NOISE_RULE_VERSION:
+        raise ValueError(
+            f"the store's noise follows noise rule version {coils.noise_rule_version} (an unreleased format-2 "
+            f"draw of one stream per subject); this simulator draws version {NOISE_RULE_VERSION}: rebuild the store"
+        )
+    shape = np.shape(kspace)
+    v = np.arange(shape[0]) if views is None else np.asarray(views, dtype=np.int64).reshape(-1)
+    t = np.arange(shape[1]) if frames is None else np.asarray(frames, dtype=np.int64).reshape(-1)
+    part = np.asarray(kspace)
+    if views is not None or frames is not None:
+        part = part[np.ix_(v, t)]
     return coil_kspace(
-        kspace,
-        coils.maps[:, :, None],
-        sigma=sigma if with_noise else None,
+        part,
+        coils.maps[:, v, None],
+        sigma=sigma[v] if with_noise else None,
         noise_cov=None if identity else coils.noise_cov,
         seed=coils.noise_seed,
         workers=workers,
+        noise_index=(v, t),
+        noise_shape=shape,
     )
 
 
