@@ -9,7 +9,7 @@ k-space of the kept frames, its noise and the SENSE-1 image, :mod:`kmtr.coils`).
 
 * ``train``: fresh noise per epoch, drawn on the device (what training does);
 * ``eval``: the stored noise, numpy draw of the store's noise rule in the Dataset (validation,
-  prediction; the rule draws all T frames, the kept ones are used);
+  prediction; the rule has one sub-stream per view and frame, so only the kept frames are drawn);
 * ``cached``: ``data.cache`` on (the tiny preset): a later epoch, no store reads — the synthesis alone.
 
 Each ratio is coil / single-coil in the same mode, same run. Target (issue 25): train ≥ 0.7 on CPU.

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from kmtr.fft import fft2c, ifft2c
-from kmtr.store import STORED_NOISE_RULE_VERSION
 
 __all__ = [
     "coil_kspace", "fresh_coil_acquisition", "noise_cholesky", "sense1", "standard_complex_noise",
@@ -144,9 +143,9 @@ def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarr
                        views: np.ndarray | None = None) -> np.ndarray:
     """A subject's stored (evaluation) standard white noise, bit-identical on every machine (same numpy).
 
-    The store's ``coils.noise_rule`` (version :data:`STORED_NOISE_RULE_VERSION`), repeated here because
+    The store's ``coils.noise_rule`` (version ``kmtr.store.STORED_NOISE_RULE_VERSION``), repeated here because
     kmtr never imports the simulator: one independent numpy sub-stream per view ``s`` and frame ``t``,
-    ``default_rng(SeedSequence(noise_seed, spawn_key=(s, t))).standard_normal((C, H, W, 2), float32)
+    ``Generator(PCG64(SeedSequence(noise_seed, spawn_key=(s, t)))).standard_normal((C, H, W, 2), float32)
     * float32(1/sqrt(2))`` viewed as complex64 is the noise of all C coils at ``(s, t)``. Only the kept
     views and frames are drawn (T'/T of the whole draw's cost), each equal to its part of the whole.
 
@@ -171,7 +170,7 @@ def stored_white_noise(noise_seed: int, shape: tuple[int, ...], frames: np.ndarr
     for i, si in enumerate(keep_v.tolist()):
         for j, ti in enumerate(keep_t.tolist()):
             seq = np.random.SeedSequence(int(noise_seed), spawn_key=(si, ti))
-            np.random.default_rng(seq).standard_normal(dtype=np.float32, out=pairs)
+            np.random.Generator(np.random.PCG64(seq)).standard_normal(dtype=np.float32, out=pairs)
             pairs *= scale
             out[:, i, j] = pairs.view(np.complex64)[..., 0]
     return out

@@ -25,8 +25,8 @@ from kspace_sim.coils import (
 from kspace_sim.fft import FFT_CONVENTION
 from kspace_sim.noise import (
     FOREGROUND_FRACTION,
-    correlation_matrix,
     NOISE_RULE_VERSION,
+    correlation_matrix,
     noise_seed,
     noise_sigma,
     validate_snr_db,
@@ -43,8 +43,8 @@ SNR_DEFINITION = (
 )
 SNR_REGION = f"heart: seg[i, s] > 0 over all frames where the view has labels, else |x_s| >= {FOREGROUND_FRACTION} max |x_s|"
 NOISE_RULE = (
-    "one independent sub-stream per view s and frame t: n[:, s, t] = numpy PCG64 "
-    "default_rng(SeedSequence(coils/noise_seed[i], spawn_key=(s, t))).standard_normal((K, H, W, 2), float32) * "
+    "one independent sub-stream per view s and frame t: n[:, s, t] = numpy "
+    "Generator(PCG64(SeedSequence(coils/noise_seed[i], spawn_key=(s, t)))).standard_normal((K, H, W, 2), float32) * "
     "float32(1/sqrt(2)) viewed as complex64 (K, H, W); noise[:, s, t] = sigma_s * (L n[:, s, t]) with "
     "L = cholesky(noise_cov) (L n = n for the identity)"
 )

@@ -176,8 +176,8 @@ NOISE_RULE_VERSION = 2
 
 
 def image_noise_generator(seed: int, index: tuple[int, ...]) -> np.random.Generator:
-    """The generator of one image's noise under the seeded rule: PCG64 seeded by
-    ``SeedSequence(seed, spawn_key=index)``.
+    """The generator of one image's noise under the seeded rule: ``Generator(PCG64(SeedSequence(seed,
+    spawn_key=index)))`` (PCG64 named, not ``default_rng``, whose bit generator numpy may change).
 
     ``index`` is the image's position in the leading axes of the data, e.g. ``(view, frame)``; this is
     numpy's own tree of independent child streams: ``SeedSequence(seed).spawn(v + 1)[v].spawn(t + 1)[t]``
@@ -185,7 +185,8 @@ def image_noise_generator(seed: int, index: tuple[int, ...]) -> np.random.Genera
     before appending the key (numpy >= 1.19), so (seed, index) pairs cannot collide the way an entropy list
     ``[seed, v, t]`` can (a seed < 2**32 with ``(v, t)`` equals the seed ``+ v * 2**32`` with ``(t, 0)``).
     """
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=tuple(int(i) for i in index)))
+    seq = np.random.SeedSequence(int(seed), spawn_key=tuple(int(i) for i in index))
+    return np.random.Generator(np.random.PCG64(seq))  # named: default_rng may change its bit generator
 
 
 def seeded_white_noise(
@@ -201,7 +202,7 @@ def seeded_white_noise(
                    viewed as complex64,   for every index i of the leading axes (e.g. (view, frame))
 
     so any subset of images is drawn alone, bit-identical to the same images of the whole draw. For
-    2D data (no leading axes) this is ``default_rng(seed)``'s draw of ``(C, H, W, 2)``.
+    2D data (no leading axes) this is ``default_rng(seed)``'s draw of ``(C, H, W, 2)`` (numpy 2.x).
 
     Args:
         seed: the noise seed (e.g. a store's ``coils/noise_seed[i]``).

@@ -212,7 +212,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ),
     ArraySpec(
         "coils/noise_seed", ("N",), "uint64", "whole", fill=0, since=2,
-        meaning="seed of the stored (evaluation) noise draw, `default_rng(noise_seed)` (group attribute `coils.noise_rule`)",
+        meaning="seed of the stored (evaluation) noise draw: one sub-stream per view s and frame t, "
+        "`Generator(PCG64(SeedSequence(noise_seed, spawn_key=(s, t))))` (group attribute `coils.noise_rule`, version "
+        "`coils.noise_rule_version` 2)",
     ),
     ArraySpec(
         "coils/noise_sigma", ("N", "S"), "float32", "whole", fill=float("nan"), since=2,
@@ -262,7 +264,7 @@ GROUP_ATTRIBUTES: dict[str, str] = {
     "float16_image_nrmse": "float16 storage only: `{max, mean_this_run}` image NRMSE of the encoding",
     "coils": "format 2 only: `{n_coils, model, coils_version, ranges, snr_db (null = noise-free), snr_definition, "
     "snr_region, noise_correlation {kind, rho}, noise_cov {real, imag} (K × K, units of σ²), noise_rule, "
-    "fft_convention, synthesis}` (docs/multicoil.md)",
+    "noise_rule_version (2), noise_numpy_version, fft_convention, synthesis}` (docs/multicoil.md)",
 }
 
 #: Group attributes that exist from a later format version on (others: every version).
