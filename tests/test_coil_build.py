@@ -133,6 +133,12 @@ def test_coil_build_resumes_and_refuses_other_coil_parameters(cohort, coil_store
 
     with pytest.raises(StoreError, match="different parameters"):
         build_store(_cfg(cohort, out, coils=CoilSettings(n_coils=4, snr_db=10.0)))
+    # a store begun under the unreleased noise rule version 1 (no noise_rule_version) is not resumed
+    params = g.attrs["parameters"]
+    del params["coils"]["noise_rule_version"]
+    g.attrs["parameters"] = params
+    with pytest.raises(StoreError, match="different parameters"):
+        build_store(_cfg(cohort, out))
 
 
 def test_float16_store_keeps_float16_maps(cohort, tmp_path):
