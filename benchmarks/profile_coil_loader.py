@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,20 +33,11 @@ import torch
 from torch.utils.data import default_collate
 
 from benchmarks._store import synthetic_store
+from benchmarks._timing import best_of
 from kmtr.coils import _checkerboard, fresh_coil_acquisition
 from kmtr.data import KSpaceDataset
 from kmtr.fft import ifft2c
 from kmtr.normalise import subject_scale
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` calls of ``fn``, seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
