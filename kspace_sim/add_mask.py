@@ -28,8 +28,8 @@ from kspace_sim.subject_runner import (
     git_commit,
     log_entry,
     mask_attributes,
-    mask_spec_from_attributes,
     mask_line_counts,
+    mask_spec_from_attributes,
     run_rows,
     scan_written_rows,
 )
@@ -115,15 +115,13 @@ def _refuse_other_settings(group: Any, spec: MaskSpec) -> None:
     if entry is None:
         return
     try:
-        recorded = mask_spec_from_attributes(spec.name, entry)
+        recorded = mask_spec_from_attributes(spec.name, entry).to_dict()
     except (TypeError, ValueError):
         return  # an entry that cannot be read back: the build's check reports it
-    def as_json(m: MaskSpec) -> str:  # tuples and lists alike, as the attribute stores them
-        return json.dumps(m.to_dict(), sort_keys=True, default=str)
-
-    if as_json(recorded) != as_json(spec):
+    requested = json.loads(json.dumps(spec.to_dict()))  # tuples as lists, as the attribute stores them
+    if recorded != requested:
         raise ValueError(f"the store already holds mask {spec.name} made with other settings "
-                         f"({as_json(recorded)}; requested {as_json(spec)}): its rows would mix two masks")
+                         f"({recorded}; requested {requested}): its rows would mix two masks")
 
 
 def validate_mask_spec(spec: MaskSpec, n_frames: int, n_lines: int) -> None:
