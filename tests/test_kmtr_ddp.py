@@ -1,17 +1,13 @@
-"""A 2-process gloo DDP stage-I run on CPU (torch.multiprocessing, fork start method)."""
+"""A 2-process gloo DDP stage-I run on CPU (torch.multiprocessing, spawn start method)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
 
-import pytest
 import torch
-import torch.multiprocessing as mp
-
+from ddp_ranks import free_port, run_ranks
 from kmtr_fixtures import store  # noqa: F401
 
 torch.set_num_threads(1)
@@ -19,38 +15,6 @@ torch.set_num_threads(1)
 #: a one-block model on 5 frames: fast enough for two processes on two cores
 TINY_MODEL = {"data.frames": "5", "arch.patch": "5,8,8", "arch.width": "16", "arch.depth": "1", "arch.heads": "2",
               "arch.dec_width": "16", "arch.dec_depth": "1", "arch.dec_heads": "2"}
-
-
-#: wall-clock limit for the two ranks of one test (a stuck gloo process group must not hang CI)
-RANKS_DEADLINE_S = 180.0
-
-
-def run_ranks(fn: Callable[..., None], args: tuple[Any, ...], nprocs: int = 2,
-              deadline_s: float = RANKS_DEADLINE_S) -> None:
-    """Start ``nprocs`` forked processes ``fn(rank, *args)`` and join them within ``deadline_s``.
-
-    Fails the test (after killing every child still alive) when the deadline passes; a child's
-    exception is re-raised here. The children are killed too if this process is interrupted
-    (pytest-timeout, Ctrl-C), so no rank outlives its test.
-    """
-    # fork: the children inherit the imported torch (spawn would re-import it twice on 2 shared cores)
-    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="fork")
-    end = time.monotonic() + deadline_s
-    try:
-        while not ctx.join(timeout=1.0):
-            if time.monotonic() > end:
-                pytest.fail(f"the {nprocs} ranks did not finish within {deadline_s:.0f} s (killed)")
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
@@ -71,7 +35,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
 
 
 def test_two_process_gloo_ddp(store, tmp_path):  # noqa: F811
-    run_ranks(_worker, (2, _free_port(), store, str(tmp_path)))
+    run_ranks(_worker, (2, free_port(), store, str(tmp_path)))
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["steps"] == r1["steps"] == 4  # 4 train subjects / (2 ranks x batch 1) x 2 epochs
@@ -108,7 +72,9 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _stage2_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # a collective that waits longer than this raises in the rank instead of hanging it
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                         timeout=timedelta(seconds=120))
     from torch.nn.parallel import DistributedDataParallel
 
     model, shape = _tiny_stage2(data)
@@ -123,7 +89,7 @@ def _stage2_worker(rank: int, world: int, port: int, data: str, out: str) -> Non
 
 def test_stage2_ddp_contrasts_the_global_batch(store, tmp_path):  # noqa: F811
     """Two ranks with 3 subjects each give the loss and gradient of one process with all 6."""
-    run_ranks(_stage2_worker, (2, _free_port(), store, str(tmp_path)))
+    run_ranks(_stage2_worker, (2, free_port(), store, str(tmp_path)))
     model, shape = _tiny_stage2(store)
     out = model(_global_batch(shape))
     out["loss"].backward()

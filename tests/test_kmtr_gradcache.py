@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from ddp_ranks import free_port, run_ranks
 from torch import nn
 
 from kmtr.config import apply_overrides, preset
@@ -227,12 +225,6 @@ def test_stage2_training_with_chunks_equals_without(tmp_path):
 
 # -- two gloo processes ---------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -246,20 +238,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def run_processes(fn, nprocs: int, args: tuple, deadline_s: float = 240.0) -> None:
-    """Fork ``nprocs`` children running ``fn(rank, *args)`` and join them within ``deadline_s``."""
-    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="fork")
-    stop = time.monotonic() + deadline_s
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > stop:
-            for proc in ctx.processes:
-                if proc.is_alive():
-                    proc.kill()
-            pytest.fail(f"DDP children still running after {deadline_s:.0f} s")
-
-
 def test_two_process_ddp_chunks_equal_one_process_whole_batch(tmp_path):
-    run_processes(_ddp_worker, 2, (2, _free_port(), str(tmp_path)))
+    run_ranks(_ddp_worker, (2, free_port(), str(tmp_path)), deadline_s=240.0)
     want_loss, want = unchunked(stage2_model(), make_batch(6))
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
