@@ -53,6 +53,17 @@ def test_config_differences_ignore_bookkeeping_and_path_spelling(tmp_path, monke
     assert diffs == ["arch.patch [5, 16, 16] → [5, 8, 8]", "optim.lr_image 0.001 → 0.01"]
 
 
+def test_a_field_added_later_counts_as_its_default_in_older_runs():
+    """A run saved before ``heads.seg_out_stride`` existed decoded at stride 1, the field's default."""
+    old = config_to_dict(preset("tiny"))
+    del old["heads"]["seg_out_stride"]
+    assert config_differences(old, config_to_dict(preset("tiny"))) == []
+    seg = config_to_dict(preset("tiny", 3, "segmentation"))  # the tiny preset decodes segmentation at stride 2
+    old_seg = config_to_dict(preset("tiny", 3, "segmentation"))
+    del old_seg["heads"]["seg_out_stride"]
+    assert config_differences(old_seg, seg) == ["heads.seg_out_stride 1 → 2"]
+
+
 def test_rerun_continues_a_matching_run_and_refuses_another_config(store, tmp_path):  # noqa: F811
     runner = CliRunner()
     ckpt = tmp_path / "guard" / "stage1" / "last.pt"

@@ -15,16 +15,20 @@ which change how a run is executed or reported but not what it computes (progres
 and checkpoint cadence, the step cap, the device, DataLoader workers and caching, gradient
 checkpointing and stage II's gradient-caching chunk size, which give the same gradients), and
 except the spelling of local paths (``data.data`` and ``init`` are compared as absolute paths).
+A field missing from a run saved before that field existed counts as the field's default in
+:class:`kmtr.config.TrainConfig` (a new field's default is the behaviour from before it existed), so
+adding an option does not turn every older run into a conflict.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kmtr.config import RENAMED_KEYS
+from kmtr.config import RENAMED_KEYS, TrainConfig, config_to_dict
 from kmtr.train.checkpoint import load_checkpoint
 
 __all__ = ["BOOKKEEPING", "MODES", "RunConflictError", "flatten", "config_differences", "saved_config",
@@ -65,11 +69,20 @@ def _normalised(key: str, value: Any) -> Any:
     return value
 
 
+@cache
+def _field_defaults() -> dict[str, Any]:
+    """Every config field's default, flattened (``{"heads.seg_out_stride": 1, …}``)."""
+    return flatten(config_to_dict(TrainConfig()))
+
+
 def config_differences(saved: dict[str, Any], requested: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """``"key saved → requested"`` for every non-bookkeeping field that differs (nested dicts as
-    :func:`kmtr.config.config_to_dict` writes them); keys starting with one of ``ignore`` are skipped."""
+    :func:`kmtr.config.config_to_dict` writes them); keys starting with one of ``ignore`` are skipped.
+    A field the saved run lacks (saved before the field existed) counts as the field's default."""
     a = {RENAMED_KEYS.get(k, k): v for k, v in flatten(saved).items()}  # runs saved before a key was renamed
     b = flatten(requested)
+    defaults = _field_defaults()
+    a.update({k: defaults[k] for k in b if k not in a and k in defaults})
     out = []
     for key in sorted(set(a) | set(b)):
         if key in BOOKKEEPING or key.startswith(ignore):
