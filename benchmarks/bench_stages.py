@@ -132,13 +132,17 @@ def measure(cfg: TrainConfig, device: torch.device, steps: int, warmup: int, chu
         losses.append(float(loss.detach().float()))
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            if len(times) % 10 == 0:  # a run cut short by a time limit still leaves its figures
+                print(f"  {len(times)} timed steps: median {np.median(times):.3f} s/step, loss {losses[-1]:.4g}",
+                      flush=True)
     del it, loader  # stop the persistent workers before the loader is timed on its own
     load_rate = loader_rate(ds, cfg.data.num_workers)
     step_s = float(np.median(times))
     out = {
         "params": count_parameters(model), "batch": bs, "step_s": step_s, "subjects_s": bs / step_s,
         "tokens_s": bs * tokens / step_s, "loader_subjects_s": load_rate,
-        "finite": bool(np.all(np.isfinite(losses))),
+        "finite": bool(np.all(np.isfinite(losses))), "loss_first": losses[0], "loss_last": losses[-1],
+        "pool": cfg.heads.pool if cfg.stage == 3 else "",
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
         "checkpointing": cfg.arch.grad_checkpoint, "chunk": chunk,
     }
