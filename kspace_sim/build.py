@@ -29,7 +29,7 @@ from kspace_sim.simulate import MaskSpec, SimulationParams, mask_banks, simulate
 from kspace_sim.sources.discover import SubjectSource, scan_input
 from kspace_sim.sources.subject import SubjectError
 from kspace_sim.store.checksum import DEFAULT_CHECKSUM, store_checksum_algorithm, subject_checksum
-from kspace_sim.store.coil_arrays import CoilTable, encode_maps
+from kspace_sim.store.coil_arrays import CoilTable, coil_checksum_rows, encode_maps
 from kspace_sim.store.kspace_codec import decode_float16, encode_float16, image_nrmse
 from kspace_sim.store.layout import (
     STATUS_DONE,
@@ -194,8 +194,11 @@ def process_subject(
                 group["seg"][rows] = sim.views.seg[None]
             for name, m in sim.masks.items():
                 group[f"masks/{name}"][rows] = m[None]
+            coil_rows: tuple[np.ndarray, ...] = ()
             if coil is not None:
-                group["coils/maps"][rows] = encode_maps(coil.maps, storage)[None]
+                stored_maps = encode_maps(coil.maps, storage)
+                group["coils/maps"][rows] = stored_maps[None]
+                coil_rows = coil_checksum_rows(stored_maps, coil.geometry, coil.field_seed, coil.noise_seed, coil.noise_sigma)
         counts: dict[str, tuple[int, int, int, int]] = {}
         for name, m in sim.masks.items():
             spec = next(s for s in masks if s.name == name)
@@ -205,7 +208,7 @@ def process_subject(
         return SubjectRecord(
             row=row,
             ok=True,
-            checksum=subject_checksum(stored, v.seg, checksum),
+            checksum=subject_checksum(stored, v.seg, checksum, coil_rows),
             seg_present=v.seg_present,
             pixel_spacing=v.pixel_spacing,
             crop_box=v.crop_box,

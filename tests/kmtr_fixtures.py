@@ -153,9 +153,8 @@ def write_store(
         g["seg"][i] = seg
         for name, r in masks.items():
             g[f"masks/{name}"][i] = _line_mask(rng, s, t, w, r)
-        checksums[i] = np.frombuffer(subject_checksum(stored, seg), np.uint8)
-        if coil_settings is not None:
-            _write_coils(g, i, ids[i], seed, k, seg, coil_settings, storage)
+        coil_rows = _write_coils(g, i, ids[i], seed, k, seg, coil_settings, storage) if coil_settings is not None else ()
+        checksums[i] = np.frombuffer(subject_checksum(stored, seg, extra=coil_rows), np.uint8)
     present = np.ones((n, s), bool)
     present[:, VIEW_ORDER.index("la_3ch")] = False  # 3ch never has a segmentation
     done = np.asarray(status) == 1
@@ -192,11 +191,12 @@ def write_store(
 
 
 def _write_coils(g: zarr.Group, row: int, subject_id: str, seed: int, k: np.ndarray, seg: np.ndarray,
-                 settings: Any, storage: str) -> None:
-    """Row ``row``'s ``coils/*`` entries, as the simulator computes them for a subject."""
+                 settings: Any, storage: str) -> tuple[np.ndarray, ...]:
+    """Row ``row``'s ``coils/*`` entries, as the simulator computes them for a subject; returns
+    them as the subject's checksum covers them."""
     from kspace_sim.coil_settings import subject_coils
     from kspace_sim.fft import ifft2c
-    from kspace_sim.store.coil_arrays import encode_maps
+    from kspace_sim.store.coil_arrays import coil_checksum_rows, encode_maps
 
     present = np.ones(len(VIEW_ORDER), bool)
     present[VIEW_ORDER.index("la_3ch")] = False
@@ -205,7 +205,9 @@ def _write_coils(g: zarr.Group, row: int, subject_id: str, seed: int, k: np.ndar
     g["coils/field_seed"][row] = sc.field_seed
     g["coils/noise_seed"][row] = np.uint64(sc.noise_seed)
     g["coils/noise_sigma"][row] = sc.noise_sigma
-    g["coils/maps"][row] = encode_maps(sc.maps, storage)
+    stored_maps = encode_maps(sc.maps, storage)
+    g["coils/maps"][row] = stored_maps
+    return coil_checksum_rows(stored_maps, sc.geometry, sc.field_seed, sc.noise_seed, sc.noise_sigma)
 
 
 @pytest.fixture(scope="module")

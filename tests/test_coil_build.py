@@ -225,3 +225,20 @@ def test_add_mask_works_on_a_coil_store(cohort, tmp_path):
     g = zarr.open_group(str(out), mode="r")
     assert "masks/uniform_r2" in g and g.attrs["format_version"] == 2
     assert np.array_equal(g["coils/maps"][:], before)
+
+
+def test_subject_checksum_covers_the_coil_arrays(coil_store, tmp_path):
+    """verify passes on a coil store, and a changed coil map or noise sigma fails its subject's checksum."""
+    import shutil
+
+    from kspace_sim.sharing.verify import verify_store
+
+    assert verify_store(str(coil_store)).ok
+    for name, change in (("coils/maps", lambda a: a * np.complex64(1.01)), ("coils/noise_sigma", lambda a: a * 2)):
+        copy = tmp_path / name.replace("/", "_") / "s.zarr"
+        shutil.copytree(coil_store, copy)
+        g = zarr.open_group(str(copy), mode="r+")
+        g[name][1] = change(g[name][1])
+        rep = verify_store(str(copy))
+        bad = [p for p in rep.problems if p.kind == "checksum"]
+        assert len(bad) == 1 and "coils/maps" in bad[0].array, rep.problems

@@ -38,6 +38,7 @@ from kspace_sim.sharing.manifest import (
 )
 from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
+from kspace_sim.store.coil_arrays import has_coils, stored_coil_checksum_rows
 from kspace_sim.store.layout import FORMAT_VERSIONS, STATUS_DONE, StoreError, open_store
 from kspace_sim.store.schema import ARRAYS, array_spec, resolve_shape
 
@@ -182,9 +183,18 @@ def _check_subject(
     if "kspace" in rows:
         k = rows["kspace"]
         seg = rows.get("seg", np.zeros(0, np.uint8))
-        got = subject_checksum(k, seg, algorithm)
+        coil_rows: tuple[np.ndarray, ...] | None = ()
+        checked = ["kspace", "seg"]
+        if has_coils(group):
+            checked += [f"coils/{name}" for name in ("maps", "geometry", "field_seed", "noise_seed", "noise_sigma")]
+            try:
+                coil_rows = stored_coil_checksum_rows(group, row)
+            except Exception as exc:  # noqa: BLE001 - any read error is reported, not raised
+                problems.append(Problem("unreadable", sid, "coils", f"row {row}: {type(exc).__name__}: {exc}"))
+                coil_rows = None  # no checksum to recompute
+        got = subject_checksum(k, seg, algorithm, coil_rows) if coil_rows is not None else stored
         if got != stored:
-            arrays = sorted({p.array for p in problems if p.kind == "file"}) or ["kspace", "seg"]
+            arrays = sorted({p.array for p in problems if p.kind == "file"}) or checked
             problems.append(
                 Problem("checksum", sid, "+".join(arrays), f"row {row}: recomputed {got.hex()[:12]}…, stored {stored.hex()[:12]}…")
             )

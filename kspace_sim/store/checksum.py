@@ -20,8 +20,10 @@ CHECKSUM_ALGORITHMS = {"xxh3_128": 16, "sha256": 32}
 DEFAULT_CHECKSUM = "xxh3_128"
 
 
-def subject_checksum(kspace: np.ndarray, seg: np.ndarray, algorithm: str = DEFAULT_CHECKSUM) -> bytes:
-    """Digest of the raw C-order little-endian bytes of ``kspace`` then ``seg``.
+def subject_checksum(kspace: np.ndarray, seg: np.ndarray, algorithm: str = DEFAULT_CHECKSUM,
+                     extra: tuple[np.ndarray, ...] = ()) -> bytes:
+    """Digest of the raw C-order little-endian bytes of ``kspace``, ``seg``, then each of ``extra``
+    (a store with coils passes its ``coils/*`` rows: :func:`kspace_sim.store.coil_arrays.coil_checksum_rows`).
 
     ``xxh3_128`` (16 bytes, the default: an integrity hash at memory speed, 25x faster than
     SHA-256 on a subject's 66 MB) or ``sha256`` (32 bytes, stores written before it).
@@ -29,7 +31,7 @@ def subject_checksum(kspace: np.ndarray, seg: np.ndarray, algorithm: str = DEFAU
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise ValueError(f"unknown checksum algorithm {algorithm!r}; choose from {sorted(CHECKSUM_ALGORITHMS)}")
     h = xxhash.xxh3_128() if algorithm == "xxh3_128" else hashlib.sha256()
-    for a in (kspace, seg):
+    for a in (kspace, seg, *extra):
         a = np.ascontiguousarray(a)
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))

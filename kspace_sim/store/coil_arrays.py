@@ -18,7 +18,7 @@ import zarr
 from kspace_sim.acquisition import coil_kspace
 from kspace_sim.noise import NOISE_RULE_VERSION
 
-__all__ = ["CoilTable", "StoredCoils", "decode_maps", "encode_maps", "has_coils", "read_subject_coils", "subject_coil_kspace"]
+__all__ = ["CoilTable", "StoredCoils", "coil_checksum_rows", "decode_maps", "stored_coil_checksum_rows", "encode_maps", "has_coils", "read_subject_coils", "subject_coil_kspace"]
 
 
 def has_coils(group: zarr.Group) -> bool:
@@ -69,6 +69,30 @@ class StoredCoils:
 def _noise_cov(attrs: dict[str, Any]) -> np.ndarray:
     cov = attrs["noise_cov"]
     return np.asarray(cov["real"], dtype=np.float64) + 1j * np.asarray(cov["imag"], dtype=np.float64)
+
+
+def coil_checksum_rows(
+    stored_maps: np.ndarray, geometry: np.ndarray, field_seed: np.ndarray, noise_seed: int, noise_sigma: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """One subject's ``coils/*`` rows in the order and dtypes they are stored, for its checksum
+    (:func:`kspace_sim.store.checksum.subject_checksum` ``extra``): ``maps`` as stored ((K, S, H, W)
+    complex64 or (K, S, H, W, 2) float16), ``geometry`` (S, 7) float64, ``field_seed`` (S,) uint64,
+    ``noise_seed`` () uint64, ``noise_sigma`` (S,) float32."""
+    return (
+        np.asarray(stored_maps),
+        np.asarray(geometry, dtype=np.float64),
+        np.asarray(field_seed, dtype=np.uint64),
+        np.asarray(np.uint64(noise_seed)),
+        np.asarray(noise_sigma, dtype=np.float32),
+    )
+
+
+def stored_coil_checksum_rows(group: zarr.Group, row: int) -> tuple[np.ndarray, ...]:
+    """:func:`coil_checksum_rows` of row ``row`` as read back from a store with coils."""
+    return coil_checksum_rows(
+        group["coils/maps"][row], group["coils/geometry"][row], group["coils/field_seed"][row],
+        int(group["coils/noise_seed"][row]), group["coils/noise_sigma"][row],
+    )
 
 
 def read_subject_coils(group: zarr.Group, row: int) -> StoredCoils:

@@ -160,8 +160,9 @@ ARRAYS: tuple[ArraySpec, ...] = (
     ),
     ArraySpec(
         "subjects/checksum", ("N", "C"), "uint8", "whole", fill=0, attrs={"algorithm": "`xxh3_128` or `sha256`"},
-        meaning="digest of the subject's `kspace` then `seg` rows, raw C-order little-endian bytes: `xxh3_128` "
-        "(C = 16), or `sha256` (C = 32) for stores without the `algorithm` attribute",
+        meaning="digest of the subject's `kspace` then `seg` rows (format 2 with coils: then its `coils/maps`, "
+        "`geometry`, `field_seed`, `noise_seed`, `noise_sigma` rows, as stored), raw C-order little-endian bytes: "
+        "`xxh3_128` (C = 16), or `sha256` (C = 32) for stores without the `algorithm` attribute",
     ),
     ArraySpec(
         "subjects/split", ("N",), "int8", "whole", fill=0, attrs={"codes": "name → code"},
