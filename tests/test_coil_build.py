@@ -242,3 +242,24 @@ def test_subject_checksum_covers_the_coil_arrays(coil_store, tmp_path):
         rep = verify_store(str(copy))
         bad = [p for p in rep.problems if p.kind == "checksum"]
         assert len(bad) == 1 and "coils/maps" in bad[0].array, rep.problems
+
+
+def test_verify_checks_the_coil_arrays_layout(coil_store, tmp_path):
+    """A coil store whose coils/maps lost a coil, or whose noise_sigma has another dtype, fails verify's layout check."""
+    import shutil
+
+    from kspace_sim.sharing.verify import verify_store
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(coil_store, copy)
+    g = zarr.open_group(str(copy), mode="r+")
+    n, k, s, h, w = g["coils/maps"].shape
+    del g["coils/maps"]
+    g.create_array("coils/maps", shape=(n, k - 1, s, h, w), dtype="complex64")
+    sigma = g["coils/noise_sigma"][:]
+    del g["coils/noise_sigma"]
+    g.create_array("coils/noise_sigma", data=sigma.astype(np.float64))
+    zarr.consolidate_metadata(str(copy))  # readers open the consolidated metadata
+    layout = {p.array: p.detail for p in verify_store(str(copy)).problems if p.kind == "layout"}
+    assert f"expected {(n, k, s, h, w)}" in layout["coils/maps"], layout
+    assert "expected float32" in layout["coils/noise_sigma"], layout

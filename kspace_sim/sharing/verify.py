@@ -98,6 +98,7 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 # the small arrays whose shape and dtype verify checks (their declaration: kspace_sim/store/schema.py)
 _CHECKED_SUBJECT_ARRAYS = ("subjects/status", "subjects/split", "subjects/checksum", "subjects/kspace_scale")
+_COIL_ARRAYS = ("coils/maps", "coils/geometry", "coils/field_seed", "coils/noise_seed", "coils/noise_sigma")
 
 
 def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -110,6 +111,10 @@ def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     storage = (attrs.get("parameters") or {}).get("kspace_storage", "complex64")
     dims = {"N": n, "S": s, "T": t, "H": hw, "W": hw, "C": CHECKSUM_ALGORITHMS.get(store_checksum_algorithm(group), 32)}
     paths = ["kspace", *(["seg"] if "seg" in group else []), *_CHECKED_SUBJECT_ARRAYS]
+    coils = attrs.get("coils")
+    if isinstance(coils, dict) and attrs.get("format_version") == 2:  # a store with coils: its coils/* arrays too
+        dims["K"] = int(coils.get("n_coils", 0))
+        paths += _COIL_ARRAYS
     from kspace_sim.masks import mask_name
 
     paths += [f"masks/{mask_name(m['pattern'], m['acceleration'])}" for m in (attrs.get("parameters") or {}).get("masks", [])]
@@ -186,7 +191,7 @@ def _check_subject(
         coil_rows: tuple[np.ndarray, ...] | None = ()
         checked = ["kspace", "seg"]
         if has_coils(group):
-            checked += [f"coils/{name}" for name in ("maps", "geometry", "field_seed", "noise_seed", "noise_sigma")]
+            checked += list(_COIL_ARRAYS)
             try:
                 coil_rows = stored_coil_checksum_rows(group, row)
             except Exception as exc:  # noqa: BLE001 - any read error is reported, not raised
