@@ -213,7 +213,7 @@ def benchmark(
     paired tests, metric vs R."""
     import torch
 
-    from kmtr.eval.benchmark import DEFAULT_METHODS, run_benchmark
+    from kmtr.eval.benchmark import DEFAULT_METHODS, methods_per_task, run_benchmark
     from kmtr.methods import METHODS
     from kmtr.store import StoreError
     from kmtr.train.loop import NonFiniteLossError
@@ -227,7 +227,10 @@ def benchmark(
     bad = [m for m in method if m not in METHODS]
     if bad:
         _fail(f"unknown method {bad[0]!r}; choose from {', '.join(METHODS)}")
-    methods = {t: list(method) for t in tasks} if method else None  # a method that cannot do a task: exit 2
+    try:
+        methods = methods_per_task(tasks, method) if method else None
+    except ConfigError as exc:
+        _fail(str(exc))
     overrides: dict[str, object] = {"data.data": data, "optim.epochs": epochs, **_set_overrides(set_)}
     _check_device(device)
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)

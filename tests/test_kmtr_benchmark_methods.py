@@ -128,11 +128,19 @@ def _bench_args(store: str, out: Path, *extra: str) -> list[str]:
     return args + ["--set", "data.batch_size=2"]
 
 
+def test_listed_methods_go_to_the_tasks_they_do():
+    from kmtr.eval.benchmark import methods_per_task
+
+    got = methods_per_task(["regression", "segmentation"], ["kmtr", "nnunet", "resnet50", "mae"])
+    assert got == {"regression": ["kmtr", "resnet50", "mae"], "segmentation": ["kmtr", "nnunet", "mae"]}
+
+
 def test_benchmark_bad_input_is_one_line_and_exit_2_before_any_run(store8, tmp_path):  # noqa: F811
     runner = CliRunner()
     cases = [
         (["--method", "resnet51"], "unknown method 'resnet51'"),
-        (["--task", "segmentation", "--method", "resnet50"], "method resnet50 does not do segmentation"),
+        (["--task", "segmentation", "--method", "resnet50"], "method resnet50 does none of the tasks asked for"),
+        (["--task", "regression", "--task", "segmentation", "--method", "resnet50"], "no listed method does segmentation"),
         (["--task", "regression", "--lr-search", "9"], "--lr-search takes 0 (off) to 5"),
     ]
     no_labels = write_store(tmp_path / "nolabels.zarr", n=6, t=5, h=32, w=32)

@@ -32,6 +32,7 @@ import torch
 
 from kmtr.analysis import figures
 from kmtr.analysis.comparison import MEAN_GUESS, TaskComparison, relabel
+from kmtr.errors import ConfigError
 from kmtr.eval.predict import Predictions, load_run, predict_split
 from kmtr.methods import METHODS, REFERENCE_LABELS, default_methods, method_label, method_spec
 from kmtr.tasks import TASKS, get_task
@@ -51,6 +52,7 @@ __all__ = [
     "compare_regression",
     "compare_segmentation",
     "method_table",
+    "methods_per_task",
     "run_benchmark",
     "threshold_table",
 ]
@@ -79,6 +81,25 @@ def method_table(methods: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def methods_per_task(tasks: Sequence[str], listed: Sequence[str]) -> dict[str, list[str]]:
+    """``{task: the listed methods that do it}`` for ``kmtr benchmark --method …`` (in the listed order),
+    so that one run can compare e.g. ``kmtr`` on every task and ``nnunet`` on segmentation.
+
+    Raises:
+        ConfigError: a listed method does none of ``tasks``, or no listed method does one of them.
+    """
+    for m in listed:
+        spec = method_spec(m)
+        if not set(spec.tasks) & set(tasks):
+            raise ConfigError(f"method {m} does none of the tasks asked for ({', '.join(tasks)}; it does "
+                              f"{', '.join(spec.tasks)}): leave it out or add one of its tasks")
+    out = {t: [m for m in listed if t in method_spec(m).tasks] for t in tasks}
+    for t, ms in out.items():
+        if not ms:
+            raise ConfigError(f"no listed method does {t} (methods that do: {', '.join(default_methods(t))})")
+    return out
+
+
 def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Sequence[str]],
                   overrides: dict[str, Any], masks: Sequence[str], lr_search: int = 0) -> None:
     """Everything a benchmark needs, checked before any run folder is written.
@@ -91,7 +112,6 @@ def check_request(preset_name: str, tasks: Sequence[str], methods: dict[str, Seq
     from kmtr.data import KSpaceDataset
     from kmtr.eval.lr_search import MAX_TRIES
     from kmtr.pipeline import stage_config
-    from kmtr.train.runner import ConfigError
 
     for task in tasks:
         get_task(task)
