@@ -38,7 +38,7 @@ from kspace_sim.sharing.manifest import (
 )
 from kspace_sim.store.remote import check_remote, filesystem
 from kspace_sim.store.checksum import CHECKSUM_ALGORITHMS, store_checksum_algorithm, subject_checksum
-from kspace_sim.store.coil_arrays import has_coils, stored_coil_checksum_rows
+from kspace_sim.store.coil_arrays import COIL_CHECKSUM_PATHS, has_coils, stored_coil_checksum_rows
 from kspace_sim.store.layout import FORMAT_VERSIONS, STATUS_DONE, StoreError, open_store
 from kspace_sim.store.schema import ARRAYS, array_spec, resolve_shape
 
@@ -98,7 +98,8 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 # the small arrays whose shape and dtype verify checks (their declaration: kspace_sim/store/schema.py)
 _CHECKED_SUBJECT_ARRAYS = ("subjects/status", "subjects/split", "subjects/checksum", "subjects/kspace_scale")
-_COIL_ARRAYS = ("coils/maps", "coils/geometry", "coils/field_seed", "coils/noise_seed", "coils/noise_sigma")
+# the arrays of a store with coils (format 2), from the schema
+_COIL_ARRAYS = tuple(dict.fromkeys(a.path for a in ARRAYS if a.since == 2))
 
 
 def _expected_shapes(group: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -188,17 +189,15 @@ def _check_subject(
     if "kspace" in rows:
         k = rows["kspace"]
         seg = rows.get("seg", np.zeros(0, np.uint8))
-        coil_rows: tuple[np.ndarray, ...] | None = ()
-        checked = ["kspace", "seg"]
-        if has_coils(group):
-            checked += list(_COIL_ARRAYS)
-            try:
-                coil_rows = stored_coil_checksum_rows(group, row)
-            except Exception as exc:  # noqa: BLE001 - any read error is reported, not raised
-                problems.append(Problem("unreadable", sid, "coils", f"row {row}: {type(exc).__name__}: {exc}"))
-                coil_rows = None  # no checksum to recompute
-        got = subject_checksum(k, seg, algorithm, coil_rows) if coil_rows is not None else stored
+        coils = has_coils(group)
+        try:  # a store with coils: the checksum covers its coils/* rows too (coils/maps read above)
+            extra = stored_coil_checksum_rows(group, row, rows.get("coils/maps")) if coils else ()
+        except Exception as exc:  # noqa: BLE001 - any read error is reported, not raised
+            problems.append(Problem("unreadable", sid, "coils", f"row {row}: {type(exc).__name__}: {exc}"))
+            extra = None  # no checksum to recompute
+        got = subject_checksum(k, seg, algorithm, extra) if extra is not None else stored
         if got != stored:
+            checked = ["kspace", "seg", *(COIL_CHECKSUM_PATHS if coils else ())]
             arrays = sorted({p.array for p in problems if p.kind == "file"}) or checked
             problems.append(
                 Problem("checksum", sid, "+".join(arrays), f"row {row}: recomputed {got.hex()[:12]}…, stored {stored.hex()[:12]}…")

@@ -18,7 +18,11 @@ import zarr
 from kspace_sim.acquisition import coil_kspace
 from kspace_sim.noise import NOISE_RULE_VERSION
 
-__all__ = ["CoilTable", "StoredCoils", "coil_checksum_rows", "decode_maps", "stored_coil_checksum_rows", "encode_maps", "has_coils", "read_subject_coils", "subject_coil_kspace"]
+__all__ = ["COIL_CHECKSUM_PATHS", "CoilTable", "StoredCoils", "coil_checksum_rows", "decode_maps", "encode_maps", "has_coils",
+           "read_subject_coils", "stored_coil_checksum_rows", "subject_coil_kspace"]
+
+#: the ``coils/*`` arrays a subject's checksum covers, in the order :func:`coil_checksum_rows` gives them
+COIL_CHECKSUM_PATHS = ("coils/maps", "coils/geometry", "coils/field_seed", "coils/noise_seed", "coils/noise_sigma")
 
 
 def has_coils(group: zarr.Group) -> bool:
@@ -87,11 +91,12 @@ def coil_checksum_rows(
     )
 
 
-def stored_coil_checksum_rows(group: zarr.Group, row: int) -> tuple[np.ndarray, ...]:
-    """:func:`coil_checksum_rows` of row ``row`` as read back from a store with coils."""
+def stored_coil_checksum_rows(group: zarr.Group, row: int, maps: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """:func:`coil_checksum_rows` of row ``row`` as read back from a store with coils; ``maps``: its
+    ``coils/maps`` row when the caller has read it already (not read again)."""
     return coil_checksum_rows(
-        group["coils/maps"][row], group["coils/geometry"][row], group["coils/field_seed"][row],
-        int(group["coils/noise_seed"][row]), group["coils/noise_sigma"][row],
+        group["coils/maps"][row] if maps is None else maps, group["coils/geometry"][row],
+        group["coils/field_seed"][row], int(group["coils/noise_seed"][row]), group["coils/noise_sigma"][row],
     )
 
 
