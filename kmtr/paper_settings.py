@@ -104,15 +104,16 @@ SETTINGS: tuple[Setting, ...] = (
     _s("data.batch_size", "III cls", 32, 32, 4, f"{REF}: stage III batch 16 / 32 / 2 / 2"),
     _s("data.batch_size", ("III seg", "III rec"), 2, 2, 2, f"{REF}: stage III batch 16 / 32 / 2 / 2"),
     _s("optim.lr_image", "I", 3e-4, 3e-4, 1e-3, f"{REF}: stage I image 3e-4"),
-    _s("optim.lr_kspace", "I", 1e-5, 1e-5, 1e-3, f"{REF}: stage I k-space 1e-5"),
+    _s("optim.lr_kspace", "I", 1e-5, 1e-5, 1e-2, f"{REF}: stage I k-space 1e-5"),
     _s("optim.lr", "II", 1e-5, 1e-5, 3e-4, f"{REF}: stage II 1e-5"),
     _s("optim.lr", "III reg", 1e-5, 1e-5, 5e-4, f"{REF}: stage III regression 1e-5"),
     _s("optim.lr", "III cls", 1e-6, 1e-6, 3e-4, f"{REF}: stage III classification 1e-6"),
-    _s("optim.lr", ("III seg", "III rec"), 1e-5, 1e-5, 1e-3, f"{REF}: stage III segmentation, reconstruction 1e-5"),
+    _s("optim.lr", "III seg", 1e-5, 1e-5, 1e-2, f"{REF}: stage III segmentation 1e-5"),
+    _s("optim.lr", "III rec", 1e-5, 1e-5, 1e-3, f"{REF}: stage III reconstruction 1e-5"),
     _s("optim.weight_decay", ALL, 1e-4, 1e-4, 1e-4, f"{REF}: weight decay 1e-4"),
     _s("optim.warmup_epochs", ALL, 10.0, 10.0, 1.0, f"{REF}: cosine schedule, 10 warm-up epochs"),
     _s("optim.min_lr_ratio", ALL, N, 0.0, 0.0, "ours: cosine decays to 0"),
-    _s("optim.epochs", "I", N, 100, 5, "ours"),
+    _s("optim.epochs", "I", N, 100, 10, "ours"),
     _s("optim.epochs", ("II", "III reg", "III cls", "III seg", "III rec"), N, 50, None, "ours"),
     _s("optim.betas", ALL, N, (0.9, 0.95), (0.9, 0.95), "ours (MAE's AdamW betas)"),
     _s("optim.clip_grad", ALL, N, 1.0, 1.0, "ours: gradient-norm clipping per model"),
@@ -131,7 +132,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 #: tiny-preset epochs where one value per scope does not fit a row (``tiny`` is None above)
-TINY_EPOCHS: dict[str, int] = {"II": 10, "III reg": 12, "III cls": 12, "III seg": 20, "III rec": 8}
+TINY_EPOCHS: dict[str, int] = {"II": 10, "III reg": 12, "III cls": 12, "III seg": 8, "III rec": 8}
 
 
 def tiny_value(row: Setting, scope: str) -> Any:

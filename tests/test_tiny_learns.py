@@ -10,9 +10,11 @@ and with fixed random draws, must have fallen by a stated fraction:
 * stage I (image MAE and k-space MAE, 60 steps): each MAE's loss ≥ 10 % below its value at
   initialisation (measured: image 0.431 → 0.345, −20 %; k-space 0.548 → 0.417, −24 %);
 * stage III segmentation from undersampled k-space (k-MTR from that stage-I encoder, 120 steps):
-  Dice + cross-entropy ≥ 7 % below its value at the start of fine-tuning (measured 2.90 → 2.40,
-  −17 %, with the preset's decoder at half resolution, ``heads.seg_out_stride = 2``; 2.82 → 2.40,
-  −15 %, at full resolution; 60 steps gave −8.5 %).
+  Dice + cross-entropy ≥ 16 % below its value at the start of fine-tuning (measured 2.90 → 1.96,
+  −32 %, with the preset's learning rate 1e-2 and its decoder at half resolution,
+  ``heads.seg_out_stride = 2``; at the earlier 1e-3: 2.90 → 2.40, −17 %);
+* stage III reconstruction (its k-space decoder trained from scratch on that encoder, 120 steps):
+  image MSE ≥ 25 % below its start (measured 0.736 → 0.369, −50 %).
 
 The fractions are half of what the preset reaches (the assertion messages print both values), so
 a change that stops a stage from learning (a broken normalisation, a wrong target, a learning rate
@@ -44,9 +46,11 @@ torch.set_num_threads(1)
 #: epochs per stage: 7 training subjects at the tiny preset's batch 2 → 3 steps per epoch
 EPOCHS = 20
 SEG_EPOCHS = 40
+REC_EPOCHS = 40
 #: minimum fractional fall of each loss after those steps
 STAGE1_MIN_FALL = 0.10
-SEG_MIN_FALL = 0.07
+SEG_MIN_FALL = 0.16
+REC_MIN_FALL = 0.25
 
 
 def _tiny(stage: int, task: str, store: str, out: Path, epochs: int) -> TrainConfig:
@@ -81,7 +85,7 @@ def _losses(model: torch.nn.Module, batch: dict[str, torch.Tensor], keys: tuple[
     return {k: float(np.mean([float(o[k]) for o in outs])) for k in keys}
 
 
-def test_tiny_preset_stage1_and_segmentation_losses_fall(simulated_store, tmp_path):
+def test_tiny_preset_stage1_segmentation_and_reconstruction_losses_fall(simulated_store, tmp_path):
     s1 = _tiny(1, "", simulated_store.store, tmp_path, EPOCHS)
     batch = _train_batch(s1)
     train_ds, _ = build_datasets(s1)
@@ -94,13 +98,15 @@ def test_tiny_preset_stage1_and_segmentation_losses_fall(simulated_store, tmp_pa
     for k in keys:
         assert after[k] < (1 - STAGE1_MIN_FALL) * before[k], (k, before, after)
 
-    seg = _tiny(3, "segmentation", simulated_store.store, tmp_path, SEG_EPOCHS)
-    seg.init = str(tmp_path / "learns" / "stage1")
-    seg_batch = _train_batch(seg)
-    state, _ = load_init(tmp_path / "learns" / "stage1" / "last.pt")
-    seed_everything(seg.run.seed)  # train_stage3 seeds like this before building the model
-    start = build_task_model(seg, train_ds.shape, train_ds.info.view_ids, task_targets(seg, train_ds), state)
-    result = train_stage3(seg)
-    assert result["global_step"] == SEG_EPOCHS * 3
-    before, after = _losses(start, seg_batch, ("loss",)), _losses(result["model"], seg_batch, ("loss",))
-    assert after["loss"] < (1 - SEG_MIN_FALL) * before["loss"], (before, after)
+    for task, epochs, min_fall in (("segmentation", SEG_EPOCHS, SEG_MIN_FALL),
+                                   ("reconstruction", REC_EPOCHS, REC_MIN_FALL)):
+        cfg = _tiny(3, task, simulated_store.store, tmp_path, epochs)
+        cfg.init = str(tmp_path / "learns" / "stage1")
+        task_batch = _train_batch(cfg)
+        state, _ = load_init(tmp_path / "learns" / "stage1" / "last.pt")
+        seed_everything(cfg.run.seed)  # train_stage3 seeds like this before building the model
+        start = build_task_model(cfg, train_ds.shape, train_ds.info.view_ids, task_targets(cfg, train_ds), state)
+        result = train_stage3(cfg)
+        assert result["global_step"] == epochs * 3
+        before, after = _losses(start, task_batch, ("loss",)), _losses(result["model"], task_batch, ("loss",))
+        assert after["loss"] < (1 - min_fall) * before["loss"], (task, before, after)

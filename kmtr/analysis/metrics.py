@@ -262,8 +262,9 @@ def segmentation_metrics(pred: np.ndarray, true: np.ndarray, present: np.ndarray
         chunk_frames: frames per MONAI batch.
 
     Returns:
-        One row per (view, class ≥ 1) with at least one evaluated frame, then one ``view == "all"``
-        row per class: ``view, class, n`` (2D frames where the class is in the ground truth),
+        One row per (view, class ≥ 1) with at least one evaluated frame, then (when some view names
+        start with ``sax``) one ``view == "short-axis"`` row per class over the short-axis views'
+        frames, then one ``view == "all"`` row per class: ``view, class, n`` (2D frames where the class is in the ground truth),
         ``dice, dice_sd, hd95, hd95_sd`` (mean and SD over those frames; HD95 in mm with spacing,
         else pixels; a frame with an empty prediction counts Dice 0 and is left out of HD95),
         ``n_missed`` (frames with an empty prediction).
@@ -313,6 +314,9 @@ def segmentation_metrics(pred: np.ndarray, true: np.ndarray, present: np.ndarray
     for view in ordered_views:
         sel = view_of == view
         rows += [r for c in range(1, n_classes) if (r := row(view, c, sel))["n"] > 0]
+    sax = np.asarray([str(v).startswith("sax") for v in view_of], dtype=bool)
+    if sax.any():
+        rows += [r for c in range(1, n_classes) if (r := row("short-axis", c, sax))["n"] > 0]
     rows += [row("all", c, np.ones(len(dice), dtype=bool)) for c in range(1, n_classes)]
     return pd.DataFrame(rows)
 

@@ -36,17 +36,22 @@ def regression_summary(df: pd.DataFrame) -> pd.DataFrame:
 def segmentation_tables(test: Predictions, class_names: list[str], out: Path, tag: str
                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Dice and HD95 per view and class of segmentation predictions (``metrics.segmentation_metrics``)
-    and the report's short table (all views, per class); writes the overlay figure ``<tag>_overlay.png``."""
+    and the report's short table (all views, per class, with the short-axis views' Dice beside); writes the overlay figure ``<tag>_overlay.png``."""
     view_names = test.truth["view_names"]
     df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
                                       list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
     overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
     summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
-    return df, pd.DataFrame({
-        "class": summary["class"], "frames": summary["n"],
+    table = pd.DataFrame({
+        "class": summary["class"].to_numpy(), "frames": summary["n"].to_numpy(),
         "Dice ± SD": [pm(m, s) for m, s in zip(summary["dice"], summary["dice_sd"])],
         "HD95 (mm) ± SD": [pm(m, s) for m, s in zip(summary["hd95"], summary["hd95_sd"])],
     })
+    sax = df[df["view"] == "short-axis"].set_index("class")
+    if len(sax):  # the ventricles' usual figure: Dice over the short-axis views' frames
+        table.insert(2, "short-axis Dice", [pm(sax.at[c, "dice"], sax.at[c, "dice_sd"]) if c in sax.index else "–"
+                                            for c in table["class"]])
+    return df, table
 
 
 def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict: Callable[[str], Predictions],

@@ -1,6 +1,9 @@
-"""Reconstruction of the complex image (B, S, T, H, W) from the k-space representation by a
-transformer decoder (no inverse FFT in the model); loss = MSE on real and imaginary parts of the
-per-subject normalised image; PSNR / SSIM beside the zero-filled input's."""
+"""Reconstruction of the complex image (B, S, T, H, W) from undersampled k-space: a transformer
+decoder like the stage-I k-space decoder (REFERENCES.md: "reconstruction decoder like the stage-I
+k-space decoder, trained from scratch") predicts the fully sampled k-space patch of every token,
+and the image is its centred inverse FFT; loss = MSE on real and imaginary parts of the
+per-subject normalised image (equal to the k-space MSE: the FFT is orthonormal); PSNR / SSIM
+beside the zero-filled input's."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from kmtr.analysis.predictions import Predictions
 from kmtr.analysis.stats import bootstrap_ci, wilcoxon_paired
 from kmtr.analysis.summaries import pm
 from kmtr.data import zero_filled_image
+from kmtr.fft import ifft2c
 from kmtr.models.mae import TokenDecoder
 from kmtr.models.tokenizer import unpatchify
 from kmtr.tasks.base import EvalContext, Task, TruthSink
@@ -38,8 +42,8 @@ class Reconstruction(Task):
         enc = net.encoder
         tokens, keep = enc.encoder_inputs(kspace, mask)
         latent, _ = enc.encode(tokens, keep)
-        values = net.head(latent, keep)
-        return torch.view_as_complex(unpatchify(values.float(), enc.grid).contiguous())
+        values = net.head(latent, keep)  # (B, L, P): fully sampled k-space patches (re, im)
+        return ifft2c(torch.view_as_complex(unpatchify(values.float(), enc.grid).contiguous()))
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         err = torch.view_as_real(out - batch["image"].to(out.dtype))
