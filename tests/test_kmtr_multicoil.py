@@ -254,6 +254,12 @@ def test_one_step_of_each_stage_on_a_coil_store(coil_store, tmp_path):
     run = load_run(s3["run_dir"])  # evaluation reads the stored noise: the same predictions twice
     first, again = predict_split(run, "validation"), predict_split(run, "validation")
     assert first.pred.shape == (1, run.targets["out_dim"]) and np.array_equal(first.pred, again.pred)
+    # reconstruction from coil k-space: the decoder predicts coil-free k-space, its inverse FFT is
+    # compared with the SENSE-1 image
+    rec = train_stage3(_config(coil_store, tmp_path, "mc", stage="3", task="reconstruction", method="kmtr"))
+    assert rec["global_step"] == 1 and np.isfinite(rec["last"]["loss"])
+    rec_pred = predict_split(load_run(rec["run_dir"]), "validation")
+    assert rec_pred.pred.shape == rec_pred.truth["image"].shape and np.isfinite(rec_pred.pred).all()
     # every registered method reads coil stores (the baselines: tests/test_kmtr_multicoil_baselines.py);
     # a method registered without ``multicoil`` is still refused with one line
     from kmtr.methods import METHODS
