@@ -15,9 +15,9 @@ Tasks (``cfg.task``, one class each in :mod:`kmtr.tasks`):
   evaluation time.
 * ``segmentation`` — (B, S, 6, T, H, W) logits, Dice + cross-entropy (MONAI ``DiceCELoss``) over
   every view and frame that has a ground truth (``subjects/seg_present``; the 3ch view has none).
-* ``reconstruction`` — the complex image (B, S, T, H, W) from the k-space representation by a
-  transformer decoder (no inverse FFT in the model); loss = MSE on real and imaginary parts of the
-  per-subject normalised image.
+* ``reconstruction`` — the complex image (B, S, T, H, W): a transformer decoder like the stage-I
+  k-space decoder predicts every token's fully sampled k-space patch, the image is its centred
+  inverse FFT; loss = MSE on real and imaginary parts of the per-subject normalised image.
 
 Methods (``cfg.method``, registered in :mod:`kmtr.methods`), all reading the same store, splits and labels:
 
