@@ -261,17 +261,22 @@ def test_summarise():
 
 
 def test_segmentation_short_axis_row_is_over_the_short_axis_views_only():
-    """The issue-23 figure: Dice over the short-axis views' frames, long-axis views left out."""
+    """The issue-23 figure: Dice over the short-axis slices' frames (the store's view ids, not the
+    names), long-axis views left out."""
     h = w = 16
     true = np.zeros((1, 3, 2, h, w), np.uint8)
     true[..., 4:12, 4:12] = 1
     pred = true.copy()
-    pred[0, 1, :, 4:12, 4:8] = 0  # sax1: half the square -> Dice 2/3
-    pred[0, 2] = 0  # the 4ch view: nothing predicted -> Dice 0
-    df = segmentation_metrics(pred, true, np.ones((1, 3), bool), ["sax0", "sax1", "la_4ch"], ["bg", "LV"])
+    pred[0, 1, :, 4:12, 4:8] = 0  # slice 1: half the square -> Dice 2/3
+    pred[0, 2] = 0  # the long-axis view: nothing predicted -> Dice 0
+    df = segmentation_metrics(pred, true, np.ones((1, 3), bool), ["basal", "mid", "4ch"], ["bg", "LV"],
+                              short_axis=[True, True, False])
     r = df.set_index(["view", "class"])
     assert r.loc[("short-axis", "LV"), "n"] == 4
     assert r.loc[("short-axis", "LV"), "dice"] == pytest.approx((1 + 2 / 3) / 2)
     assert r.loc[("all", "LV"), "dice"] == pytest.approx((1 + 2 / 3 + 0) / 3)
-    only_lax = segmentation_metrics(pred[:, 2:], true[:, 2:], np.ones((1, 1), bool), ["la_4ch"], ["bg", "LV"])
+    without = segmentation_metrics(pred, true, np.ones((1, 3), bool), ["sax0", "sax1", "la_4ch"], ["bg", "LV"])
+    assert "short-axis" not in set(without["view"])  # no view ids given: no row, whatever the names
+    only_lax = segmentation_metrics(pred[:, 2:], true[:, 2:], np.ones((1, 1), bool), ["la_4ch"], ["bg", "LV"],
+                                    short_axis=[False])
     assert "short-axis" not in set(only_lax["view"])

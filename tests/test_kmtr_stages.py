@@ -253,6 +253,8 @@ def test_cli_full_pipeline_then_eval_report(store8, tmp_path):
     assert len(reg) == 18 and {"mae", "mae_sd", "mean_guess_mae"} <= set(reg.columns)
     cls = __import__("pandas").read_csv(report / "kmtr-classification_classification.csv")
     assert list(cls["disease"]) == ["CAD", "hypertension"]
+    seg = __import__("pandas").read_csv(report / "kmtr-segmentation_segmentation.csv")
+    assert "short-axis" in set(seg["view"]) and "short-axis Dice" in text  # from the store's view ids
     for png in ("kmtr-regression_scatter.png", "kmtr-classification_roc.png", "kmtr-segmentation_overlay.png",
                 "kmtr-reconstruction_recon.png"):
         assert (report / png).stat().st_size > 1000, png

@@ -250,7 +250,7 @@ def _frame_metrics(pred: torch.Tensor, true: torch.Tensor, n_classes: int,
 
 def segmentation_metrics(pred: np.ndarray, true: np.ndarray, present: np.ndarray, view_names: Sequence[str],
                          class_names: Sequence[str], spacing: np.ndarray | None = None,
-                         chunk_frames: int = 256) -> pd.DataFrame:
+                         chunk_frames: int = 256, short_axis: Sequence[bool] | None = None) -> pd.DataFrame:
     """Dice and 95th-percentile Hausdorff distance per view and class over 2D frames.
 
     Args:
@@ -260,11 +260,12 @@ def segmentation_metrics(pred: np.ndarray, true: np.ndarray, present: np.ndarray
         class_names: names of labels 0..C−1 (index 0 = background, not reported).
         spacing: (N, S, 2) pixel spacing in mm (row, column), or None for pixels.
         chunk_frames: frames per MONAI batch.
+        short_axis: (S,) True for the short-axis slices (the store's view ids: 0 = SAX), or None.
 
     Returns:
-        One row per (view, class ≥ 1) with at least one evaluated frame, then (when some view names
-        start with ``sax``) one ``view == "short-axis"`` row per class over the short-axis views'
-        frames, then one ``view == "all"`` row per class: ``view, class, n`` (2D frames where the class is in the ground truth),
+        One row per (view, class ≥ 1) with at least one evaluated frame, then (with ``short_axis``)
+        one ``view == "short-axis"`` row per class with frames over the short-axis slices, then one
+        ``view == "all"`` row per class: ``view, class, n`` (2D frames where the class is in the ground truth),
         ``dice, dice_sd, hd95, hd95_sd`` (mean and SD over those frames; HD95 in mm with spacing,
         else pixels; a frame with an empty prediction counts Dice 0 and is left out of HD95),
         ``n_missed`` (frames with an empty prediction).
@@ -314,8 +315,8 @@ def segmentation_metrics(pred: np.ndarray, true: np.ndarray, present: np.ndarray
     for view in ordered_views:
         sel = view_of == view
         rows += [r for c in range(1, n_classes) if (r := row(view, c, sel))["n"] > 0]
-    sax = np.asarray([str(v).startswith("sax") for v in view_of], dtype=bool)
-    if sax.any():
+    if short_axis is not None:
+        sax = np.asarray(short_axis, dtype=bool)[sidx]
         rows += [r for c in range(1, n_classes) if (r := row("short-axis", c, sax))["n"] > 0]
     rows += [row("all", c, np.ones(len(dice), dtype=bool)) for c in range(1, n_classes)]
     return pd.DataFrame(rows)

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Predictions"]
+__all__ = ["PER_VIEW_KEYS", "Predictions"]
+
+#: ``truth`` entries with one value per view (S,), not per subject: ``view_names`` and ``view_ids``
+#: (0 = short axis, 1 = long axis, the store's), kept whole when subjects are selected
+PER_VIEW_KEYS = ("view_names", "view_ids")
 
 
 @dataclass

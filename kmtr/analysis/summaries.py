@@ -38,8 +38,10 @@ def segmentation_tables(test: Predictions, class_names: list[str], out: Path, ta
     """Dice and HD95 per view and class of segmentation predictions (``metrics.segmentation_metrics``)
     and the report's short table (all views, per class, with the short-axis views' Dice beside); writes the overlay figure ``<tag>_overlay.png``."""
     view_names = test.truth["view_names"]
+    view_ids = test.truth.get("view_ids")  # absent from predictions saved before it was kept
     df = metrics.segmentation_metrics(test.pred, test.truth["seg"], test.truth["seg_present"].astype(bool),
-                                      list(view_names), list(class_names), spacing=test.truth["pixel_spacing"])
+                                      list(view_names), list(class_names), spacing=test.truth["pixel_spacing"],
+                                      short_axis=None if view_ids is None else np.asarray(view_ids) == 0)
     overlays(test, tuple(view_names), out / f"{tag}_overlay.png")
     summary = df[df["view"] == "all"][["class", "n", "dice", "dice_sd", "hd95", "hd95_sd"]]
     table = pd.DataFrame({

@@ -117,4 +117,5 @@ def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu
         task.collect_truth(batch, raw, ds, run.model, keep)
     arrays: dict[str, np.ndarray] = {k: np.concatenate(v) for k, v in truth.items()}
     arrays["view_names"] = np.asarray(ds.info.view_names)
+    arrays["view_ids"] = np.asarray(ds.info.view_ids)
     return Predictions(task.name, np.concatenate(rows), np.concatenate(preds), arrays)

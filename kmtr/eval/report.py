@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from kmtr.analysis import figures
+from kmtr.analysis.predictions import PER_VIEW_KEYS
 from kmtr.analysis.summaries import segmentation_tables
 from kmtr.eval.predict import Predictions, TrainedRun, load_run, predict_split, run_folders
 from kmtr.tasks import get_task
@@ -85,7 +86,7 @@ def evaluate_predictions_run(path: Path, out: Path, split: str = "test", limit: 
     test, targets = load_predictions(path)
     if limit is not None:
         test = Predictions(test.task, test.rows[:limit], test.pred[:limit],
-                           {k: v if k == "view_names" else v[:limit] for k, v in test.truth.items()})
+                           {k: v if k in PER_VIEW_KEYS else v[:limit] for k, v in test.truth.items()})
     tag = f"{cfg.method}-{cfg.task}"
     df, summary = segmentation_tables(test, targets["names"], out, tag)
     df.to_csv(out / f"{tag}_segmentation.csv", index=False)

@@ -60,6 +60,7 @@ def collect_predictions(location: str, split: str, mask: str, frames: int | None
             truth.setdefault(key, []).append(value.numpy())
     arrays = {k: np.concatenate(v) for k, v in truth.items()}
     arrays["view_names"] = np.asarray(ds.info.view_names)
+    arrays["view_ids"] = np.asarray(ds.info.view_ids)
     return Predictions("segmentation", np.asarray(ds.rows, np.int64), pred, arrays)
 
 
