@@ -50,6 +50,9 @@ class MAEConfig:
     dec_heads: int = 16
     mlp_ratio: float = 4.0
     grad_checkpoint: bool = False
+    # attention bias -2^-h x token distance per head h (2-D ALiBi, kmtr.models.distance_bias); ours, off = the
+    # MAE sine-cosine code alone
+    distance_bias: bool = False
 
 
 @dataclass
@@ -156,7 +159,10 @@ def _tiny() -> TrainConfig:
     """Minutes per stage on 2 CPU cores on the 160-subject demo store (9 × 50 × 128 × 128, 112 training subjects)."""
     return TrainConfig(
         data=DataConfig(frames=5, batch_size=2, num_workers=0, cache=True, augment=True, max_angle=0.0),
-        arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4),
+        # distance bias: without it the image MAE stays on the subject-mean plateau for the whole run (see
+        # kmtr.models.distance_bias)
+        arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4,
+                        distance_bias=True),
         # stage I: 10 epochs at lr_kspace 1e-2 (160-subject demo, k-space MAE alone, validation MSE after epoch 1 →
         # 10: 0.290 → 0.148 at 1e-2, 0.329 → 0.172 at 3e-3, 0.339 → 0.243 at 1e-3)
         optim=OptimConfig(epochs=10, lr_image=1e-3, lr_kspace=1e-2, weight_decay=1e-4, warmup_epochs=1),

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from kmtr.config import MAEConfig
+from kmtr.models.distance_bias import DistanceBias
 from kmtr.models.tokenizer import (
     PatchEmbed,
     PositionalCode,
@@ -101,6 +102,7 @@ class MaskedAutoencoder(nn.Module):
         self.pos = PositionalCode(grid, cfg.width, view_ids)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.encoder = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.grad_checkpoint)
+        self.distance_bias = DistanceBias(grid, cfg.heads) if cfg.distance_bias else None
         self.decoder: TokenDecoder | None = TokenDecoder(grid, view_ids, cfg, out_dim or grid.patch_dim)
         nn.init.normal_(self.cls_token, std=0.02)
         self.apply(init_weights)
@@ -121,8 +123,17 @@ class MaskedAutoencoder(nn.Module):
             (Lk = most visible tokens in the batch) — and key_valid (B, 1 + Lk) bool, or None
             when no sample needs padding.
         """
-        x, key_valid, _, _ = self._pack(tokens, keep)
-        return self.encoder(x, key_valid), key_valid
+        x, key_valid, order, _ = self._pack(tokens, keep)
+        return self.encoder(x, key_valid, bias=self._bias(order)), key_valid
+
+    def _bias(self, order: torch.Tensor) -> torch.Tensor | None:
+        """The encoder's attention bias for the packed tokens ``order`` (B, Lk), or None when off."""
+        if self.distance_bias is None:
+            return None
+        # every sample keeps every token (stages II and III): the whole grid's bias, computed once
+        in_grid_order = order.shape[1] == self.grid.num_tokens and bool(
+            (order == torch.arange(order.shape[1], device=order.device)).all())
+        return self.distance_bias(None if in_grid_order else order)
 
     def _pack(
         self, tokens: torch.Tensor, keep: torch.Tensor
@@ -167,7 +178,8 @@ class MaskedAutoencoder(nn.Module):
         """
         b, n = keep.shape
         x, key_valid, order, valid = self._pack(tokens, keep)
-        out, feats = self.encoder(x, key_valid, return_layers=tuple(layers) or (len(self.encoder.blocks),))
+        out, feats = self.encoder(x, key_valid, return_layers=tuple(layers) or (len(self.encoder.blocks),),
+                                  bias=self._bias(order))
         if not layers:
             feats = []
         idx = order[..., None].expand(-1, -1, out.shape[-1])
@@ -205,6 +217,7 @@ class TokenDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_width))
         self.pos = PositionalCode(grid, cfg.dec_width, view_ids)
         self.blocks = Transformer(cfg.dec_width, cfg.dec_depth, cfg.dec_heads, cfg.mlp_ratio, cfg.grad_checkpoint)
+        self.distance_bias = DistanceBias(grid, cfg.dec_heads) if cfg.distance_bias else None
         self.head = nn.Linear(cfg.dec_width, out_dim)
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -216,7 +229,8 @@ class TokenDecoder(nn.Module):
         gathered = torch.gather(vis, 1, rank[..., None].expand(-1, -1, vis.shape[-1]))
         full = torch.where(keep[..., None], gathered, self.mask_token.to(gathered.dtype))
         full = full + self.pos()[None].to(full.dtype)
-        out = self.blocks(torch.cat([cls, full], dim=1))
+        bias = None if self.distance_bias is None else self.distance_bias()
+        out = self.blocks(torch.cat([cls, full], dim=1), bias=bias)
         return self.head(out[:, 1:])
 
 

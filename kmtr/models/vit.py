@@ -23,11 +23,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, L, D); key_valid (B, L) bool (False = padding, never attended to) or None."""
+    def forward(
+        self, x: torch.Tensor, key_valid: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, L, D); key_valid (B, L) bool (False = padding, never attended to) or None; bias
+        (B or 1, heads, L, L) added to the attention logits, or None."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         mask = key_valid[:, None, None, :] if key_valid is not None else None
+        if bias is not None:
+            mask = bias.to(q.dtype) if mask is None else bias.to(q.dtype).masked_fill(~mask, float("-inf"))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
@@ -43,8 +48,10 @@ class Block(nn.Module):
         hidden = int(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), key_valid)
+    def forward(
+        self, x: torch.Tensor, key_valid: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_valid, bias)
         return x + self.mlp(self.norm2(x))
 
 
@@ -60,9 +67,11 @@ class Transformer(nn.Module):
         self.grad_checkpoint = grad_checkpoint
 
     def forward(
-        self, x: torch.Tensor, key_valid: torch.Tensor | None = None, return_layers: Sequence[int] = ()
+        self, x: torch.Tensor, key_valid: torch.Tensor | None = None, return_layers: Sequence[int] = (),
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, L, D) → (B, L, D) after the final norm.
+        """(B, L, D) → (B, L, D) after the final norm; ``bias`` (B or 1, heads, L, L) is added to
+        every block's attention logits (:mod:`kmtr.models.distance_bias`).
 
         With ``return_layers`` (1-based block indices), also returns those blocks' raw outputs
         (B, L, D), in the order asked: ``(out, [x_l for l in return_layers])``.
@@ -74,9 +83,9 @@ class Transformer(nn.Module):
         collected: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks, start=1):
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, key_valid, use_reentrant=False)
+                x = checkpoint(blk, x, key_valid, bias, use_reentrant=False)
             else:
-                x = blk(x, key_valid)
+                x = blk(x, key_valid, bias)
             if i in wanted:
                 collected[i] = x
         out = self.norm(x)
