@@ -22,7 +22,7 @@ def test_bias_is_minus_slope_times_token_distance_with_a_slice_gap():
     bias = DistanceBias(grid, heads=3)()
     assert bias.shape == (1, 3, 1 + 64, 1 + 64)
     slopes = head_slopes(3)
-    assert torch.equal(slopes, torch.tensor([1.0, 0.5, 0.25]))
+    assert torch.equal(slopes, torch.tensor([1.0, 0.5, 0.0]))  # the last head global
     assert torch.all(bias[:, :, 0, :] == 0) and torch.all(bias[:, :, :, 0] == 0)  # class token
     tok = lambda s, t, h, w: 1 + ((s * 2 + t) * 4 + h) * 4 + w  # noqa: E731 (sequence position)
     for h in range(3):

@@ -7,8 +7,9 @@ key token ``j``, with
 
 * ``d`` = the Euclidean distance between the tokens' (t, h, w) patch indices (in tokens), plus
   :data:`SLICE_GAP` when they lie in different slices (views);
-* slopes ``m_h = 2^(−h)``, h = 0 … H−1: from a local head (the logit falls by 1 per token of
-  distance) to nearly global ones; the class token is at distance 0 from every token.
+* slopes ``m_h = 2^(−h)`` for h = 0 … H−2 and ``m_{H−1} = 0``: from a local head (the logit
+  falls by 1 per token of distance) to wider ones, and one global head; the class token is at
+  distance 0 from every token.
 
 Why: on the tiny preset's 112 training subjects and ~500 steps, the image MAE without it never
 leaves the "predict the subject's mean patch" plateau (hidden-token MSE 0.31, the level of the
@@ -37,8 +38,8 @@ SLICE_GAP = 2.0
 
 
 def head_slopes(heads: int) -> torch.Tensor:
-    """(H,) slopes ``2^(−h)``, h = 0 … H−1."""
-    return torch.tensor([2.0 ** (-h) for h in range(heads)])
+    """(H,) slopes ``2^(−h)``, h = 0 … H−2, then 0 (a global head; a single head is global)."""
+    return torch.tensor([2.0 ** (-h) for h in range(heads - 1)] + [0.0])
 
 
 def token_coordinates(grid: TokenGrid) -> torch.Tensor:
