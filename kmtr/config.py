@@ -50,8 +50,8 @@ class MAEConfig:
     dec_heads: int = 16
     mlp_ratio: float = 4.0
     grad_checkpoint: bool = False
-    # attention bias -2^-h x token distance per head h (2-D ALiBi, kmtr.models.distance_bias); ours, off = the
-    # MAE sine-cosine code alone
+    # attention bias -2^-h x token distance per head h, the last head global (2-D ALiBi, kmtr.models.distance_bias);
+    # ours, off = the MAE sine-cosine code alone
     distance_bias: bool = False
 
 

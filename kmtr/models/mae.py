@@ -37,7 +37,7 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
 Encoders: patch embedding + positional code over (slice, t, h, w) + view code, a class token,
 a pre-norm ViT (``scaled_dot_product_attention``). Kept tokens are packed to the front; when
 samples keep different numbers of tokens the rest is padding that no token attends to. With
-``distance_bias`` (off by default; the tiny preset's) every encoder and decoder block also adds
+``distance_bias`` (an option, off in both presets) every encoder and decoder block also adds
 :class:`kmtr.models.distance_bias.DistanceBias` to its attention logits, following the packed tokens.
 """
 
@@ -126,16 +126,16 @@ class MaskedAutoencoder(nn.Module):
             when no sample needs padding.
         """
         x, key_valid, order, _ = self._pack(tokens, keep)
-        return self.encoder(x, key_valid, bias=self._bias(order)), key_valid
+        return self.encoder(x, key_valid, bias=self._bias(order, key_valid)), key_valid
 
-    def _bias(self, order: torch.Tensor) -> torch.Tensor | None:
+    def _bias(self, order: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor | None:
         """The encoder's attention bias for the packed tokens ``order`` (B, Lk), or None when off."""
         if self.distance_bias is None:
             return None
-        # every sample keeps every token (stages II and III): the whole grid's bias, computed once
-        in_grid_order = order.shape[1] == self.grid.num_tokens and bool(
-            (order == torch.arange(order.shape[1], device=order.device)).all())
-        return self.distance_bias(None if in_grid_order else order)
+        # no padding and every token packed: every sample keeps every token, in grid order (stages II
+        # and III), so the whole grid's bias, computed once, applies
+        every_token = key_valid is None and order.shape[1] == self.grid.num_tokens
+        return self.distance_bias(None if every_token else order)
 
     def _pack(
         self, tokens: torch.Tensor, keep: torch.Tensor
@@ -181,7 +181,7 @@ class MaskedAutoencoder(nn.Module):
         b, n = keep.shape
         x, key_valid, order, valid = self._pack(tokens, keep)
         out, feats = self.encoder(x, key_valid, return_layers=tuple(layers) or (len(self.encoder.blocks),),
-                                  bias=self._bias(order))
+                                  bias=self._bias(order, key_valid))
         if not layers:
             feats = []
         idx = order[..., None].expand(-1, -1, out.shape[-1])
