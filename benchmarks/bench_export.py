@@ -16,7 +16,10 @@ write of as many bytes as the export wrote, and the CPU seconds per subject of a
 threads: the export reads subject i+1 while its writer thread writes subject i's files, the raw
 read has one thread), then both as one Dask task per subject on a local cluster of
 ``--workers`` processes started once (its start is not counted). Runs are interleaved and the best
-of ``--repeats`` is kept: the machine may be shared.
+of ``--repeats`` is kept: the machine may be shared. Every timed run starts after ``os.sync()``, so
+that none pays for the write-back of the files an earlier run wrote (the export writes ~120 MiB per
+subject for CMRxRecon: its own page-cache writes are counted, the disk's later write-back is not,
+for any run).
 
 Usage: python benchmarks/bench_export.py [--subjects 12] [--store PATH] [--repeats 3] [--workers 2]
 """
@@ -78,6 +81,7 @@ CPU_SECONDS: dict[str, float] = {}  # run -> least CPU seconds (this process, al
 
 def _in_process(key: str, run: Callable[[], float]) -> float:
     """``run()``'s wall seconds; its CPU seconds go to CPU_SECONDS[key] (the least of the repeats)."""
+    os.sync()
     cpu = time.process_time()
     seconds = run()
     CPU_SECONDS[key] = min(CPU_SECONDS.get(key, float("inf")), time.process_time() - cpu)
@@ -105,6 +109,7 @@ def plain_write_seconds(files: int, n_bytes: int, folder: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     block = np.random.default_rng(0).bytes(-(-n_bytes // files))
+    os.sync()
     t0 = time.perf_counter()
     for i in range(files):
         (out / f"f{i}").write_bytes(block)
@@ -125,6 +130,7 @@ def measure(store: str, rows: list[int], folder: Path, repeats: int, client: obj
         if client is None:
             best["raw"] = min(best["raw"], _in_process("raw", lambda: raw_read(store, rows, MASK.name)))
         else:
+            os.sync()
             best["raw"] = min(best["raw"], raw_read(store, rows, MASK.name, client))
         for fmt in ("ismrmrd", "cmrxrecon"):
             if client is None:
@@ -134,6 +140,7 @@ def measure(store: str, rows: list[int], folder: Path, repeats: int, client: obj
                 slow = _in_process(f"{fmt} sha256", lambda fmt=fmt: export_seconds(store, fmt, folder, None, "sha256"))
                 best[f"{fmt} sha256"] = min(best.get(f"{fmt} sha256", float("inf")), slow)
             else:
+                os.sync()
                 best[fmt] = min(best[fmt], export_seconds(store, fmt, folder, scheduler))
     return best
 

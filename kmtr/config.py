@@ -60,6 +60,9 @@ class ArchConfig(MAEConfig):
     """Model sizes (:class:`MAEConfig`, shared by both MAEs) and stage-I objective settings."""
 
     mask_ratio: float = 0.7  # image MAE
+    # which MAEs take arch.distance_bias when it is on: image | kspace | both (ours; the bias is an image-domain
+    # locality prior, and k-space tokens have no such locality)
+    distance_bias_models: str = "both"
     image_magnitude: bool = False  # image MAE reads and predicts magnitude images |x| (not re, im)
     kspace_rel_weight: float = 1.0
     kspace_rel_eps: float = 1.0  # in units of the per-subject RMS (see kmtr.normalise)
@@ -159,9 +162,11 @@ def _tiny() -> TrainConfig:
     """Minutes per stage on 2 CPU cores on the 160-subject demo store (9 × 50 × 128 × 128, 112 training subjects)."""
     return TrainConfig(
         data=DataConfig(frames=5, batch_size=2, num_workers=0, cache=True, augment=True, max_angle=0.0),
-        # without arch.distance_bias (off here: README, "what to expect") the image MAE stays on the subject-mean
-        # plateau; with it stage I learns but segmentation ends lower (kmtr.models.distance_bias)
-        arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4),
+        # the distance bias in the image MAE only (README, "what to expect"): without it the image MAE stays on the
+        # subject-mean plateau (stage I validation loss -25 %; with it -36 %); in the k-space MAE too it costs
+        # segmentation (short-axis LV Dice 0.76-0.78), in the image MAE alone it does not (0.81)
+        arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4,
+                        distance_bias=True, distance_bias_models="image"),
         # stage I: 10 epochs at lr_kspace 1e-2 (160-subject demo, k-space MAE alone, validation MSE after epoch 1 →
         # 10: 0.290 → 0.148 at 1e-2, 0.329 → 0.172 at 3e-3, 0.339 → 0.243 at 1e-3)
         optim=OptimConfig(epochs=10, lr_image=1e-3, lr_kspace=1e-2, weight_decay=1e-4, warmup_epochs=1),

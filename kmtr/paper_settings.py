@@ -67,8 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("arch.dec_heads", ALL, N, 16, 4, "ours"),
     _s("arch.mlp_ratio", ALL, N, 4.0, 4.0, "ours (ViT default)"),
     _s("arch.mask_ratio", ALL, 0.7, 0.7, 0.7, f"{REF}: image mask ratio 70 %"),
-    _s("arch.distance_bias", ALL, N, False, False, "ours: positions are MAE's sine-cosine code alone; the option adds "
-       "a 2-D ALiBi attention bias (kmtr.models.distance_bias; README, \"what to expect\")"),
+    _s("arch.distance_bias", ALL, N, False, True, "ours: the paper preset keeps MAE's sine-cosine code alone; tiny adds a "
+       "2-D ALiBi attention bias (kmtr.models.distance_bias), without which its image MAE learns nothing local in "
+       "~500 steps (README, \"what to expect\")"),
+    _s("arch.distance_bias_models", ALL, N, "both", "image", "ours: which MAEs take arch.distance_bias when it is on; "
+       "tiny: the image MAE only (in the k-space MAE it costs segmentation)"),
     _s("arch.grad_checkpoint", "II", True, True, False, f"{REF}: stage II gradient checkpointing"),
     _s("arch.grad_checkpoint", ("III reg", "III cls"), N, True, False,
        "ours: without it classification's batch 32 does not fit an H200 (benchmarks/bench_stages.py)"),

@@ -136,3 +136,28 @@ def test_a_batch_where_one_sample_keeps_every_token_and_another_does_not():
         for i in range(2):
             alone, _ = model.encode(tokens[i : i + 1], keep[i : i + 1])
             torch.testing.assert_close(both[i, : alone.shape[1]], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("models, image_on, kspace_on", [("both", True, True), ("image", True, False), ("kspace", False, True)])
+def test_distance_bias_models_selects_which_mae_takes_the_bias(models, image_on, kspace_on):
+    from kmtr.train.maes import build_stage1_model, validate_config
+
+    cfg = preset("tiny", 1)
+    cfg.arch.distance_bias, cfg.arch.distance_bias_models = True, models
+    m = build_stage1_model(cfg, validate_config(cfg, (9, 5, 128, 128)), tuple(range(9)))
+    for mae, on in ((m.image, image_on), (m.kspace, kspace_on)):
+        assert (mae.distance_bias is not None) == on
+        assert (mae.decoder.distance_bias is not None) == on
+    cfg.arch.distance_bias = False  # the option off: no MAE takes it, whatever the selection
+    m = build_stage1_model(cfg, validate_config(cfg, (9, 5, 128, 128)), tuple(range(9)))
+    assert m.image.distance_bias is None and m.kspace.distance_bias is None
+
+
+def test_an_unknown_distance_bias_selection_is_refused():
+    from kmtr.errors import ConfigError
+    from kmtr.train.maes import validate_config
+
+    cfg = preset("tiny", 1)
+    cfg.arch.distance_bias_models = "images"
+    with pytest.raises(ConfigError, match="distance_bias_models"):
+        validate_config(cfg, (9, 5, 128, 128))

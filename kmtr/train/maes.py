@@ -58,6 +58,8 @@ def validate_config(cfg: TrainConfig, shape: tuple[int, int, int, int]) -> Token
     for w, h, what in ((a.width, a.heads, "width/heads"), (a.dec_width, a.dec_heads, "dec_width/dec_heads")):
         if h < 1 or w % h:
             raise ConfigError(f"{what} = {w}/{h}: the width must be divisible by the head count")
+    if a.distance_bias_models not in ("image", "kspace", "both"):
+        raise ConfigError(f"arch.distance_bias_models must be image, kspace or both, not {a.distance_bias_models!r}")
     if not 0.0 <= a.mask_ratio < 1.0:
         raise ConfigError(f"mask_ratio must be in [0, 1), not {a.mask_ratio}")
     if cfg.data.batch_size < 1:
@@ -75,7 +77,9 @@ def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, .
     a = cfg.arch
     sizes = {f.name: getattr(a, f.name) for f in dataclasses.fields(MAEConfig)}
     mcfg = MAEConfig(**{**sizes, "patch": tuple(a.patch)})
-    image = ImageMAE(grid, view_ids, mcfg, a.mask_ratio, a.image_magnitude) if cfg.models in ("image", "both") else None
+    icfg = dataclasses.replace(mcfg, distance_bias=a.distance_bias and a.distance_bias_models in ("image", "both"))
+    mcfg = dataclasses.replace(mcfg, distance_bias=a.distance_bias and a.distance_bias_models in ("kspace", "both"))
+    image = ImageMAE(grid, view_ids, icfg, a.mask_ratio, a.image_magnitude) if cfg.models in ("image", "both") else None
     kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
                         a.kspace_magnitude_c, coils)
               if cfg.models in ("kspace", "both") else None)

@@ -5,9 +5,9 @@ file with its final name is always complete; then it is hashed (xxh3-128, for re
 manifest, and sha256 as well when the export asked for sha256 checksums). Writing and hashing run
 on a writer thread, in order, while this thread prepares the next file's arrays. The task returns
 the subject's record (file sizes and digests) once its files are all in place; the client stores
-it, which is what marks the subject done. (Overlapping one subject's writing with the next one's
-reading was tried: on the shared 2-core machine it cost cmrxrecon ~45 % more CPU per subject and
-gained no wall time.)
+it, which is what marks the subject done. In one process (``workers = 0``) the runner keeps two
+subjects in flight on threads (:func:`kspace_sim.export.runner._export_in_process`), so one
+subject is read while the files of the one before are written.
 """
 
 from __future__ import annotations
