@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         ),
         mask: Optional[str] = typer.Option(None, "--mask", help="mask of the store (default: its first, sorted by name)"),
         split: Optional[str] = typer.Option(None, "--split", help="only this split: train, validation or test"),
-        workers: int = typer.Option(2, help="Dask worker processes (0 = serial, in this process)"),
+        workers: int = typer.Option(2, help="Dask worker processes (0 = in this process, two subjects at a time on threads)"),
         scheduler: Optional[str] = typer.Option(None, help="address of an existing Dask scheduler"),
         storage_options: Optional[str] = typer.Option(None, "--storage-options", help="fsspec options as JSON"),
         checksum: Optional[str] = typer.Option(

@@ -1,8 +1,8 @@
 """Distance-based attention bias over the token grid (ALiBi, Press et al. ICLR 2022, in 2-D + t).
 
-An optional positional scheme for the MAE encoders and decoders (``arch.distance_bias``, off in
-both presets: the paper states no positional scheme, and both presets keep MAE's fixed sine-cosine
-code alone). Each head ``h`` of ``H`` adds ``−m_h · d(i, j)`` to the attention logit of query token
+An optional positional scheme for the MAE encoders and decoders (``arch.distance_bias``; which
+MAEs take it: ``arch.distance_bias_models``). The paper states no positional scheme and the paper
+preset keeps MAE's fixed sine-cosine code alone; the tiny preset adds the bias to the image MAE only. Each head ``h`` of ``H`` adds ``−m_h · d(i, j)`` to the attention logit of query token
 ``i`` and key token ``j``, with
 
 * ``d`` = the Euclidean distance between the tokens' (t, h, w) patch indices (in tokens), plus
@@ -17,9 +17,10 @@ the subject's mean visible token, 0.32), although simply averaging each hidden t
 neighbours reaches 0.16 (patch 8) and normalised convolution of the visible pixels 0.18 (patch 16):
 a small ViT has to *learn* locality from data, which needs far more steps. The bias gives it
 locality from the first step and leaves every head free to attend anywhere by content. On the
-tiny demo it makes stage I learn (validation loss −33 % instead of −25 %) but the segmentation
-fine-tuned from that encoder ends lower (README, "what to expect"), so the tiny preset leaves it
-off too.
+tiny demo it makes stage I learn (validation loss −36 % instead of −25 %). In the k-space MAE
+too it costs the segmentation fine-tuned from that encoder (short-axis LV Dice 0.76–0.78 against
+0.81; README, "what to expect"): locality is an image-domain prior, so the tiny preset puts it in
+the image MAE only.
 
 Cost: a (B, H, n, n) float bias per forward (n = tokens in the sequence + the class token),
 fine for the tiny grid (577 tokens); at the paper's 23,040 tokens per subject it would take

@@ -37,8 +37,9 @@ Two models share one skeleton (:class:`MaskedAutoencoder`):
 Encoders: patch embedding + positional code over (slice, t, h, w) + view code, a class token,
 a pre-norm ViT (``scaled_dot_product_attention``). Kept tokens are packed to the front; when
 samples keep different numbers of tokens the rest is padding that no token attends to. With
-``distance_bias`` (an option, off in both presets) every encoder and decoder block also adds
-:class:`kmtr.models.distance_bias.DistanceBias` to its attention logits, following the packed tokens.
+``distance_bias`` (the tiny preset's image MAE; off in the paper preset) every encoder and
+decoder block also adds :class:`kmtr.models.distance_bias.DistanceBias` to its attention logits,
+following the packed tokens.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ class ExportConfig:
         store: store path or URL. out: export folder.
         fmt: ``ismrmrd`` or ``cmrxrecon``. mask: a mask of the store (default: its first, sorted).
         subjects: subject ids to export (default: every done subject). split: only this split.
-        workers: Dask worker processes (0 = in this process). scheduler: an existing cluster.
+        workers: Dask worker processes (0 = in this process, two subjects in flight on threads).
+            scheduler: an existing cluster.
         checksum: per-file checksum of the manifest: ``xxh3_128`` (XXH128SUMS) or ``sha256``
             (SHA256SUMS); None: the folder's algorithm when resuming an export, else ``xxh3_128``.
     """
