@@ -2,8 +2,9 @@
 
 An optional positional scheme for the MAE encoders and decoders (``arch.distance_bias``; which
 MAEs take it: ``arch.distance_bias_models``). The paper states no positional scheme and the paper
-preset keeps MAE's fixed sine-cosine code alone; the tiny preset adds the bias to the image MAE only. Each head ``h`` of ``H`` adds ``−m_h · d(i, j)`` to the attention logit of query token
-``i`` and key token ``j``, with
+preset keeps MAE's fixed sine-cosine code alone; the tiny preset adds the bias to the image MAE
+only. Each head ``h`` of ``H`` adds ``−m_h · d(i, j)`` to the attention logit of query token ``i``
+and key token ``j``, with
 
 * ``d`` = the Euclidean distance between the tokens' (t, h, w) patch indices (in tokens), plus
   :data:`SLICE_GAP` when they lie in different slices (views);

@@ -78,9 +78,9 @@ def build_stage1_model(cfg: TrainConfig, grid: TokenGrid, view_ids: tuple[int, .
     sizes = {f.name: getattr(a, f.name) for f in dataclasses.fields(MAEConfig)}
     mcfg = MAEConfig(**{**sizes, "patch": tuple(a.patch)})
     icfg = dataclasses.replace(mcfg, distance_bias=a.distance_bias and a.distance_bias_models in ("image", "both"))
-    mcfg = dataclasses.replace(mcfg, distance_bias=a.distance_bias and a.distance_bias_models in ("kspace", "both"))
+    kcfg = dataclasses.replace(mcfg, distance_bias=a.distance_bias and a.distance_bias_models in ("kspace", "both"))
     image = ImageMAE(grid, view_ids, icfg, a.mask_ratio, a.image_magnitude) if cfg.models in ("image", "both") else None
-    kspace = (KSpaceMAE(grid, view_ids, mcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
+    kspace = (KSpaceMAE(grid, view_ids, kcfg, a.kspace_rel_weight, a.kspace_rel_eps, a.kspace_rel_to, a.signed_log_c,
                         a.kspace_magnitude_c, coils)
               if cfg.models in ("kspace", "both") else None)
     return Stage1Model(image, kspace)
