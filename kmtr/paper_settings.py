@@ -98,6 +98,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heads.seg_out_stride", "III seg", N, 1, 2,
        "ours: 1 = every decoder stage up to full resolution; 2 = logits upsampled from H/2 x W/2 (CPU)"),
     _s("heads.seg_dice_weight", "III seg", N, 1.0, 1.0, "ours: Dice + cross-entropy"),
+    _s("heads.rec_width", "III rec", N, 0, 0, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
+       "output layer maps it to a token's pt·ph·pw·2 k-space values (tiny: 2,560), so every predicted patch lies in a "
+       "subspace of this dimension (README, \"what to expect\")", "like the stage-I k-space decoder"),
     _s("heads.balance", "III cls", N, "weighted", "weighted", "ours: positive-class weight n_neg / n_pos"),
     _s("heads.threshold", "III cls", N, "f1", "f1",
        f"{REF}: threshold chosen on validation; the criterion (max F1) is ours",
@@ -114,7 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("optim.lr", "III reg", 1e-5, 1e-5, 5e-4, f"{REF}: stage III regression 1e-5"),
     _s("optim.lr", "III cls", 1e-6, 1e-6, 3e-4, f"{REF}: stage III classification 1e-6"),
     _s("optim.lr", "III seg", 1e-5, 1e-5, 1e-2, f"{REF}: stage III segmentation 1e-5"),
-    _s("optim.lr", "III rec", 1e-5, 1e-5, 1e-3, f"{REF}: stage III reconstruction 1e-5"),
+    _s("optim.lr", "III rec", 1e-5, 1e-5, 1e-2, f"{REF}: stage III reconstruction 1e-5"),
     _s("optim.weight_decay", ALL, 1e-4, 1e-4, 1e-4, f"{REF}: weight decay 1e-4"),
     _s("optim.warmup_epochs", ALL, 10.0, 10.0, 1.0, f"{REF}: cosine schedule, 10 warm-up epochs"),
     _s("optim.min_lr_ratio", ALL, N, 0.0, 0.0, "ours: cosine decays to 0"),

@@ -44,3 +44,26 @@ def test_reconstruction_image_is_the_inverse_fft_of_the_decoded_kspace_patches()
     # ... and one that returns the zero-filled k-space gives the zero-filled image
     net.head = Fixed(kspace * mask[..., None, :])
     torch.testing.assert_close(net(kspace, mask), ifft2c(kspace * mask[..., None, :]), rtol=1e-4, atol=1e-4)
+
+
+def test_reconstruction_decoder_width_is_heads_rec_width_or_the_stage1_decoders():
+    """``heads.rec_width`` sets the reconstruction decoder's width (its output layer maps it to a token's k-space
+    values); 0 keeps the stage-I decoders' ``arch.dec_width``; a width the decoder's heads do not divide is refused."""
+    import pytest
+
+    from kmtr.errors import ConfigError
+    from kmtr.tasks.reconstruction import Reconstruction
+
+    shape, views = (3, 5, 16, 16), (0, 0, 1)
+    for rec_width, width in (("0", 32), ("48", 48)):
+        cfg = stage_config("tiny", 3, "reconstruction", {**TINY_OVERRIDES, "init": "scratch",
+                                                         "heads.rec_width": rec_width})
+        head = build_task_model(cfg, shape, views, {"out_dim": 0, "names": []}).net.head
+        assert head.embed.out_features == width and head.head.in_features == width
+        assert all(block.norm1.normalized_shape == (width,) for block in head.blocks.blocks)
+    for bad in ("31", "-4"):  # arch.dec_heads = 2
+        cfg = stage_config("tiny", 3, "reconstruction", {**TINY_OVERRIDES, "init": "scratch", "heads.rec_width": bad})
+        with pytest.raises(ConfigError, match="heads.rec_width"):
+            Reconstruction().targets(cfg, None)
+        with pytest.raises(ConfigError, match="heads.rec_width"):
+            build_task_model(cfg, shape, views, {"out_dim": 0, "names": []})

@@ -7,6 +7,7 @@ beside the zero-filled input's."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,13 @@ from kmtr.analysis.predictions import Predictions
 from kmtr.analysis.stats import bootstrap_ci, wilcoxon_paired
 from kmtr.analysis.summaries import pm
 from kmtr.data import zero_filled_image
+from kmtr.errors import ConfigError
 from kmtr.fft import ifft2c
 from kmtr.models.mae import TokenDecoder
 from kmtr.models.tokenizer import unpatchify
 from kmtr.tasks.base import EvalContext, Task, TruthSink
 
-__all__ = ["Reconstruction", "compare_reconstruction"]
+__all__ = ["Reconstruction", "compare_reconstruction", "decoder_width"]
 
 
 class Reconstruction(Task):
@@ -32,11 +34,14 @@ class Reconstruction(Task):
     metric = "PSNR (dB)"
 
     def targets(self, cfg: Any, train_ds: Any) -> dict[str, Any]:
+        decoder_width(cfg.heads.rec_width, cfg.arch.dec_width, cfg.arch.dec_heads)  # a bad width stops here
         return {"out_dim": 0, "names": []}
 
     def build_head(self, net: Any, encoder: Any, in_dim: int, out_dim: int, heads: Any) -> torch.nn.Module:
         view_ids = tuple(int(v) for v in encoder.pos.view_ids.tolist())
-        return TokenDecoder(encoder.grid, view_ids, encoder.cfg, encoder.grid.patch_dim)
+        width = decoder_width(heads.rec_width, encoder.cfg.dec_width, encoder.cfg.dec_heads)
+        return TokenDecoder(encoder.grid, view_ids, dataclasses.replace(encoder.cfg, dec_width=width),
+                            encoder.grid.patch_dim)
 
     def run_head(self, net: Any, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         enc = net.encoder
@@ -77,6 +82,16 @@ class Reconstruction(Task):
             "SSIM ± SD": [pm(df["ssim"].mean(), df["ssim"].std()), pm(zf["ssim"].mean(), zf["ssim"].std())],
         })
         return {"tables": {"reconstruction": df}, "summary": summary}
+
+
+def decoder_width(rec_width: int, dec_width: int, dec_heads: int) -> int:
+    """The reconstruction decoder's width: ``heads.rec_width``, or the stage-I decoders' ``arch.dec_width``
+    when it is 0; ``ConfigError`` unless it is ≥ 1 and divisible by ``arch.dec_heads``."""
+    width = int(rec_width) or int(dec_width)
+    if int(rec_width) < 0 or width % int(dec_heads):
+        raise ConfigError(f"heads.rec_width = {rec_width}: the reconstruction decoder's width must be 0 (= arch.dec_width "
+                          f"{dec_width}) or a positive multiple of arch.dec_heads = {dec_heads}")
+    return width
 
 
 def compare_reconstruction(preds: dict[str, Predictions], n_boot: int = 1000, seed: int = 0) -> TaskComparison:
