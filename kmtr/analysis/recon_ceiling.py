@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kmtr.analysis.metrics import reconstruction_metrics
+from kmtr.data import KSpaceDataset, prepare_batch, zero_filled_image
 from kmtr.fft import ifft2c
 from kmtr.models.tokenizer import TokenGrid, patchify, unpatchify
 
@@ -68,8 +69,6 @@ def project_tokens(tokens: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> n
 def _split_arrays(store: str, split: str, mask: str, frames: int | None, patch: tuple[int, int, int],
                   batch_size: int = 4):
     """Yield (tokens (B, L, P) float32, target magnitude (B, S, T, H, W), zero-filled magnitude, grid)."""
-    from kmtr.data import KSpaceDataset, prepare_batch, zero_filled_image
-
     ds = KSpaceDataset(store, split, mask, frames, with_seg=False, with_labels=False)
     for raw in DataLoader(ds, batch_size=batch_size):
         batch = prepare_batch(raw, "cpu")
