@@ -88,6 +88,44 @@ def test_stage2_starts_from_the_stage1_weights(experiment, store8, tmp_path):
     assert len(moved) > len(encoders) // 2, f"stage I barely moved: {len(moved)} of {len(encoders)} tensors"
 
 
+def test_retrieval_probe_reads_the_encoders_as_stage_ii_does(experiment):
+    """kmtr.analysis.retrieval_probe on the stage-II checkpoint: its last encoder stage is the class
+    token stage II aligns, its projections are stage II's embeddings, and both tables are filled."""
+    from kmtr.analysis.retrieval import retrieval_accuracy
+    from kmtr.analysis.retrieval_probe import _load, retrieval_probe, subject_features
+    from kmtr.data import KSpaceDataset
+    from kmtr.train.stage2 import embed_split
+
+    ckpt = experiment / "exp" / "stage2" / "last.pt"
+    model, stage2, cfg = _load(ckpt)
+    assert stage2
+    ds = KSpaceDataset(cfg.data.data, "validation", cfg.data.mask, cfg.data.frames, with_seg=False)
+    feats, moments = subject_features(model, ds, pool=8)
+    z_i, z_k = embed_split(model, ds, torch.device("cpu"))
+    np.testing.assert_allclose(feats["image.projected"], z_i, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats["kspace.projected"], z_k, rtol=1e-5, atol=1e-6)
+    last = len(model.kspace.encoder.blocks) + 1
+    c_i, c_k = embed_split(model, ds, torch.device("cpu"), projected=False)
+    np.testing.assert_allclose(feats[f"kspace.{last}.cls"], c_k, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats[f"image.{last}.cls"], c_i, rtol=1e-5, atol=1e-6)
+    assert feats["zero_filled_complex"].shape == (2, 9 * 2 * 4 * 4)  # 9 views, re/im, 32 / 8 pooled
+    assert set(moments) == {f"{e}.{lv}.tokens" for e in ("kspace", "image") for lv in range(last + 1)}
+
+    layers, retrieval = retrieval_probe(ckpt, pool=8)
+    assert len(layers) == 2 * (last + 1) and layers["stage"].iloc[-1] == "final norm"
+    embedded = layers[layers["stage"] == "embedded"]
+    assert (embedded["class_token"] == 0).all()  # the learned class token, the same for every subject
+    assert ((layers["patch_tokens"] > 0) & (layers["patch_tokens"] <= 1)).all()
+    assert retrieval["held_out"].eq(3).all() and retrieval["chance_top1"].iloc[0] == pytest.approx(1 / 3)
+    direct = retrieval[retrieval["map"].str.startswith("none")]
+    assert len(direct) == 1  # stage II's own retrieval, no map
+    held = [KSpaceDataset(cfg.data.data, s, cfg.data.mask, cfg.data.frames, with_seg=False)
+            for s in ("validation", "test")]
+    zs = [embed_split(model, d, torch.device("cpu")) for d in held]
+    expected = retrieval_accuracy(np.concatenate([b for _, b in zs]), np.concatenate([a for a, _ in zs]))
+    assert direct["top1"].iloc[0] == expected["a2b_top1"]
+
+
 @pytest.mark.parametrize("n_val", [1, 3])
 def test_stage2_validates_a_split_that_leaves_one_subject_over(experiment, tmp_path, n_val):
     """A validation split of one subject, or one whose last batch would hold one (3 with batch 2),

@@ -1,0 +1,56 @@
+"""The stage-II retrieval probe's pure parts (kmtr.analysis.retrieval_probe): the between-subject
+fraction (whole and accumulated in batches) and retrieval through a ridge map fitted on training pairs.
+The probe on a trained checkpoint is tested with the stage fixtures (tests/test_kmtr_stages.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kmtr.analysis.retrieval_probe import SubjectMoments, between_subject_fraction, ridge_retrieval
+
+
+def test_between_subject_fraction_limits_and_batches():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=(1, 4, 5))
+    assert between_subject_fraction(np.repeat(common, 7, axis=0)) == pytest.approx(0.0, abs=1e-12)
+    # mean over subjects exactly zero: all of the energy is between subjects
+    x = rng.normal(size=(6, 4, 5))
+    assert between_subject_fraction(x - x.mean(axis=0)) == pytest.approx(1.0)
+    # a common part with 9 times the energy of the subject part: 1 / 10
+    signs = np.array([1.0, -1.0] * 50)[:, None]
+    y = 3.0 * np.ones((100, 1)) + signs
+    assert between_subject_fraction(y) == pytest.approx(0.1)
+    # batches do not matter
+    z = common + 0.3 * rng.normal(size=(11, 4, 5))
+    moments = SubjectMoments()
+    for part in (z[:3], z[3:4], z[4:]):
+        moments.add(part)
+    assert moments.fraction() == pytest.approx(between_subject_fraction(z), rel=1e-12)
+    assert math.isnan(between_subject_fraction(np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="two subjects"):
+        between_subject_fraction(z[:1])
+    with pytest.raises(ValueError, match="two subjects"):
+        SubjectMoments().fraction()
+
+
+def test_ridge_retrieval_finds_linearly_related_partners_only():
+    rng = np.random.default_rng(1)
+    n_train, n_test, da, db = 80, 30, 40, 12
+    mix = rng.normal(size=(da, db))
+    a = rng.normal(size=(n_train + n_test, da))
+    b = a @ mix + 0.05 * rng.normal(size=(n_train + n_test, db))  # b is a linear function of a
+    acc = ridge_retrieval(a[:n_train], b[:n_train], a[n_train:], b[n_train:], alpha=1.0)
+    assert acc["a2b_top1"] == 1.0 and acc["b2a_top1"] == 1.0
+    # unrelated partners: about chance (1 / 30 for top-1, 5 / 30 for top-5)
+    c = rng.normal(size=(n_train + n_test, db))
+    acc = ridge_retrieval(a[:n_train], c[:n_train], a[n_train:], c[n_train:], alpha=1.0)
+    assert acc["a2b_top1"] <= 0.2 and acc["a2b_top5"] <= 0.5
+    # wide features (more of them than training subjects, the dual form), on a 10-dimensional subspace
+    latent = rng.normal(size=(n_train + n_test, 10))
+    wide = latent @ rng.normal(size=(10, 500))
+    target = latent @ rng.normal(size=(10, db))
+    acc = ridge_retrieval(wide[:n_train], target[:n_train], wide[n_train:], target[n_train:], alpha=1e-3)
+    assert acc["a2b_top1"] == 1.0
