@@ -54,3 +54,20 @@ def test_ridge_retrieval_finds_linearly_related_partners_only():
     target = latent @ rng.normal(size=(10, db))
     acc = ridge_retrieval(wide[:n_train], target[:n_train], wide[n_train:], target[n_train:], alpha=1e-3)
     assert acc["a2b_top1"] == 1.0
+
+
+def test_cli_refuses_a_missing_or_unsuitable_checkpoint(tmp_path, capsys):
+    import torch
+
+    from kmtr.analysis.retrieval_probe import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nothing.pt")])
+    assert exit_info.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+    # a checkpoint without both encoders (a stage-III one holds net.encoder.*): one line, exit 2
+    (tmp_path / "stage3").mkdir()
+    torch.save({"model": {"net.encoder.cls_token": torch.zeros(1, 1, 4)}, "config": {}}, tmp_path / "stage3" / "last.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "stage3")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "stage-I" in err and err.count("\n") == 1

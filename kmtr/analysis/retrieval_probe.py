@@ -36,7 +36,9 @@ from torch.utils.data import DataLoader
 from kmtr.analysis.retrieval import retrieval_accuracy
 from kmtr.config import TrainConfig
 from kmtr.data import KSpaceDataset, prepare_batch, zero_filled_image
+from kmtr.errors import ConfigError
 from kmtr.models.mae import MaskedAutoencoder
+from kmtr.store import StoreError
 from kmtr.train.init import load_init, load_prefixed
 from kmtr.train.stage2 import Stage2Model, build_stage2_model
 
@@ -106,6 +108,9 @@ def ridge_retrieval(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray
 def _load(checkpoint: str | Path) -> tuple[Stage2Model, bool, TrainConfig]:
     """The encoders (and, from a stage-II checkpoint, its projectors), whether it was stage II, its config."""
     state, cfg = load_init(Path(checkpoint))
+    if not any(k.startswith("image.") for k in state) or not any(k.startswith("kspace.") for k in state):
+        raise ConfigError(f"{checkpoint} holds no image and k-space encoders: the probe reads a stage-I "
+                          "(models both) or stage-II checkpoint")
     full = KSpaceDataset(cfg.data.data, "all", cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
     model = build_stage2_model(cfg, full.shape, full.info.view_ids, state, full.coils)
     stage2 = any(k.startswith("proj_image.") for k in state)
@@ -219,11 +224,18 @@ def retrieval_probe(checkpoint: str | Path, pool: int = 8, alpha: float = 10.0,
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a stage-I or stage-II checkpoint (runs/<name>/stage1/last.pt)")
+    parser.add_argument("checkpoint", help="a stage-I or stage-II checkpoint (runs/<name>/stage2/last.pt, or its folder)")
     parser.add_argument("--pool", type=int, default=8, help="average pooling of the input-domain images (pixels)")
     parser.add_argument("--alpha", type=float, default=10.0, help="ridge penalty (standardised features)")
     args = parser.parse_args(argv)
-    layers, retrieval = retrieval_probe(args.checkpoint, args.pool, args.alpha)
+    checkpoint = Path(args.checkpoint)
+    checkpoint = checkpoint / "last.pt" if checkpoint.is_dir() else checkpoint
+    if not checkpoint.is_file():
+        parser.exit(2, f"error: no checkpoint at {checkpoint}\n")
+    try:
+        layers, retrieval = retrieval_probe(checkpoint, args.pool, args.alpha)
+    except (ConfigError, StoreError) as err:
+        parser.exit(2, f"error: {err}\n")
 
     def fmt(v: float) -> str:
         return f"{v:.4f}"
