@@ -1,4 +1,4 @@
-"""The stage-II retrieval probe's pure parts (kmtr.analysis.retrieval_probe): the between-subject
+"""The stage-II retrieval probe's pure parts (kmtr.eval.retrieval_probe): the between-subject
 fraction (whole and accumulated in batches) and retrieval through a ridge map fitted on training pairs.
 The probe on a trained checkpoint is tested with the stage fixtures (tests/test_kmtr_stages.py)."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from kmtr.analysis.retrieval_probe import SubjectMoments, between_subject_fraction, ridge_retrieval
+from kmtr.eval.retrieval_probe import SubjectMoments, between_subject_fraction, ridge_retrieval
 
 
 def test_between_subject_fraction_limits_and_batches():
@@ -59,7 +59,7 @@ def test_ridge_retrieval_finds_linearly_related_partners_only():
 def test_cli_refuses_a_missing_or_unsuitable_checkpoint(tmp_path, capsys):
     import torch
 
-    from kmtr.analysis.retrieval_probe import main
+    from kmtr.eval.retrieval_probe import main
 
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nothing.pt")])

@@ -89,10 +89,10 @@ def test_stage2_starts_from_the_stage1_weights(experiment, store8, tmp_path):
 
 
 def test_retrieval_probe_reads_the_encoders_as_stage_ii_does(experiment):
-    """kmtr.analysis.retrieval_probe on the stage-II checkpoint: its last encoder stage is the class
+    """kmtr.eval.retrieval_probe on the stage-II checkpoint: its last encoder stage is the class
     token stage II aligns, its projections are stage II's embeddings, and both tables are filled."""
     from kmtr.analysis.retrieval import retrieval_accuracy
-    from kmtr.analysis.retrieval_probe import _load, retrieval_probe, subject_features
+    from kmtr.eval.retrieval_probe import _load, retrieval_probe, subject_features
     from kmtr.data import KSpaceDataset
     from kmtr.train.stage2 import embed_split
 

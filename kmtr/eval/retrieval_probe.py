@@ -18,7 +18,7 @@ stage-I or stage-II checkpoint on the store it was trained on:
 A feature that retrieves linearly after a ridge map on ~100 subjects is one stage II could align with
 a linear projector; one that does not must first be built by training the encoders.
 
-    python -m kmtr.analysis.retrieval_probe runs/kmtr/stage1/last.pt [--pool 8] [--alpha 10]
+    python -m kmtr.eval.retrieval_probe runs/kmtr/stage1/last.pt [--pool 8] [--alpha 10]
 """
 
 from __future__ import annotations
