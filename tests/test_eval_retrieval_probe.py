@@ -1,5 +1,6 @@
 """The stage-II retrieval probe's pure parts (kmtr.eval.retrieval_probe): the between-subject
-fraction (whole and accumulated in batches) and retrieval through a ridge map fitted on training pairs.
+fraction (whole and accumulated in batches), retrieval through a ridge map fitted on training pairs,
+and the phenotype ridge against the mean guess.
 The probe on a trained checkpoint is tested with the stage fixtures (tests/test_kmtr_stages.py)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from kmtr.eval.retrieval_probe import SubjectMoments, between_subject_fraction, ridge_retrieval
+from kmtr.eval.retrieval_probe import SubjectMoments, between_subject_fraction, ridge_phenotype, ridge_retrieval
 
 
 def test_between_subject_fraction_limits_and_batches():
@@ -71,3 +72,25 @@ def test_cli_refuses_a_missing_or_unsuitable_checkpoint(tmp_path, capsys):
         main([str(tmp_path / "stage3")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "stage-I" in err and err.count("\n") == 1
+
+
+def test_ridge_phenotype_beats_the_mean_guess_only_when_the_feature_holds_the_target():
+    rng = np.random.default_rng(2)
+    n, d = (60, 20, 30), 8
+    x = [rng.normal(size=(k, d)) for k in n]
+    w = rng.normal(size=d)
+    y = [xi @ w + 0.1 * rng.normal(size=len(xi)) + 100.0 for xi in x]
+    y[0][:5] = np.nan  # missing targets are left out, in every split
+    y[2][:4] = np.nan
+    fit = ridge_phenotype(x[0], y[0], x[1], y[1], x[2], y[2])
+    assert fit["n_test"] == 26
+    assert fit["mae"] < 0.2 * fit["mean_guess_mae"] and fit["p"] < 1e-4
+    assert fit["alpha"] <= 10.0  # a clean linear target: the validation split picks a small penalty
+    base = np.abs(np.nanmean(y[0]) - y[2][4:]).mean()
+    assert fit["mean_guess_mae"] == pytest.approx(base)  # the training mean of the known targets
+    # a feature unrelated to the target: no better than the mean guess
+    z = [rng.normal(size=(k, d)) for k in n]
+    fit = ridge_phenotype(z[0], y[0], z[1], y[1], z[2], y[2])
+    assert fit["mae"] > 0.8 * fit["mean_guess_mae"] and fit["p"] > 1e-3
+    with pytest.raises(ValueError, match="known targets"):
+        ridge_phenotype(x[0], y[0], x[1], np.full(len(x[1]), np.nan), x[2], y[2])

@@ -111,7 +111,11 @@ def test_retrieval_probe_reads_the_encoders_as_stage_ii_does(experiment):
     assert feats["zero_filled_complex"].shape == (2, 9 * 2 * 4 * 4)  # 9 views, re/im, 32 / 8 pooled
     assert set(moments) == {f"{e}.{lv}.tokens" for e in ("kspace", "image") for lv in range(last + 1)}
 
-    layers, retrieval = retrieval_probe(ckpt, pool=8)
+    layers, retrieval, phenotype = retrieval_probe(ckpt, pool=8, phenotypes=["LVEDV", "LVM"])
+    assert set(phenotype["phenotype"]) == {"LVEDV (mL)", "LVM (g)"} and len(phenotype) == 2 * 5
+    assert phenotype["n_test"].eq(1).all() and np.isfinite(phenotype[["mae", "mean_guess_mae", "p"]]).all().all()
+    with pytest.raises(ConfigError, match="no phenotype 'LVX'"):
+        retrieval_probe(ckpt, phenotypes=["LVX"])
     assert len(layers) == 2 * (last + 1) and layers["stage"].iloc[-1] == "final norm"
     embedded = layers[layers["stage"] == "embedded"]
     assert (embedded["class_token"] == 0).all()  # the learned class token, the same for every subject

@@ -18,7 +18,12 @@ stage-I or stage-II checkpoint on the store it was trained on:
 A feature that retrieves linearly after a ridge map on ~100 subjects is one stage II could align with
 a linear projector; one that does not must first be built by training the encoders.
 
-    python -m kmtr.eval.retrieval_probe runs/kmtr/stage1/last.pt [--pool 8] [--alpha 10]
+With ``--phenotypes LVEDV,LVM`` it also asks the same of the regression targets: a ridge regression
+from each feature to each phenotype, fitted on the training split with its penalty chosen on the
+validation split (mean absolute error), against the training mean on the test split (MAE of both,
+paired Wilcoxon p), as ``kmtr eval`` compares a regression head with the mean guess.
+
+    python -m kmtr.eval.retrieval_probe runs/kmtr/stage2/last.pt [--pool 8] [--alpha 10] [--phenotypes LVEDV,LVM]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.stats import wilcoxon
 from torch.utils.data import DataLoader
 
 from kmtr.analysis.retrieval import retrieval_accuracy
@@ -42,7 +48,10 @@ from kmtr.store import StoreError
 from kmtr.train.init import load_init, load_prefixed
 from kmtr.train.stage2 import Stage2Model, build_stage2_model
 
-__all__ = ["SubjectMoments", "between_subject_fraction", "retrieval_probe", "ridge_retrieval", "subject_features"]
+__all__ = [
+    "SubjectMoments", "between_subject_fraction", "retrieval_probe", "ridge_phenotype", "ridge_retrieval",
+    "subject_features",
+]
 
 
 def between_subject_fraction(x: np.ndarray) -> float:
@@ -105,6 +114,45 @@ def ridge_retrieval(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray
     return retrieval_accuracy(ta @ (xa.T @ dual), tb)
 
 
+def ridge_phenotype(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                    test_x: np.ndarray, test_y: np.ndarray,
+                    alphas: Sequence[float] = (1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)) -> dict[str, float]:
+    """A ridge regression of one phenotype on a feature against the mean guess.
+
+    Args:
+        train_x, val_x, test_x: (N, D) features of the three splits (standardised with the training
+            statistics here); train_y, val_y, test_y: (N,) targets, NaN = missing (left out).
+        alphas: penalties tried; the one with the lowest validation MAE is kept.
+
+    Returns:
+        ``alpha``, ``mae`` (test, the target's unit), ``mean_guess_mae`` (the training mean on the same
+        test subjects), ``p`` (paired Wilcoxon signed-rank of the absolute errors; 1 when they are all
+        equal) and ``n_test``.
+    """
+    def known(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.isfinite(np.asarray(y, np.float64))
+        return np.asarray(x, np.float64)[ok], np.asarray(y, np.float64)[ok]
+
+    (xt, yt), (xv, yv), (xs, ys) = known(train_x, train_y), known(val_x, val_y), known(test_x, test_y)
+    if len(yt) < 2 or not len(yv) or not len(ys):
+        raise ValueError("need known targets in every split (two or more for training)")
+    centre, scale = xt.mean(axis=0), xt.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    xt, xv, xs = ((x - centre) / scale for x in (xt, xv, xs))
+    mean = yt.mean()
+    gram = xt @ xt.T
+    fits = {}
+    for alpha in alphas:
+        weights = xt.T @ np.linalg.solve(gram + alpha * np.eye(len(xt)), yt - mean)
+        fits[alpha] = (float(np.abs(xv @ weights + mean - yv).mean()), weights)
+    alpha = min(fits, key=lambda a: fits[a][0])
+    err = np.abs(xs @ fits[alpha][1] + mean - ys)
+    base = np.abs(mean - ys)
+    p = 1.0 if np.allclose(err, base) else float(wilcoxon(err, base).pvalue)
+    return {"alpha": float(alpha), "mae": float(err.mean()), "mean_guess_mae": float(base.mean()), "p": p,
+            "n_test": len(ys)}
+
+
 def _load(checkpoint: str | Path) -> tuple[Stage2Model, bool, TrainConfig]:
     """The encoders (and, from a stage-II checkpoint, its projectors), whether it was stage II, its config."""
     state, cfg = load_init(Path(checkpoint))
@@ -138,7 +186,7 @@ def subject_features(model: Stage2Model, dataset: KSpaceDataset, pool: int = 8,
     ``image``) and every encoder stage ``l`` (0 = embedded tokens, 1… = blocks, last = final norm):
     ``{enc}.{l}.cls`` (N, D), ``{enc}.{l}.mean`` (N, D, the mean of the patch tokens) and
     ``{enc}.projected`` (N, proj_dim), stage II's embeddings; ``kspace.tokens`` (N, L·D) all patch
-    tokens of the k-space encoder's output. Second dict: :class:`SubjectMoments` of the patch tokens
+    tokens of the k-space encoder's output; ``phenotypes`` (N, P) when the dataset reads labels. Second dict: :class:`SubjectMoments` of the patch tokens
     ``{enc}.{l}.tokens`` (L·D values per subject, not kept).
     """
     out: dict[str, list[np.ndarray]] = {}
@@ -164,31 +212,59 @@ def subject_features(model: Stage2Model, dataset: KSpaceDataset, pool: int = 8,
                 moments.setdefault(f"{enc}.{level}.tokens", SubjectMoments()).add(x[:, 1:].float().cpu().numpy())
             if enc == "kspace":
                 put("kspace.tokens", x[:, 1:])
+        if "phenotypes" in raw:
+            put("phenotypes", raw["phenotypes"])
         z_i, z_k = model.embed(batch)
         put("image.projected", z_i)
         put("kspace.projected", z_k)
     return {k: np.concatenate(v) for k, v in out.items()}, moments
 
 
+def _phenotype_columns(dataset: KSpaceDataset, wanted: Sequence[str]) -> dict[str, int]:
+    """``{column: index}`` of the phenotypes asked (a name matches the column it starts: ``LVEDV`` →
+    ``LVEDV (mL)``). Raises ConfigError for a store without phenotypes or an unknown name."""
+    if not wanted:
+        return {}
+    columns = list(dataset.info.phenotype_columns or []) if dataset.info.has_phenotypes else []
+    if not columns:
+        raise ConfigError("the store has no phenotypes (labels/phenotypes): build it with its segmentations")
+    found = {}
+    for name in wanted:
+        hits = [i for i, c in enumerate(columns) if c == name or c.split(" (")[0] == name]
+        if not hits:
+            raise ConfigError(f"no phenotype {name!r} in the store; it has {', '.join(c.split(' (')[0] for c in columns)}")
+        found[columns[hits[0]]] = hits[0]
+    return found
+
+
 def retrieval_probe(checkpoint: str | Path, pool: int = 8, alpha: float = 10.0,
-                    held_out: Sequence[str] = ("validation", "test")) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables of the module docstring for a stage-I or stage-II checkpoint.
+                    held_out: Sequence[str] = ("validation", "test"),
+                    phenotypes: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The tables of the module docstring for a stage-I or stage-II checkpoint.
 
     Returns:
         ``layers``: one row per (encoder, stage) with the between-subject fraction of the class
         token, the patch tokens and their mean (training split); ``retrieval``: one row per feature
         pair (``from`` → ``to``) with held-out k-space → image (``top1``, ``top5``; ``a2b``) after a
         ridge map fitted on the training split, and the chance level; from a stage-II checkpoint the
-        projections are also compared directly (cosine, no map: how stage II retrieves).
+        projections are also compared directly (cosine, no map: how stage II retrieves);
+        ``phenotype``: one row per (feature, phenotype asked) with :func:`ridge_phenotype`'s figures
+        (penalty chosen on ``held_out[0]``, evaluated on ``held_out[-1]``; empty when none asked).
+
+    Raises:
+        ConfigError: a checkpoint without both encoders, a phenotype the store does not have.
     """
     model, stage2, cfg = _load(checkpoint)
 
     def split(name: str) -> KSpaceDataset:
-        return KSpaceDataset(cfg.data.data, name, cfg.data.mask, cfg.data.frames, with_seg=False, with_labels=False)
+        return KSpaceDataset(cfg.data.data, name, cfg.data.mask, cfg.data.frames, with_seg=False,
+                             with_labels=bool(phenotypes))
 
-    train, moments = subject_features(model, split(cfg.data.train_split), pool)
-    parts = [subject_features(model, split(s), pool)[0] for s in held_out]
-    test = {k: np.concatenate([p[k] for p in parts]) for k in train}
+    train_ds = split(cfg.data.train_split)
+    wanted = _phenotype_columns(train_ds, phenotypes)
+    train, moments = subject_features(model, train_ds, pool)
+    parts = {s: subject_features(model, split(s), pool)[0] for s in held_out}
+    test = {k: np.concatenate([p[k] for p in parts.values()]) for k in train}
     depth = len(model.kspace.encoder.blocks)
     rows = []
     for enc in ("kspace", "image"):
@@ -219,7 +295,15 @@ def retrieval_probe(checkpoint: str | Path, pool: int = 8, alpha: float = 10.0,
                      "top1": acc["a2b_top1"], "top5": acc["a2b_top5"]})
     retrieval = pd.DataFrame(rows)
     retrieval["chance_top1"], retrieval["held_out"] = 1.0 / n, n
-    return layers, retrieval
+    rows = []
+    val, evaluation = parts[held_out[0]], parts[held_out[-1]]
+    for feature in ("zero_filled_magnitude", "zero_filled_complex", f"kspace.{last}.cls", f"kspace.{last}.mean",
+                    "kspace.tokens"):
+        for column, j in wanted.items():
+            fit = ridge_phenotype(train[feature], train["phenotypes"][:, j], val[feature], val["phenotypes"][:, j],
+                                  evaluation[feature], evaluation["phenotypes"][:, j])
+            rows.append({"feature": names.get(feature, feature), "phenotype": column, **fit})
+    return layers, retrieval, pd.DataFrame(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -227,13 +311,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a stage-I or stage-II checkpoint (runs/<name>/stage2/last.pt, or its folder)")
     parser.add_argument("--pool", type=int, default=8, help="average pooling of the input-domain images (pixels)")
     parser.add_argument("--alpha", type=float, default=10.0, help="ridge penalty (standardised features)")
+    parser.add_argument("--phenotypes", default="", help="comma-separated phenotypes to probe too (LVEDV,LVM)")
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     checkpoint = checkpoint / "last.pt" if checkpoint.is_dir() else checkpoint
     if not checkpoint.is_file():
         parser.exit(2, f"error: no checkpoint at {checkpoint}\n")
     try:
-        layers, retrieval = retrieval_probe(checkpoint, args.pool, args.alpha)
+        wanted = [p.strip() for p in args.phenotypes.split(",") if p.strip()]
+        layers, retrieval, phenotype = retrieval_probe(checkpoint, args.pool, args.alpha, phenotypes=wanted)
     except (ConfigError, StoreError) as err:
         parser.exit(2, f"error: {err}\n")
 
@@ -244,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(layers.to_string(index=False, float_format=fmt))
     print(f"\nheld-out retrieval ({int(retrieval['held_out'].iloc[0])} subjects), from → to")
     print(retrieval.drop(columns="held_out").to_string(index=False, float_format=fmt))
+    if len(phenotype):
+        print(f"\nphenotypes: ridge on the training split, penalty chosen on validation, test split "
+              f"({int(phenotype['n_test'].iloc[0])} subjects) against the training mean; p: paired Wilcoxon")
+        print(phenotype.drop(columns="n_test").to_string(index=False, float_format=fmt))
 
 
 if __name__ == "__main__":
