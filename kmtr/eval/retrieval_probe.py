@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import wilcoxon
 from torch.utils.data import DataLoader
 
 from kmtr.analysis.retrieval import retrieval_accuracy
+from kmtr.analysis.stats import wilcoxon_paired
 from kmtr.config import TrainConfig
 from kmtr.data import KSpaceDataset, prepare_batch, zero_filled_image
 from kmtr.errors import ConfigError
@@ -126,8 +126,8 @@ def ridge_phenotype(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
 
     Returns:
         ``alpha``, ``mae`` (test, the target's unit), ``mean_guess_mae`` (the training mean on the same
-        test subjects), ``p`` (paired Wilcoxon signed-rank of the absolute errors; 1 when they are all
-        equal) and ``n_test``.
+        test subjects), ``p`` (paired Wilcoxon signed-rank of the absolute errors,
+        :func:`kmtr.analysis.stats.wilcoxon_paired` as ``kmtr eval`` uses it) and ``n_test``.
     """
     def known(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ok = np.isfinite(np.asarray(y, np.float64))
@@ -148,7 +148,7 @@ def ridge_phenotype(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     alpha = min(fits, key=lambda a: fits[a][0])
     err = np.abs(xs @ fits[alpha][1] + mean - ys)
     base = np.abs(mean - ys)
-    p = 1.0 if np.allclose(err, base) else float(wilcoxon(err, base).pvalue)
+    p = wilcoxon_paired(err, base, n_boot=0).p_value  # kmtr eval's test against the mean guess
     return {"alpha": float(alpha), "mae": float(err.mean()), "mean_guess_mae": float(base.mean()), "p": p,
             "n_test": len(ys)}
 
