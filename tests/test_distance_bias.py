@@ -74,6 +74,30 @@ def test_padded_batches_encode_like_each_sample_alone():
             torch.testing.assert_close(cls[0], alone[0, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_encode_stages_lays_every_stage_on_the_grid_like_encode_features():
+    """``encode_stages`` (the retrieval probe's view of the encoder) on a padded batch: one (cls, grid)
+    pair per stage (embedding, each block, final norm); the last equals ``encode_features``, the
+    blocks equal its ``layers`` output, tokens a sample did not keep (or padding) are zeros, and the
+    embedded class token is the learned one for every sample."""
+    grid = TokenGrid(2, 5, 32, 32, patch=(5, 8, 8))
+    model = _mae(grid, True)
+    tokens = torch.randn(2, grid.num_tokens, grid.patch_dim)
+    keep = torch.zeros(2, grid.num_tokens, dtype=torch.bool)
+    keep[0, [1, 4, 5, 9, 20, 31]] = True
+    keep[1, [0, 2, 17]] = True
+    with torch.no_grad():
+        stages = model.encode_stages(tokens, keep)
+        cls, full, feats = model.encode_features(tokens, keep, layers=(1, 2))
+    assert len(stages) == 1 + 2 + 1
+    torch.testing.assert_close(stages[-1][0], cls)
+    torch.testing.assert_close(stages[-1][1], full)
+    for (_, got), want in zip(stages[1:3], feats):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(stages[0][0], model.cls_token[0].expand(2, -1))
+    for _, on_grid in stages:
+        assert bool((on_grid[~keep] == 0).all()) and bool((on_grid[keep].abs().sum(-1) > 0).all())
+
+
 def test_the_bias_changes_the_encoder_only_when_on():
     grid = TokenGrid(1, 5, 32, 32, patch=(5, 8, 8))
     tokens = torch.randn(1, grid.num_tokens, grid.patch_dim)

@@ -43,7 +43,6 @@ from kmtr.analysis.stats import wilcoxon_paired
 from kmtr.config import TrainConfig
 from kmtr.data import KSpaceDataset, prepare_batch, zero_filled_image
 from kmtr.errors import ConfigError
-from kmtr.models.mae import MaskedAutoencoder
 from kmtr.store import StoreError
 from kmtr.train.init import load_init, load_prefixed
 from kmtr.train.stage2 import Stage2Model, build_stage2_model
@@ -88,10 +87,13 @@ class SubjectMoments:
         return float(np.clip(meansq - mean**2, 0.0, None).sum() / energy) if energy > 0 else float("nan")
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``train`` and ``others`` (N_i, D) standardised with the training mean and standard deviation
+    (a constant feature is only centred)."""
+    train = np.asarray(train, np.float64)
     mean, std = train.mean(axis=0), train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return (train - mean) / std, (test - mean) / std
+    return tuple((np.asarray(x, np.float64) - mean) / std for x in (train, *others))
 
 
 def ridge_retrieval(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray, test_b: np.ndarray,
@@ -108,8 +110,8 @@ def ridge_retrieval(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray
         b's subject from a, …), standardised with the training statistics. Solved in the dual
         (N × N) form, so ``Da`` may be large.
     """
-    xa, ta = _standardise(np.asarray(train_a, np.float64), np.asarray(test_a, np.float64))
-    xb, tb = _standardise(np.asarray(train_b, np.float64), np.asarray(test_b, np.float64))
+    xa, ta = _standardise(train_a, test_a)
+    xb, tb = _standardise(train_b, test_b)
     dual = np.linalg.solve(xa @ xa.T + alpha * np.eye(len(xa)), xb)  # (N, Db)
     return retrieval_accuracy(ta @ (xa.T @ dual), tb)
 
@@ -136,9 +138,7 @@ def ridge_phenotype(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
     (xt, yt), (xv, yv), (xs, ys) = known(train_x, train_y), known(val_x, val_y), known(test_x, test_y)
     if len(yt) < 2 or not len(yv) or not len(ys):
         raise ValueError("need known targets in every split (two or more for training)")
-    centre, scale = xt.mean(axis=0), xt.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    xt, xv, xs = ((x - centre) / scale for x in (xt, xv, xs))
+    xt, xv, xs = _standardise(xt, xv, xs)
     mean = yt.mean()
     gram = xt @ xt.T
     fits = {}
@@ -168,14 +168,6 @@ def _load(checkpoint: str | Path) -> tuple[Stage2Model, bool, TrainConfig]:
     return model.eval(), stage2, cfg
 
 
-def _layers(mae: MaskedAutoencoder, tokens: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
-    """Every stage of the encoder (B, 1 + L, D): the embedded tokens, each block's output, the final norm."""
-    x, key_valid, order, _ = mae._pack(tokens, keep)
-    out, blocks = mae.encoder(x, key_valid, return_layers=range(1, len(mae.encoder.blocks) + 1),
-                              bias=mae._bias(order, key_valid))
-    return [x, *blocks, out]
-
-
 @torch.no_grad()
 def subject_features(model: Stage2Model, dataset: KSpaceDataset, pool: int = 8,
                      batch_size: int = 4) -> tuple[dict[str, np.ndarray], dict[str, SubjectMoments]]:
@@ -184,10 +176,12 @@ def subject_features(model: Stage2Model, dataset: KSpaceDataset, pool: int = 8,
     Keys: ``zero_filled_complex`` / ``full_complex`` (the image, frames averaged, ``pool``-pooled, real
     and imaginary parts), ``zero_filled_magnitude`` / ``full_magnitude``; for ``enc`` in (``kspace``,
     ``image``) and every encoder stage ``l`` (0 = embedded tokens, 1… = blocks, last = final norm):
-    ``{enc}.{l}.cls`` (N, D), ``{enc}.{l}.mean`` (N, D, the mean of the patch tokens) and
-    ``{enc}.projected`` (N, proj_dim), stage II's embeddings; ``kspace.tokens`` (N, L·D) all patch
-    tokens of the k-space encoder's output; ``phenotypes`` (N, P) when the dataset reads labels. Second dict: :class:`SubjectMoments` of the patch tokens
-    ``{enc}.{l}.tokens`` (L·D values per subject, not kept).
+    ``{enc}.{l}.cls`` (N, D) and ``{enc}.{l}.mean`` (N, D, the mean of the patch tokens the encoder
+    saw); ``{enc}.projected`` (N, proj_dim), stage II's embeddings; ``kspace.tokens`` (N, L·D) the
+    k-space encoder's output tokens on the full grid (:meth:`MaskedAutoencoder.encode_stages`: zeros
+    where a token held no sampled line); ``phenotypes`` (N, P) when the dataset reads labels. Second
+    dict: :class:`SubjectMoments` of the grid tokens ``{enc}.{l}.tokens`` (L·D values per subject,
+    not kept).
     """
     out: dict[str, list[np.ndarray]] = {}
     moments: dict[str, SubjectMoments] = {}
@@ -205,18 +199,18 @@ def subject_features(model: Stage2Model, dataset: KSpaceDataset, pool: int = 8,
         tokens_k, keep_k = model.kspace.encoder_inputs(batch["kspace"], batch["mask"])
         tokens_i = model.image.tokens(batch["image"])
         keep_i = torch.ones(tokens_i.shape[:2], dtype=torch.bool)
+        projector = {"kspace": model.proj_kspace, "image": model.proj_image}
         for enc, mae, tokens, keep in (("kspace", model.kspace, tokens_k, keep_k), ("image", model.image, tokens_i, keep_i)):
-            for level, x in enumerate(_layers(mae, tokens, keep)):
-                put(f"{enc}.{level}.cls", x[:, 0])
-                put(f"{enc}.{level}.mean", x[:, 1:].mean(dim=1))
-                moments.setdefault(f"{enc}.{level}.tokens", SubjectMoments()).add(x[:, 1:].float().cpu().numpy())
+            seen = keep.sum(dim=1, keepdim=True).clamp_min(1).to(tokens.dtype)
+            for level, (cls, full) in enumerate(mae.encode_stages(tokens, keep)):
+                put(f"{enc}.{level}.cls", cls)
+                put(f"{enc}.{level}.mean", full.sum(dim=1) / seen)  # the mean of the tokens it saw
+                moments.setdefault(f"{enc}.{level}.tokens", SubjectMoments()).add(full.float().cpu().numpy())
+            put(f"{enc}.projected", projector[enc](cls))  # the last stage's class token: stage II's embedding
             if enc == "kspace":
-                put("kspace.tokens", x[:, 1:])
+                put("kspace.tokens", full)
         if "phenotypes" in raw:
             put("phenotypes", raw["phenotypes"])
-        z_i, z_k = model.embed(batch)
-        put("image.projected", z_i)
-        put("kspace.projected", z_k)
     return {k: np.concatenate(v) for k, v in out.items()}, moments
 
 

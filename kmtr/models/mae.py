@@ -179,20 +179,30 @@ class MaskedAutoencoder(nn.Module):
             and ``feats`` — one (B, L, D) tensor per entry of ``layers``; tokens the encoder did
             not see (keep False) are zeros in ``full`` and ``feats``.
         """
-        b, n = keep.shape
         x, key_valid, order, valid = self._pack(tokens, keep)
         out, feats = self.encoder(x, key_valid, return_layers=tuple(layers) or (len(self.encoder.blocks),),
                                   bias=self._bias(order, key_valid))
         if not layers:
             feats = []
-        idx = order[..., None].expand(-1, -1, out.shape[-1])
-        weight = valid[..., None].to(out.dtype)
+        n = keep.shape[1]
+        return out[:, 0], _on_grid(out, order, valid, n), [_on_grid(f, order, valid, n) for f in feats]
 
-        def scatter(y: torch.Tensor) -> torch.Tensor:
-            full = y.new_zeros(b, n, y.shape[-1])
-            return full.scatter(1, idx, y[:, 1:] * weight)
+    def encode_stages(self, tokens: torch.Tensor, keep: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every stage of the encoder (for probes): the embedded tokens, each block's raw output and the
+        final (normed) output, each as ``(cls (B, D), full (B, L, D))`` laid out as :meth:`encode_features`
+        lays them (tokens the encoder did not see are zeros)."""
+        x, key_valid, order, valid = self._pack(tokens, keep)
+        out, feats = self.encoder(x, key_valid, return_layers=range(1, len(self.encoder.blocks) + 1),
+                                  bias=self._bias(order, key_valid))
+        n = keep.shape[1]
+        return [(y[:, 0], _on_grid(y, order, valid, n)) for y in (x, *feats, out)]
 
-        return out[:, 0], scatter(out), [scatter(f) for f in feats]
+
+def _on_grid(y: torch.Tensor, order: torch.Tensor, valid: torch.Tensor, n: int) -> torch.Tensor:
+    """Packed encoder output (B, 1 + Lk, D) → its visible tokens on the full token grid (B, n, D), zeros
+    elsewhere (``order``, ``valid`` as :meth:`MaskedAutoencoder._pack` returns them)."""
+    idx = order[..., None].expand(-1, -1, y.shape[-1])
+    return y.new_zeros(y.shape[0], n, y.shape[-1]).scatter(1, idx, y[:, 1:] * valid[..., None].to(y.dtype))
 
 
 def init_weights(m: nn.Module) -> None:
