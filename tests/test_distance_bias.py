@@ -54,15 +54,21 @@ def _mae(grid: TokenGrid, on: bool, **sizes: int) -> MaskedAutoencoder:
     return MaskedAutoencoder(grid, (0,) * grid.s, cfg, grid.patch_dim, grid.patch_dim).eval()
 
 
-def test_padded_batches_encode_like_each_sample_alone():
-    """Samples keeping different numbers of tokens (the k-space MAE's case) are padded; the padding
-    must stay invisible with the bias on (the bias and the padding mask combine)."""
+def _padded_batch() -> tuple[MaskedAutoencoder, torch.Tensor, torch.Tensor]:
+    """A biased MAE and two samples keeping 6 and 3 of 32 tokens (so the batch is padded)."""
     grid = TokenGrid(2, 5, 32, 32, patch=(5, 8, 8))
-    model = _mae(grid, True)
+    model = _mae(grid, True)  # seeds torch: the tokens below are the same every run
     tokens = torch.randn(2, grid.num_tokens, grid.patch_dim)
     keep = torch.zeros(2, grid.num_tokens, dtype=torch.bool)
     keep[0, [1, 4, 5, 9, 20, 31]] = True
     keep[1, [0, 2, 17]] = True
+    return model, tokens, keep
+
+
+def test_padded_batches_encode_like_each_sample_alone():
+    """Samples keeping different numbers of tokens (the k-space MAE's case) are padded; the padding
+    must stay invisible with the bias on (the bias and the padding mask combine)."""
+    model, tokens, keep = _padded_batch()
     with torch.no_grad():
         both, valid = model.encode(tokens, keep)
         assert valid is not None and not bool(valid.all())
@@ -79,12 +85,7 @@ def test_encode_stages_lays_every_stage_on_the_grid_like_encode_features():
     pair per stage (embedding, each block, final norm); the last equals ``encode_features``, the
     blocks equal its ``layers`` output, tokens a sample did not keep (or padding) are zeros, and the
     embedded class token is the learned one for every sample."""
-    grid = TokenGrid(2, 5, 32, 32, patch=(5, 8, 8))
-    model = _mae(grid, True)
-    tokens = torch.randn(2, grid.num_tokens, grid.patch_dim)
-    keep = torch.zeros(2, grid.num_tokens, dtype=torch.bool)
-    keep[0, [1, 4, 5, 9, 20, 31]] = True
-    keep[1, [0, 2, 17]] = True
+    model, tokens, keep = _padded_batch()
     with torch.no_grad():
         stages = model.encode_stages(tokens, keep)
         cls, full, feats = model.encode_features(tokens, keep, layers=(1, 2))
