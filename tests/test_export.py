@@ -424,24 +424,25 @@ def test_file_digests_through_a_memory_map(tmp_path):
 
 
 def test_a_failing_write_fails_its_subject_only(store, tmp_path, monkeypatch):
-    """Files are written in a background thread: a write that fails there fails its subject
-    (reported, no record, no temporary file left), and the next subject is written."""
-    from kspace_sim.export import cmrxrecon_export
+    """Files are written in a background thread: a write that fails there (here: a block of ``kus``
+    while ``kspace_full`` is written) fails its subject (reported, no record, no temporary file
+    left), and the next subject is written."""
+    from kspace_sim.export import subject_task
 
-    real = cmrxrecon_export.write_cine_file
+    real = subject_task._AppendedData.write
 
-    def flaky(path, variable, value, created):
-        if "P002" in str(path) and variable == "kus":
+    def flaky(self, data):
+        if "P002" in str(self.path) and "_kus_" in self.path.name:
             raise OSError("disk full (simulated)")
-        real(path, variable, value, created)
+        real(self, data)
 
-    monkeypatch.setattr(cmrxrecon_export, "write_cine_file", flaky)
+    monkeypatch.setattr(subject_task._AppendedData, "write", flaky)
     out = tmp_path / "cmrx"
     rep = _export(store, out, "cmrxrecon")
     assert [sid for sid, _ in rep.failed] == [EIDS[1]] and "disk full" in rep.failed[0][1]
     assert rep.exported == 2 and not (out / RECORDS_DIR / "P002.json").exists()
     assert not list(out.rglob(".*.tmp-*"))
-    monkeypatch.setattr(cmrxrecon_export, "write_cine_file", real)
+    monkeypatch.setattr(subject_task._AppendedData, "write", real)
     rep = _export(store, out, "cmrxrecon")
     assert (rep.exported, rep.skipped) == (1, 2)
 

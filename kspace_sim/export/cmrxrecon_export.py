@@ -22,6 +22,7 @@ gives its K coils as ``nc``, synthesised by the store's rule (docs/store-format.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "cine_mask",
     "cine_undersampled",
     "read_cine_subject",
+    "stream_cine_full_and_kus",
     "subject_files",
     "write_cine_file",
 ]
@@ -73,6 +75,45 @@ def cine_undersampled(full: np.ndarray, mask: np.ndarray) -> np.ndarray:
     complex64 (1 or 0), broadcast along the readout and the coils."""
     factor = mask.transpose(1, 0, 2).astype(np.complex64)[:, :, None, :, None]  # (T, Z, 1, W, 1)
     return (full.T * factor).T
+
+
+#: bytes of k-space per block of frames that :func:`stream_cine_full_and_kus` hands out (at least one frame)
+STREAM_BLOCK_BYTES = 1 << 20
+
+
+def stream_cine_full_and_kus(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    write_full: Callable[[memoryview], object],
+    write_kus: Callable[[memoryview], object],
+    block_bytes: int = STREAM_BLOCK_BYTES,
+) -> None:
+    """Hand out the stored bytes of ``kspace_full`` and of ``kus`` in file order, a block of frames
+    at a time, through one reused buffer of about ``block_bytes`` (no full-size copy of either).
+
+    For each block of frames ``t0:t1``: ``write_full(view)`` with the block of :func:`cine_full`
+    as the HDF5 dataset stores it (C order ``(T, Z, C, W, H)``, complex64 as interleaved
+    (real, imag)), then ``write_kus(view)`` with the same block of :func:`cine_undersampled`
+    (the same product, computed in place, bit for bit). Concatenated, the views are the two
+    variables' data regions (:func:`kspace_sim.export.matlab_v73.allocate_mat73`). A view is
+    valid only during its call (the buffer is overwritten next).
+
+    Args:
+        kspace: ``(C, Z, T, H, W)`` complex64.
+        mask: ``(Z, T, W)`` bool.
+    """
+    c, z, t, h, w = kspace.shape
+    frame_bytes = c * z * w * h * np.dtype(np.complex64).itemsize
+    frames = max(1, min(t, block_bytes // frame_bytes))
+    factor = mask.transpose(1, 0, 2).astype(np.complex64)[:, :, None, :, None]  # (T, Z, 1, W, 1)
+    buf = np.empty((frames, z, c, w, h), dtype=np.complex64)
+    for t0 in range(0, t, frames):
+        block = buf[: min(frames, t - t0)]
+        np.copyto(block, kspace[:, :, t0 : t0 + len(block)].transpose(2, 1, 0, 4, 3))
+        view = memoryview(block.reshape(-1).view(np.uint8))
+        write_full(view)
+        np.multiply(block, factor[t0 : t0 + len(block)], out=block)
+        write_kus(view)
 
 
 def cine_mask(mask: np.ndarray, readout: int) -> np.ndarray:

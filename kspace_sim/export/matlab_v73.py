@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MATLAB_CLASSES", "COMPLEX64_COMPOUND", "matlab_userblock", "write_mat73", "read_mat73", "is_mat73"]
+__all__ = ["COMPLEX64_COMPOUND", "MATLAB_CLASSES", "allocate_mat73", "is_mat73", "matlab_userblock", "read_mat73", "write_mat73"]
 
 USERBLOCK_SIZE = 512
 #: numpy dtype → MATLAB class name
@@ -51,12 +51,8 @@ def _stored(value: np.ndarray) -> tuple[np.ndarray, str]:
     dtype = np.dtype(value.dtype)
     if dtype not in MATLAB_CLASSES:
         raise TypeError(f"no MATLAB class for dtype {dtype}")
-    data = value.T  # MATLAB column-major (n1, …, nk) = HDF5 row-major (nk, …, n1)
-    if dtype == np.bool_:
-        data = np.ascontiguousarray(data).view(np.uint8)
-    elif dtype.kind == "c":
-        data = np.ascontiguousarray(data).view(COMPLEX64_COMPOUND if dtype == np.complex64 else COMPLEX128_COMPOUND)
-    return np.ascontiguousarray(data), MATLAB_CLASSES[dtype]
+    data = np.ascontiguousarray(value.T)  # MATLAB column-major (n1, …, nk) = HDF5 row-major (nk, …, n1)
+    return data.view(_hdf5_dtype(dtype)), MATLAB_CLASSES[dtype]
 
 
 def write_mat73(path: str | Path, variables: dict[str, np.ndarray], created: _dt.datetime) -> None:
@@ -78,6 +74,48 @@ def write_mat73(path: str | Path, variables: dict[str, np.ndarray], created: _dt
                 ds.attrs.create("MATLAB_int_decode", np.int32(1))
     with open(path, "r+b") as fh:
         fh.write(matlab_userblock(created))
+
+
+def _hdf5_dtype(dtype: np.dtype) -> np.dtype:
+    """How a variable of numpy ``dtype`` is stored: complex as ``{real, imag}``, bool as uint8."""
+    if dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if dtype.kind == "c":
+        return COMPLEX64_COMPOUND if dtype == np.complex64 else COMPLEX128_COMPOUND
+    return dtype
+
+
+def allocate_mat73(path: str | Path, name: str, matlab_shape: tuple[int, ...], dtype: np.dtype, created: _dt.datetime) -> int:
+    """Create a v7.3 MAT-file holding one variable ``name`` of MATLAB size ``matlab_shape`` whose
+    data are allocated in the file but not written; returns the byte offset of those data.
+
+    The caller writes the variable's bytes there itself (``os.pwrite``): ``prod(matlab_shape) ·
+    itemsize`` bytes, the C-order bytes of the array in HDF5 order (``matlab_shape`` reversed; the
+    MATLAB-order array's ``.T``), complex as interleaved (real, imag). Until then the region reads
+    as zeros (the file is complete and readable; no fill value is written). The file is the one
+    :func:`write_mat73` writes for the same variable except for the dataset's allocation and
+    fill-time flags (early / never instead of late / if set); so a large variable can be written
+    in blocks from a small buffer instead of from one full-size array.
+    """
+    import h5py
+    from h5py import h5d, h5p
+
+    dtype = np.dtype(dtype)
+    if dtype not in MATLAB_CLASSES:
+        raise TypeError(f"no MATLAB class for dtype {dtype}")
+    path = Path(path)
+    with h5py.File(path, "w", userblock_size=USERBLOCK_SIZE, libver="earliest") as f:
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+        ds = f.create_dataset(name, shape=tuple(matlab_shape)[::-1], dtype=_hdf5_dtype(dtype), track_times=False, dcpl=dcpl)
+        ds.attrs.create("MATLAB_class", np.bytes_(MATLAB_CLASSES[dtype]))
+        if dtype == np.bool_:
+            ds.attrs.create("MATLAB_int_decode", np.int32(1))
+        offset = ds.id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.write(matlab_userblock(created))
+    return int(offset)
 
 
 def read_mat73(path: str | Path, name: str) -> np.ndarray:

@@ -1,9 +1,13 @@
 """One subject's export (runs on a Dask worker): read its rows, write its files, hash them.
 
 Every file is written under a temporary name in its final folder and renamed into place, so a
-file with its final name is always complete; then it is hashed (xxh3-128, for resuming and the
-manifest, and sha256 as well when the export asked for sha256 checksums). Writing and hashing run
-on a writer thread, in order, while this thread prepares the next file's arrays. The task returns
+file with its final name is always complete; it is hashed (xxh3-128, for resuming and the
+manifest, and sha256 as well when the export asked for sha256 checksums) after it is written, or,
+for CMRxRecon's ``kspace_full`` and ``kus``, while it is written: those two are filled a block of
+frames at a time from one small buffer (:func:`kspace_sim.export.cmrxrecon_export.stream_cine_full_and_kus`
+into files made by :func:`kspace_sim.export.matlab_v73.allocate_mat73`), so neither a full-size
+transposed copy nor a full-size ``kus`` is ever allocated and no file is read back. Writing and
+hashing run on a writer thread, in order, while this thread goes on. The task returns
 the subject's record (file sizes and digests) once its files are all in place; the client stores
 it, which is what marks the subject done. In one process (``workers = 0``) the runner keeps two
 subjects in flight on threads (:func:`kspace_sim.export.runner._export_in_process`), so one
@@ -75,6 +79,59 @@ def file_digests(path: str | Path, sha256: bool = True) -> dict[str, Any]:
     return {"bytes": n, "xxh3_128": xh.hexdigest(), **({"sha256": sh.hexdigest()} if sh is not None else {})}
 
 
+class _AppendedData:
+    """The data region of a file made by :func:`kspace_sim.export.matlab_v73.allocate_mat73`,
+    written in order (``os.pwrite``) and hashed on the way, so the finished file is never read back:
+    :meth:`close` gives the digests :func:`file_digests` gives for the file (the bytes before the
+    region and after it are read from the file, a few kilobytes)."""
+
+    def __init__(self, path: Path, offset: int, nbytes: int, sha256: bool) -> None:
+        self.path, self.offset, self.end = path, offset, offset + nbytes
+        self._pos = offset
+        self._hashes = [xxhash.xxh3_128()] + ([hashlib.sha256()] if sha256 else [])
+        self._fd: int | None = os.open(path, os.O_RDWR)
+        head = os.pread(self._fd, offset, 0)
+        if len(head) != offset:
+            raise OSError(f"{path}: shorter than its data offset {offset}")
+        self._update(head)
+
+    def _update(self, data: bytes | memoryview) -> None:
+        for h in self._hashes:
+            h.update(data)
+
+    def write(self, data: memoryview) -> None:
+        """Append ``data`` to the region."""
+        if self._pos + len(data) > self.end:
+            raise ValueError(f"{self.path}: {self._pos + len(data) - self.offset} bytes written into a region of {self.end - self.offset}")
+        done = 0
+        while done < len(data):  # pwrite may write less than asked
+            done += os.pwrite(self._fd, data[done:], self._pos + done)
+        self._update(data)
+        self._pos += len(data)
+
+    def abort(self) -> None:
+        """Close the file without checking it (idempotent; the caller removes the file)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> dict[str, Any]:
+        """Close the file; its digests (``{"bytes", "xxh3_128"[, "sha256"]}``, as :func:`file_digests`)."""
+        try:
+            if self._pos != self.end:
+                raise ValueError(f"{self.path}: {self._pos - self.offset} bytes written into a region of {self.end - self.offset}")
+            size = os.fstat(self._fd).st_size
+            tail = os.pread(self._fd, size - self.end, self.end)
+            self._update(tail)
+        finally:
+            self.abort()
+        return {"bytes": size, "xxh3_128": self._hashes[0].hexdigest(), **({"sha256": self._hashes[1].hexdigest()} if len(self._hashes) > 1 else {})}
+
+
+#: writes files to the given temporary paths; returns each one's digests, or None to hash the file
+GroupWrite = Callable[[list[Path]], list[dict[str, Any] | None]]
+
+
 class _FileWriter:
     """One subject's files, written atomically (temporary name in the final folder, then rename)
     and hashed on ``pool``'s writer thread, in submission order, while the caller goes on (numpy,
@@ -84,33 +141,41 @@ class _FileWriter:
         self.out = out
         self.sha256 = sha256
         self._pool = pool
-        self._digests: dict[str, Future[dict[str, Any]]] = {}
+        self._digests: list[Future[dict[str, dict[str, Any]]]] = []
 
-    def _write_and_hash(self, rel: str, write: Callable[[Path], None]) -> dict[str, Any]:
-        final = self.out / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    def _write_and_hash(self, rels: list[str], write: GroupWrite) -> dict[str, dict[str, Any]]:
+        finals = [self.out / rel for rel in rels]
+        tmps = [final.with_name(f".{final.name}.tmp-{os.getpid()}") for final in finals]
         try:
-            write(tmp)
-            os.replace(tmp, final)
+            for final in finals:
+                final.parent.mkdir(parents=True, exist_ok=True)
+            digests = write(tmps)
+            for tmp, final in zip(tmps, finals):
+                os.replace(tmp, final)
         finally:
-            if tmp.exists():
-                tmp.unlink()
-        return file_digests(final, self.sha256)
+            for tmp in tmps:
+                if tmp.exists():
+                    tmp.unlink()
+        return {rel: d if d is not None else file_digests(final, self.sha256) for rel, final, d in zip(rels, finals, digests)}
 
     def write(self, rel: str, write: Callable[[Path], None]) -> None:
         """Queue ``write(temporary path)`` for ``rel`` (the arrays it writes must not change after)."""
-        self._digests[rel] = self._pool.submit(self._write_and_hash, rel, write)
+        self.write_group([rel], lambda tmps: [write(tmps[0])])
+
+    def write_group(self, rels: list[str], write: GroupWrite) -> None:
+        """Queue ``write(temporary paths)`` for the files ``rels``, written together: renamed into
+        place together once ``write`` returned, hashed by it where it returns digests."""
+        self._digests.append(self._pool.submit(self._write_and_hash, rels, write))
 
     def digests(self) -> dict[str, dict[str, Any]]:
         """``{rel: digests}`` of every file written (waits for them; raises the first failure)."""
-        return {rel: fut.result() for rel, fut in self._digests.items()}
+        return {rel: d for fut in self._digests for rel, d in fut.result().items()}
 
     def abandon(self) -> None:
         """Drop the writes not started and wait for the one in progress (it cleans up after itself)."""
-        for fut in self._digests.values():
+        for fut in self._digests:
             fut.cancel()
-        wait(list(self._digests.values()))
+        wait(self._digests)
 
 
 def read_subject(store: str, row: int, mask_name: str, storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -162,30 +227,42 @@ def _group_rows(rows: list[int]) -> slice | list[int]:
     return slice(rows[0], rows[-1] + 1) if rows and rows == list(range(rows[0], rows[-1] + 1)) else rows
 
 
+def _cine_full_and_kus(kspace: np.ndarray, mask: np.ndarray, created: _dt.datetime, sha256: bool) -> GroupWrite:
+    """Write one cine group's ``kspace_full`` and ``kus`` files together, a block of frames at a time
+    (:func:`~kspace_sim.export.cmrxrecon_export.stream_cine_full_and_kus`), hashed as written."""
+    from kspace_sim.export.cmrxrecon_export import VARIABLES, stream_cine_full_and_kus
+    from kspace_sim.export.matlab_v73 import allocate_mat73
+
+    c, z, t, h, w = kspace.shape  # (C, Z, T, H, W)
+    nbytes = kspace.size * np.dtype(np.complex64).itemsize
+
+    def write(tmps: list[Path]) -> list[dict[str, Any] | None]:
+        sinks = []
+        try:
+            for tmp, kind in zip(tmps, ("full", "kus")):
+                offset = allocate_mat73(tmp, VARIABLES[kind], (h, w, c, z, t), np.dtype(np.complex64), created)
+                sinks.append(_AppendedData(tmp, offset, nbytes, sha256))
+            stream_cine_full_and_kus(kspace, mask, sinks[0].write, sinks[1].write)
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+        return [sink.close() for sink in sinks]
+
+    return write
+
+
 def _cmrxrecon_files(job: SubjectJob, kc: np.ndarray, m: np.ndarray, files: _FileWriter) -> None:
-    from kspace_sim.export.cmrxrecon_export import (
-        CINE_GROUPS,
-        VARIABLES,
-        cine_full,
-        cine_mask,
-        cine_undersampled,
-        subject_files,
-        write_cine_file,
-    )
+    from kspace_sim.export.cmrxrecon_export import CINE_GROUPS, VARIABLES, cine_mask, subject_files, write_cine_file
 
     created = _dt.datetime.fromisoformat(job.created) if job.created else _dt.datetime(1970, 1, 1)
     paths = subject_files(job.key, job.split, job.mask_name)  # kc: (C, S, T, H, W), C = nc
-
-    def write(rel: str, kind: str, value: Callable[[], np.ndarray]) -> None:
-        files.write(rel, lambda p: write_cine_file(p, VARIABLES[kind], value(), created))
-
     for stem, group in CINE_GROUPS.items():
         rows = _group_rows(job.views[group])
-        full, mask = cine_full(kc[:, rows]), m[rows]
-        write(paths[stem]["full"], "full", lambda full=full: full)
-        # kus and the mask are computed on the writer thread, while this one transposes the next group
-        write(paths[stem]["kus"], "kus", lambda full=full, mask=mask: cine_undersampled(full, mask))
-        write(paths[stem]["mask"], "mask", lambda mask=mask: cine_mask(mask, kc.shape[3]))
+        kspace, mask = kc[:, rows], m[rows]
+        # on the writer thread: kspace_full and kus together from one small buffer, then the mask
+        files.write_group([paths[stem]["full"], paths[stem]["kus"]], _cine_full_and_kus(kspace, mask, created, files.sha256))
+        files.write(paths[stem]["mask"], lambda p, mask=mask: write_cine_file(p, VARIABLES["mask"], cine_mask(mask, kc.shape[3]), created))
 
 
 def export_subject(job: SubjectJob) -> dict[str, Any]:
