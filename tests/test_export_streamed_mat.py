@@ -93,6 +93,8 @@ def test_appended_data_hashes_the_finished_file(tmp_path):
     sink.write(memoryview(data[:-1]))
     with pytest.raises(ValueError, match="region of"):
         sink.close()
+    with pytest.raises(OSError, match="shorter than its data offset"):
+        _AppendedData(plain, plain.stat().st_size + 1, 1, False)
 
 
 def test_group_write_gives_both_files_and_their_digests(tmp_path):

@@ -90,9 +90,13 @@ class _AppendedData:
         self._pos = offset
         self._hashes = [xxhash.xxh3_128()] + ([hashlib.sha256()] if sha256 else [])
         self._fd: int | None = os.open(path, os.O_RDWR)
-        head = os.pread(self._fd, offset, 0)
-        if len(head) != offset:
-            raise OSError(f"{path}: shorter than its data offset {offset}")
+        try:
+            head = os.pread(self._fd, offset, 0)
+            if len(head) != offset:
+                raise OSError(f"{path}: shorter than its data offset {offset}")
+        except BaseException:
+            self.abort()
+            raise
         self._update(head)
 
     def _update(self, data: bytes | memoryview) -> None:
