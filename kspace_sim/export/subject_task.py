@@ -65,18 +65,32 @@ class SubjectJob:
     checksum: str = DEFAULT_CHECKSUM
 
 
+class _Digests:
+    """The per-file checksums of the export, fed with a file's bytes in order: xxh3-128, and sha256
+    when asked."""
+
+    def __init__(self, sha256: bool) -> None:
+        self._hashes = [xxhash.xxh3_128()] + ([hashlib.sha256()] if sha256 else [])
+
+    def update(self, data: bytes | memoryview | mmap.mmap) -> None:
+        for h in self._hashes:
+            h.update(data)
+
+    def result(self, size: int) -> dict[str, Any]:
+        """``{"bytes": size, "xxh3_128"[, "sha256"]}`` (hex digests)."""
+        return {"bytes": size, **{name: h.hexdigest() for name, h in zip(("xxh3_128", "sha256"), self._hashes)}}
+
+
 def file_digests(path: str | Path, sha256: bool = True) -> dict[str, Any]:
     """``{"bytes", "xxh3_128"[, "sha256"]}`` of a file (hex digests), hashed through a read-only
     memory map (no copy of the file into Python buffers)."""
-    xh, sh = xxhash.xxh3_128(), hashlib.sha256() if sha256 else None
+    digests = _Digests(sha256)
     with open(path, "rb") as fh:
         n = os.fstat(fh.fileno()).st_size
         if n:  # an empty file cannot be mapped (and hashes as b"")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
-                xh.update(view)
-                if sh is not None:
-                    sh.update(view)
-    return {"bytes": n, "xxh3_128": xh.hexdigest(), **({"sha256": sh.hexdigest()} if sh is not None else {})}
+                digests.update(view)
+    return digests.result(n)
 
 
 class _AppendedData:
@@ -88,7 +102,7 @@ class _AppendedData:
     def __init__(self, path: Path, offset: int, nbytes: int, sha256: bool) -> None:
         self.path, self.offset, self.end = path, offset, offset + nbytes
         self._pos = offset
-        self._hashes = [xxhash.xxh3_128()] + ([hashlib.sha256()] if sha256 else [])
+        self._digests = _Digests(sha256)
         self._fd: int | None = os.open(path, os.O_RDWR)
         try:
             head = os.pread(self._fd, offset, 0)
@@ -97,11 +111,7 @@ class _AppendedData:
         except BaseException:
             self.abort()
             raise
-        self._update(head)
-
-    def _update(self, data: bytes | memoryview) -> None:
-        for h in self._hashes:
-            h.update(data)
+        self._digests.update(head)
 
     def write(self, data: memoryview) -> None:
         """Append ``data`` to the region."""
@@ -110,7 +120,7 @@ class _AppendedData:
         done = 0
         while done < len(data):  # pwrite may write less than asked
             done += os.pwrite(self._fd, data[done:], self._pos + done)
-        self._update(data)
+        self._digests.update(data)
         self._pos += len(data)
 
     def abort(self) -> None:
@@ -125,11 +135,10 @@ class _AppendedData:
             if self._pos != self.end:
                 raise ValueError(f"{self.path}: {self._pos - self.offset} bytes written into a region of {self.end - self.offset}")
             size = os.fstat(self._fd).st_size
-            tail = os.pread(self._fd, size - self.end, self.end)
-            self._update(tail)
+            self._digests.update(os.pread(self._fd, size - self.end, self.end))
         finally:
             self.abort()
-        return {"bytes": size, "xxh3_128": self._hashes[0].hexdigest(), **({"sha256": self._hashes[1].hexdigest()} if len(self._hashes) > 1 else {})}
+        return self._digests.result(size)
 
 
 #: writes files to the given temporary paths; returns each one's digests, or None to hash the file
