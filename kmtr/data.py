@@ -39,11 +39,12 @@ from torch.utils.data import Dataset
 
 from kmtr.augment import augment_sample, sample_params
 from kmtr.coils import coil_kspace, fresh_coil_acquisition, sense1, stored_white_noise
-from kmtr.fft import ifft2c
+from kmtr.fft import fft2c, ifft2c
 from kmtr.normalise import normalise, subject_scale
 from kmtr.store import StoreError, StoreInfo, open_store, read_coil_maps, read_store_info
 
-__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "zero_filled_image"]
+__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "zero_filled_image",
+           "data_consistent_image"]
 
 #: ``KSpaceDataset(coil_noise=…)``: the store's fixed evaluation draw, or a fresh draw per epoch
 COIL_NOISE_MODES = ("stored", "fresh")
@@ -317,3 +318,29 @@ def zero_filled_image(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if k.ndim == 6:
         return sense1(k * mask[:, None, ..., None, :].to(k.dtype), batch["maps"])
     return ifft2c(k * mask[..., None, :].to(k.dtype))
+
+
+def data_consistent_image(image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A reconstruction with the acquired k-space samples put back (hard data consistency, the
+    noise-free DC of Schlemper et al., IEEE TMI 2018): the prediction's k-space is kept where the
+    line was not sampled and replaced by the measured value where it was. It uses nothing but the
+    undersampled k-space the model read.
+
+    Args:
+        image: (B, S, T, H, W) complex predicted image, in the batch's normalisation.
+        batch: a prepared batch (:func:`prepare_batch`): ``kspace`` (B, S, T, H, W), or coil
+            k-space (B, C, S, T, H, W) with ``maps`` (B, C, S, H, W); ``mask`` (B, S, T, W).
+
+    Returns:
+        (B, S, T, H, W) complex: ``ifft2c(M·k + (1 − M)·fft2c(x))``; for coils
+        ``Σ_c conj(S_c) ifft2c(M·k_c + (1 − M)·fft2c(S_c·x))`` (each coil's acquired lines kept,
+        combined as the target is: SENSE-1 with the true maps).
+    """
+    k, mask = batch["kspace"], batch["mask"]
+    if k.ndim == 6:
+        maps = batch["maps"].to(device=k.device, dtype=k.dtype).unsqueeze(3)  # (B, C, S, 1, H, W)
+        predicted = fft2c(maps * image.to(k.dtype).unsqueeze(1))
+        sampled = mask[:, None, ..., None, :]
+        return sense1(torch.where(sampled, k, predicted), batch["maps"])
+    predicted = fft2c(image.to(k.dtype))
+    return ifft2c(torch.where(mask[..., None, :], k, predicted))

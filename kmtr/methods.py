@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from kmtr.analysis.comparison import VARIANT_SEP
 from kmtr.config import TrainConfig
 from kmtr.errors import ConfigError
 from kmtr.models.spectrum import SPECTRUM_RINGS, heads_spectrum_rings
@@ -216,6 +217,9 @@ METHODS: dict[str, MethodSpec] = {
 }
 #: names in tables of the reference rows that are no method
 REFERENCE_LABELS = {"mean_guess": "mean guess", "zero_filled": "zero-filled"}
+#: a method's prediction variant (:meth:`kmtr.tasks.base.Task.prediction_variants`, the comparison column
+#: ``<method>:<variant>``, :data:`kmtr.analysis.comparison.VARIANT_SEP`) is named ``<method's label> + <words>``
+VARIANT_LABELS = {"data_consistent": "data consistency"}
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -246,7 +250,10 @@ def register_method(name: str, spec: MethodSpec) -> None:
 
 
 def method_label(name: str) -> str:
-    """The name of method (or reference row) ``name`` in tables."""
+    """The name of method (or reference row, or ``<method>:<variant>`` column) ``name`` in tables."""
+    method, sep, variant = name.partition(VARIANT_SEP)
+    if sep:
+        return f"{method_label(method)} + {VARIANT_LABELS.get(variant, variant)}"
     if name in REFERENCE_LABELS:
         return REFERENCE_LABELS[name]
     return (METHODS[name].label or name) if name in METHODS else name

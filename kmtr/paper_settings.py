@@ -98,9 +98,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heads.seg_out_stride", "III seg", N, 1, 2,
        "ours: 1 = every decoder stage up to full resolution; 2 = logits upsampled from H/2 x W/2 (CPU)"),
     _s("heads.seg_dice_weight", "III seg", N, 1.0, 1.0, "ours: Dice + cross-entropy"),
-    _s("heads.rec_width", "III rec", N, 0, 0, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
+    _s("heads.rec_width", "III rec", N, 0, 128, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
        "output layer maps it to a token's pt·ph·pw·2 k-space values (tiny: 2,560), so every predicted patch lies in a "
-       "subspace of this dimension (README, \"what to expect\")", "like the stage-I k-space decoder"),
+       "subspace of this dimension; tiny: 128, twice its stage-I decoders' 64 (README, \"what to expect\")",
+       "like the stage-I k-space decoder"),
     _s("heads.balance", "III cls", N, "weighted", "weighted", "ours: positive-class weight n_neg / n_pos"),
     _s("heads.threshold", "III cls", N, "f1", "f1",
        f"{REF}: threshold chosen on validation; the criterion (max F1) is ours",

@@ -121,3 +121,6 @@ def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path)
     for name in ("LV blood pool", "LV myocardium", "RV blood pool", "LA", "RA"):
         assert name in seg_text, name
     assert (report / "kmtr-reconstruction_recon.png").stat().st_size > 1000
+    rec = pd.read_csv(report / "kmtr-reconstruction_reconstruction.csv")  # the decoder, + acquired samples, zero-filled
+    assert np.isfinite(rec[["psnr", "data_consistent_psnr", "zero_filled_psnr"]].to_numpy()).all()
+    assert "reconstruction + acquired samples (data consistency)" in text

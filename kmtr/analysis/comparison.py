@@ -16,11 +16,13 @@ import pandas as pd
 from kmtr.analysis.stats import bootstrap_ci
 from kmtr.analysis.tables import comparison_table
 
-__all__ = ["MEAN_GUESS", "TaskComparison", "frames", "mean_frames", "paired_rows", "relabel"]
+__all__ = ["MEAN_GUESS", "VARIANT_SEP", "TaskComparison", "frames", "mean_frames", "paired_rows", "relabel"]
 
 MEAN_GUESS = "mean guess"
 #: the method whose paired differences against every other method are tested
 REFERENCE_METHOD = "kmtr"
+#: separates a method from its prediction variant in a column name: ``<method>:<variant>``
+VARIANT_SEP = ":"
 
 
 @dataclass

@@ -154,30 +154,34 @@ def segmentation_overlay(images: np.ndarray, true: np.ndarray, pred: np.ndarray,
 
 
 def reconstruction_grid(target: np.ndarray, zero_filled: np.ndarray, pred: np.ndarray, titles: Sequence[str],
-                        path: str | Path) -> Path:
-    """Rows = K examples; columns target | zero-filled | reconstruction | |error| (reconstruction −
-    target), the first three on the target's grey scale.
+                        path: str | Path, data_consistent: np.ndarray | None = None) -> Path:
+    """Rows = K examples; columns target | zero-filled | reconstruction | (reconstruction with the
+    acquired samples put back, when given) | |error| (reconstruction − target), the images on the
+    target's grey scale.
 
     Args:
-        target, zero_filled, pred: (K, H, W) magnitudes; titles: (K,) row labels.
+        target, zero_filled, pred: (K, H, W) magnitudes; titles: (K,) row labels;
+        data_consistent: (K, H, W) magnitudes or None.
     """
     plt = _plt()
     target, zero_filled, pred = (np.abs(np.asarray(a)).astype(float) for a in (target, zero_filled, pred))
-    k = len(target)
-    fig, axes = plt.subplots(k, 4, figsize=(10, 2.6 * k), squeeze=False)
-    cols = ("target", "zero-filled", "reconstruction", "|error|")
+    images = [("target", target), ("zero-filled", zero_filled), ("reconstruction", pred)]
+    if data_consistent is not None:
+        images.append(("+ acquired samples", np.abs(np.asarray(data_consistent)).astype(float)))
+    k, n = len(target), len(images) + 1
+    fig, axes = plt.subplots(k, n, figsize=(2.5 * n, 2.6 * k), squeeze=False)
     for i in range(k):
         vmax = float(np.nanmax(target[i])) or 1.0
-        err = np.abs(pred[i] - target[i])
-        for c, (img, cmap, top) in enumerate(((target[i], "gray", vmax), (zero_filled[i], "gray", vmax),
-                                              (pred[i], "gray", vmax), (err, "inferno", None))):
+        panels = [(name, x[i], "gray", vmax) for name, x in images]
+        panels.append(("|error|", np.abs(pred[i] - target[i]), "inferno", None))
+        for c, (name, img, cmap, top) in enumerate(panels):
             ax = axes[i][c]
             im = ax.imshow(img, cmap=cmap, vmin=0.0, vmax=top)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(cols[c])
-            if c == 3:
+                ax.set_title(name)
+            if c == n - 1:
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         axes[i][0].set_ylabel(titles[i] if i < len(titles) else "", fontsize=8)
     fig.tight_layout()

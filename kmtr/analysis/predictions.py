@@ -23,10 +23,13 @@ class Predictions:
     ``diseases`` (N, D) of the selected columns, ``seg`` + ``seg_present`` (N, S), ``image`` and
     ``zero_filled`` magnitudes; for segmentation also ``image_frame0`` (N, S, H, W) magnitudes,
     ``pixel_spacing`` (N, S, 2) mm and, when the store has them, ``phenotypes``); ``rows`` (N,)
-    store rows.
+    store rows. ``variants`` holds other forms of the same predictions, shaped as ``pred``
+    (:meth:`kmtr.tasks.base.Task.prediction_variants`; reconstruction: ``data_consistent``, the
+    magnitudes with the acquired k-space samples put back).
     """
 
     task: str
     rows: np.ndarray
     pred: np.ndarray
     truth: dict[str, np.ndarray] = field(default_factory=dict)
+    variants: dict[str, np.ndarray] = field(default_factory=dict)

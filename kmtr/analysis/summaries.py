@@ -17,8 +17,11 @@ from kmtr.analysis.predictions import Predictions
 __all__ = ["pm", "regression_summary", "segmentation_phenotypes", "segmentation_tables"]
 
 
-def pm(mean: float, sd: float) -> str:
-    return "–" if not np.isfinite(mean) else f"{mean:.3g} ± {sd:.2g}"
+def pm(mean: float, sd: float, digits: int | None = None) -> str:
+    """``mean ± sd``: 3 significant digits (SD 2), or ``digits`` decimals for both (e.g. PSNR in dB)."""
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.3g} ± {sd:.2g}" if digits is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def regression_summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -173,6 +173,14 @@ def compare_reconstruction(preds: dict[str, Predictions], n_boot: int = 1000, se
     return relabel(_reconstruction.compare_reconstruction(preds, n_boot, seed), _label)
 
 
+#: layout of ``predictions_<split>.npz``: 2 = with ``layout`` and the prediction variants (``variant_*``)
+PREDICTION_CACHE_LAYOUT = 2
+
+
+def _cache_layout(z: Any) -> int:
+    return int(z["layout"]) if "layout" in z.files else 1
+
+
 def cached_predictions(run_path: Path, split: str = "test", device: str | torch.device = "cpu",
                        data: str | None = None) -> tuple[Predictions, dict[str, Any]]:
     """Test predictions of a finished run, from ``<run>/predictions_<split>.npz`` when it is newer
@@ -181,14 +189,20 @@ def cached_predictions(run_path: Path, split: str = "test", device: str | torch.
     ckpt = run_path / "last.pt"  # absent for runs that are not kmtr models (nnU-Net): the cache is all there is
     if cache.exists() and (not ckpt.exists() or cache.stat().st_mtime >= ckpt.stat().st_mtime):
         z = np.load(cache, allow_pickle=False)
-        if "targets" in z.files:  # the cache is self-contained: no model rebuilt
+        # self-contained (no model rebuilt) and of this layout; a cache of an earlier layout is
+        # recomputed from the checkpoint (it lacks the prediction variants), else read as it is
+        if "targets" in z.files and (not ckpt.exists() or _cache_layout(z) == PREDICTION_CACHE_LAYOUT):
             truth = {k[6:]: z[k] for k in z.files if k.startswith("truth_")}
-            return Predictions(str(z["task"]), z["rows"], z["pred"], truth), json.loads(str(z["targets"]))
+            variants = {k[8:]: z[k] for k in z.files if k.startswith("variant_")}
+            return (Predictions(str(z["task"]), z["rows"], z["pred"], truth, variants),
+                    json.loads(str(z["targets"])))
     run = load_run(run_path, device, data)
     preds = predict_split(run, split, device)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, task=np.asarray(preds.task), rows=preds.rows, pred=preds.pred,
-             targets=np.asarray(json.dumps(run.targets)), **{f"truth_{k}": v for k, v in preds.truth.items()})
+             layout=np.asarray(PREDICTION_CACHE_LAYOUT),
+             targets=np.asarray(json.dumps(run.targets)), **{f"truth_{k}": v for k, v in preds.truth.items()},
+             **{f"variant_{k}": v for k, v in preds.variants.items()})
     tmp.replace(cache)
     return preds, run.targets
 

@@ -104,6 +104,7 @@ def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu
     loader = DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, shuffle=False, num_workers=0)
     preds: list[np.ndarray] = []
     truth: dict[str, list[np.ndarray]] = {}
+    variants: dict[str, list[np.ndarray]] = {}
     rows: list[np.ndarray] = []
 
     def keep(name: str, value: torch.Tensor) -> None:
@@ -114,8 +115,11 @@ def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu
         out = run.model.predict(batch)
         rows.append(raw["row"].numpy())
         preds.append(task.prediction_array(out))
+        for name, value in task.prediction_variants(batch, out).items():
+            variants.setdefault(name, []).append(task.prediction_array(value))
         task.collect_truth(batch, raw, ds, run.model, keep)
     arrays: dict[str, np.ndarray] = {k: np.concatenate(v) for k, v in truth.items()}
     arrays["view_names"] = np.asarray(ds.info.view_names)
     arrays["view_ids"] = np.asarray(ds.info.view_ids)
-    return Predictions(task.name, np.concatenate(rows), np.concatenate(preds), arrays)
+    return Predictions(task.name, np.concatenate(rows), np.concatenate(preds), arrays,
+                       {k: np.concatenate(v) for k, v in variants.items()})

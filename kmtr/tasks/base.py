@@ -87,6 +87,11 @@ class Task:
         """Append this batch's ground truth (and reference arrays) with ``keep``."""
         raise NotImplementedError
 
+    def prediction_variants(self, batch: dict[str, torch.Tensor], pred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Other forms of one batch's :meth:`predict` output that the report shows beside it (name →
+        the same form as ``pred``, stored with :meth:`prediction_array`); none by default."""
+        return {}
+
     # --- evaluation -----------------------------------------------------------------------------
     def compare(self, preds: dict[str, Predictions], targets: dict[str, Any], n_boot: int, seed: int
                 ) -> TaskComparison:
