@@ -12,7 +12,7 @@ from kmtr.models.baselines import (
     INPUT_KINDS, ResNetBaseline, UNetBaseline, baseline_input, cs_reconstruct, resnet50, to_channels,
 )
 from kmtr.models.mae import count_parameters
-from kmtr.models.segmentation import SegmentationDecoder, upsampling_strides
+from kmtr.models.segmentation import SegmentationDecoder, upsample_frames, upsampling_strides
 from kmtr.models.tokenizer import TokenGrid
 
 torch.set_num_threads(1)
@@ -64,10 +64,29 @@ def test_decoder_out_stride() -> None:
     assert out.shape == (2, 2, 4, 5, 32, 32)
     assert seen[0].shape == (4, 4, 5, 16, 16)  # the head works at half resolution
     up = F.interpolate(seen[0], size=(5, 32, 32), mode="trilinear", align_corners=False)
-    assert torch.allclose(out.flatten(0, 1), up)
+    torch.testing.assert_close(out.flatten(0, 1), up, rtol=1e-5, atol=1e-6)
     for bad in (3, 8, 16):  # not a power of two; no stage left (3 stages: 8 would drop all)
         with pytest.raises(ValueError, match="out_stride"):
             SegmentationDecoder(grid, width=16, n_features=3, out_stride=bad)
+
+
+def test_upsample_frames_equals_trilinear_in_values_and_gradients() -> None:
+    """The per-frame bilinear upsampling is the trilinear one at temporal scale 1: equal up to float
+    rounding on small frames, bit for bit on the tiny preset's 64 × 64 logit frames."""
+    torch.manual_seed(0)
+    for shape, factor, exact in (((3, 4, 5, 6, 7), 2, False), ((3, 4, 5, 6, 7), 4, False),
+                                 ((2, 6, 5, 64, 64), 2, True)):
+        x = torch.randn(*shape, requires_grad=True)
+        g = torch.randn(*shape[:3], shape[3] * factor, shape[4] * factor)
+        ref = F.interpolate(x, scale_factor=(1, factor, factor), mode="trilinear", align_corners=False)
+        (ref_grad,) = torch.autograd.grad(ref, x, g)
+        out = upsample_frames(x, factor)
+        (grad,) = torch.autograd.grad(out, x, g)
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-5)
+        if exact:
+            assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
 
 
 def test_upsampling_strides_and_skip_assignment() -> None:
@@ -227,6 +246,6 @@ def test_cs_reconstruct_beats_zero_filling() -> None:
     k_under = fft2c(torch.from_numpy(image)).numpy() * mask[:, :, None, :]
     zero_filled = ifft2c(torch.from_numpy(k_under)).numpy()
     recon = cs_reconstruct(k_under, mask, lamda=1e-2, max_iter=30)
-    err = lambda x: np.linalg.norm(x - image) / np.linalg.norm(image)  # noqa: E731
+    err = lambda x: np.linalg.norm(x - image) / np.linalg.norm(image)
     assert recon.shape == image.shape
     assert err(recon) < 0.9 * err(zero_filled)

@@ -23,7 +23,7 @@ own as a 3-D volume ``(T, H, W)``::
 * ``out_stride`` s > 1 (an option for CPUs; 1 in the paper preset) leaves out the last
   ``log2(s)`` stages, which work at the highest resolutions and cost most (at s = 2 the last stage
   alone is ~3/4 of the decoder's convolutions), and upsamples the logits from (H/s, W/s) to (H, W)
-  bilinearly, frame by frame.
+  bilinearly, frame by frame (:func:`upsample_frames`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 
 from kmtr.models.tokenizer import TokenGrid
 
-__all__ = ["SegmentationDecoder", "ConvBlock", "upsampling_strides"]
+__all__ = ["ConvBlock", "SegmentationDecoder", "upsample_frames", "upsampling_strides"]
 
 _MIN_CHANNELS = 8
 
@@ -170,6 +170,19 @@ class SegmentationDecoder(nn.Module):
             x = block(torch.cat([up(x), skip(vols[lvl])], dim=1))
         out = self.head(x)  # (B·S, C, T, H / out_stride, W / out_stride)
         if self.out_stride > 1:
-            out = F.interpolate(out, scale_factor=(1, self.out_stride, self.out_stride), mode="trilinear",
-                                align_corners=False)
+            out = upsample_frames(out, self.out_stride)
         return out.reshape(b, self.grid.s, *out.shape[1:])
+
+
+def upsample_frames(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear ×``factor`` upsampling of every frame: (N, C, T, h, w) → (N, C, T, h·factor, w·factor).
+
+    The values and gradients of ``F.interpolate(x, scale_factor=(1, factor, factor),
+    mode="trilinear", align_corners=False)`` (at a temporal scale of 1 the trilinear weights along T
+    are 1 and 0; equal up to float rounding, ~1e-7, and bit for bit on the decoder's 64 × 64 frames),
+    computed as 2-D bilinear upsampling of the (N, C·T, h, w) view: ~2-3× faster on CPU (forward +
+    backward).
+    """
+    n, c, t, h, w = x.shape
+    up = F.interpolate(x.reshape(n, c * t, h, w), scale_factor=factor, mode="bilinear", align_corners=False)
+    return up.reshape(n, c, t, h * factor, w * factor)
