@@ -180,8 +180,8 @@ def upsample_frames(x: torch.Tensor, factor: int) -> torch.Tensor:
     The values and gradients of ``F.interpolate(x, scale_factor=(1, factor, factor),
     mode="trilinear", align_corners=False)`` (at a temporal scale of 1 the trilinear weights along T
     are 1 and 0; equal up to float rounding, ~1e-7, and bit for bit on the decoder's 64 × 64 frames),
-    computed as 2-D bilinear upsampling of the (N, C·T, h, w) view: ~2-3× faster on CPU (forward +
-    backward).
+    computed as 2-D bilinear upsampling of the (N, C·T, h, w) view: ~1.8× faster on CPU (forward +
+    backward; ``benchmarks/bench_seg_upsampling.py``).
     """
     n, c, t, h, w = x.shape
     up = F.interpolate(x.reshape(n, c * t, h, w), scale_factor=factor, mode="bilinear", align_corners=False)
