@@ -7,7 +7,7 @@ upsamples its (B·S, 6, T, H/2, W/2) logits to full resolution. Timed, forward +
 ``--repeats``, on the tiny preset's shapes (batch 2 × 9 views, 6 classes, 5 frames, 64 × 64 → 128 × 128):
 
 * ``trilinear``: ``F.interpolate(x, scale_factor=(1, 2, 2), mode="trilinear")`` (before);
-* ``per-frame bilinear``: :func:`kmtr.models.segmentation.upsample_frames` (now; equal values and
+* ``bilinear``: :func:`kmtr.models.segmentation.upsample_frames` (now; equal values and
   gradients);
 * ``decoder step``: a whole training step of the tiny preset's decoder (width 32, 3 feature levels,
   random token features) with MONAI's Dice + cross-entropy, with each upsampling.
