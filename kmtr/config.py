@@ -89,6 +89,9 @@ class TaskConfig:
     seg_temporal_kernel: int = 3  # 1 = per-frame 2-D convolutions in the decoder (cheaper)
     seg_out_stride: int = 1  # > 1: decode at 1/stride of H and W, logits upsampled bilinearly (cheaper)
     seg_dice_weight: float = 1.0
+    # the loss's Dice term per 2-D frame (the evaluation's unit) instead of per labelled view over its frames (ours;
+    # kmtr.tasks.segmentation.dice_samples)
+    seg_dice_frames: bool = False
     # stage-III reconstruction decoder's width (ours); 0 = arch.dec_width, the stage-I decoders' (REFERENCES.md:
     # "reconstruction decoder like the stage-I k-space decoder"). Its output layer maps this width to a token's
     # pt*ph*pw*2 k-space values, so every predicted patch lies in a subspace of this dimension

@@ -317,4 +317,4 @@ def build_task_model(
                           f"({spec.recipe})")
     net = (spec.build(cfg, shape, view_ids, task, targets["out_dim"], state, coils=coils) if spec.multicoil
            else spec.build(cfg, shape, view_ids, task, targets["out_dim"], state))
-    return TaskModel(net, task, targets, cfg.heads.seg_dice_weight)
+    return TaskModel(net, task, targets, cfg.heads)

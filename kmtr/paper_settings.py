@@ -98,6 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heads.seg_out_stride", "III seg", N, 1, 2,
        "ours: 1 = every decoder stage up to full resolution; 2 = logits upsampled from H/2 x W/2 (CPU)"),
     _s("heads.seg_dice_weight", "III seg", N, 1.0, 1.0, "ours: Dice + cross-entropy"),
+    _s("heads.seg_dice_frames", "III seg", N, False, False,
+       "ours: the Dice term over each labelled view's frames together; true = per 2-D frame, the evaluation's unit"),
     _s("heads.rec_width", "III rec", N, 0, 128, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
        "output layer maps it to a token's pt·ph·pw·2 k-space values (tiny: 2,560), so every predicted patch lies in a "
        "subspace of this dimension; tiny: 128, twice its stage-I decoders' 64 (README, \"what to expect\")",

@@ -67,7 +67,7 @@ class Task:
         """``KSpaceTaskNet.forward``: undersampled k-space → the task's raw output."""
         raise NotImplementedError
 
-    def register_targets(self, model: nn.Module, targets: dict[str, Any], dice_weight: float) -> None:
+    def register_targets(self, model: nn.Module, targets: dict[str, Any], heads: Any) -> None:
         """Buffers (target statistics) and loss modules the task's :class:`TaskModel` carries."""
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

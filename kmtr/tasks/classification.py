@@ -58,7 +58,7 @@ class Classification(PooledTask):
     def build_head(self, net: Any, encoder: Any, in_dim: int, out_dim: int, heads: Any) -> torch.nn.Module:
         return MultiHead(in_dim, heads.head_hidden, out_dim)
 
-    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], dice_weight: float) -> None:
+    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], heads: Any) -> None:
         model.register_buffer("columns", torch.as_tensor(targets["columns"], dtype=torch.long))
         pw = targets.get("pos_weight")
         model.register_buffer("pos_weight", torch.as_tensor(pw, dtype=torch.float32) if pw is not None else None)

@@ -46,7 +46,7 @@ class Regression(PooledTask):
     def build_head(self, net: Any, encoder: Any, in_dim: int, out_dim: int, heads: Any) -> torch.nn.Module:
         return MLPHead(in_dim, heads.head_hidden, out_dim)
 
-    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], dice_weight: float) -> None:
+    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], heads: Any) -> None:
         model.register_buffer("target_mean", torch.as_tensor(targets["mean"], dtype=torch.float32))
         model.register_buffer("target_std", torch.as_tensor(targets["std"], dtype=torch.float32))
 

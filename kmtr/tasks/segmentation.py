@@ -1,6 +1,7 @@
 """Segmentation into 6 classes per view and frame: (B, S, 6, T, H, W) logits from multi-depth
 encoder features, Dice + cross-entropy (MONAI ``DiceCELoss``) over every view and frame with a
-ground truth (``subjects/seg_present``; the 3ch view has none); Dice and HD95 per class."""
+ground truth (``subjects/seg_present``; the 3ch view has none), the Dice term per view or per frame
+(``heads.seg_dice_frames``, :func:`dice_samples`); Dice and HD95 per class."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
 
-__all__ = ["NUM_CLASSES", "Segmentation", "compare_segmentation", "seg_layers", "subject_dice"]
+__all__ = ["NUM_CLASSES", "Segmentation", "compare_segmentation", "dice_samples", "seg_layers", "subject_dice"]
 
 NUM_CLASSES = 6  # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool, 4 LA, 5 RA
 
@@ -51,10 +52,11 @@ class Segmentation(Task):
         _, full, feats = net.encoder.encode_features(tokens, keep, net.layers[:-1])
         return net.head([*feats, full], keep)
 
-    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], dice_weight: float) -> None:
+    def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], heads: Any) -> None:
         from monai.losses import DiceCELoss
 
-        model.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=dice_weight)
+        model.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=heads.seg_dice_weight)
+        model.seg_dice_frames = bool(heads.seg_dice_frames)
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         present = batch["seg_present"].bool()
@@ -62,7 +64,7 @@ class Segmentation(Task):
         target = batch["seg"][present][:, None].long()
         if logits.shape[0] == 0:
             return out.sum() * 0.0
-        return model.seg_loss(logits, target)
+        return model.seg_loss(*dice_samples(logits, target, model.seg_dice_frames))
 
     def predict(self, model: Any, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(dim=2).to(torch.uint8)
@@ -95,6 +97,17 @@ class Segmentation(Task):
                        "predictions, `kmtr/analysis/seg_phenotypes.py`)")
             result["sections"] = [(heading, regression_summary(section))]
         return result
+
+
+def dice_samples(logits: torch.Tensor, target: torch.Tensor, frames: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the Dice term of the loss averages over: each labelled view's whole (T, H, W) volume
+    (``frames`` False: logits (n, C, T, H, W) and target (n, 1, T, H, W) as given), or each 2-D frame
+    (``frames`` True: (n·T, C, H, W) and (n·T, 1, H, W)), the unit the evaluation's Dice averages
+    (:func:`kmtr.analysis.metrics.segmentation_metrics`). The cross-entropy term, a mean over all
+    pixels, is the same either way."""
+    if not frames:
+        return logits, target
+    return logits.transpose(1, 2).flatten(0, 1), target.transpose(1, 2).flatten(0, 1)
 
 
 def subject_dice(pred: np.ndarray, true: np.ndarray, present: np.ndarray, n_classes: int = NUM_CLASSES) -> np.ndarray:

@@ -189,7 +189,7 @@ def fit_spectrum_ridge(cfg: TrainConfig, resume: bool | str = False) -> dict[str
     seed_everything(cfg.run.seed)
     rings = heads_spectrum_rings(cfg.heads)
     net = SpectrumLinear(train_ds.shape, rings, targets["out_dim"])
-    model = TaskModel(net, task, targets, cfg.heads.seg_dice_weight)
+    model = TaskModel(net, task, targets, cfg.heads)
     start = time.perf_counter()
     print(f"stage III spectrum_ridge / {cfg.task}: {len(train_ds)} training subjects, {len(val_ds)} validation, "
           f"{net.spectrum.n_features} spectrum features ({rings} rings)", flush=True)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kmtr.config import TaskConfig
 from kmtr.errors import ConfigError
 from kmtr.models.heads import AttentionPool
 from kmtr.models.mae import KSpaceMAE
@@ -78,10 +79,10 @@ class TaskModel(nn.Module):
     reconstruction (B, S, T, H, W) complex image.
     """
 
-    def __init__(self, net: nn.Module, task: Any, targets: dict[str, Any], dice_weight: float = 1.0) -> None:
+    def __init__(self, net: nn.Module, task: Any, targets: dict[str, Any], heads: Any = None) -> None:
         super().__init__()
         self.net, self.task, self.task_def = net, task.name, task
-        task.register_targets(self, targets, dice_weight)
+        task.register_targets(self, targets, TaskConfig() if heads is None else heads)
 
     def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The network's output; networks with ``reads_coil_maps`` (the image and k-space CNN
