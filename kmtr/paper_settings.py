@@ -92,14 +92,16 @@ SETTINGS: tuple[Setting, ...] = (
        f"{REF}: stage II aligns the class token, stage III reads it", "class token"),
     _s("heads.spectrum_rings", ("III reg", "III cls"), 0, 0, 0,
        "the paper has no hand-crafted features (rings are read only by spectrum_ridge / kmtr_spectrum)", "none"),
-    _s("heads.seg_width", "III seg", 576, 576, 32, f"{REF}: U-Net-style decoder, width 576"),
+    _s("heads.seg_width", "III seg", 576, 576, 64, f"{REF}: U-Net-style decoder, width 576; tiny: 64, chosen "
+       "on the validation Dice with heads.seg_dice_frames (README, \"what to expect\")"),
     _s("heads.seg_features", "III seg", N, 4, 3, "ours: encoder depths feeding the decoder"),
     _s("heads.seg_temporal_kernel", "III seg", N, 3, 1, "ours"),
     _s("heads.seg_out_stride", "III seg", N, 1, 2,
        "ours: 1 = every decoder stage up to full resolution; 2 = logits upsampled from H/2 x W/2 (CPU)"),
     _s("heads.seg_dice_weight", "III seg", N, 1.0, 1.0, "ours: Dice + cross-entropy"),
-    _s("heads.seg_dice_frames", "III seg", N, False, False,
-       "ours: the Dice term over each labelled view's frames together; true = per 2-D frame, the evaluation's unit"),
+    _s("heads.seg_dice_frames", "III seg", N, False, True,
+       "ours: the Dice term over each labelled view's frames together; on = per 2-D frame, the evaluation's unit "
+       "(tiny: chosen on the validation Dice, README, \"what to expect\")"),
     _s("heads.rec_width", "III rec", N, 0, 128, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
        "output layer maps it to a token's pt·ph·pw·2 k-space values (tiny: 2,560), so every predicted patch lies in a "
        "subspace of this dimension; tiny: 128, twice its stage-I decoders' 64 (README, \"what to expect\")",
