@@ -1,6 +1,6 @@
 """Benchmark: the segmentation decoder's logit upsampling, per-frame bilinear against trilinear.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_seg_upsampling.py [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/bench_seg_upsampling.py [--repeats 5] [--width 64]
 
 At ``heads.seg_out_stride = 2`` (the tiny preset) :class:`kmtr.models.segmentation.SegmentationDecoder`
 upsamples its (B·S, 6, T, H/2, W/2) logits to full resolution. Timed, forward + backward, best of
@@ -9,8 +9,9 @@ upsamples its (B·S, 6, T, H/2, W/2) logits to full resolution. Timed, forward +
 * ``trilinear``: ``F.interpolate(x, scale_factor=(1, 2, 2), mode="trilinear")`` (before);
 * ``bilinear``: :func:`kmtr.models.segmentation.upsample_frames` (now; equal values and
   gradients);
-* ``decoder step``: a whole training step of the tiny preset's decoder (width 32, 3 feature levels,
-  random token features) with MONAI's Dice + cross-entropy, with each upsampling.
+* ``decoder step``: a whole training step of the tiny preset's decoder (its width, ``--width`` to
+  change it; 3 feature levels, random token features) with MONAI's Dice + cross-entropy, with each
+  upsampling.
 
 Prints seconds and the ratio trilinear / bilinear (target: the step faster, the values equal).
 """
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._timing import best_of
+from kmtr.config import preset
 from kmtr.models import segmentation as seg
 from kmtr.models.tokenizer import TokenGrid
 
@@ -40,6 +42,8 @@ def trilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--width", type=int, default=preset("tiny", 3, "segmentation").heads.seg_width,
+                    help="the decoder's width (default: the tiny preset's)")
     args = ap.parse_args()
     torch.manual_seed(0)
     b, s, c, t, h, w = 2, 9, 6, 5, 128, 128
@@ -55,7 +59,7 @@ def main() -> None:
     from monai.losses import DiceCELoss
 
     grid = TokenGrid(s, t, h, w, (5, 16, 16))
-    dec = seg.SegmentationDecoder(grid, width=96, n_features=3, dec_width=32, num_classes=c, temporal_kernel=1,
+    dec = seg.SegmentationDecoder(grid, width=96, n_features=3, dec_width=args.width, num_classes=c, temporal_kernel=1,
                                   out_stride=2)
     feats = [torch.randn(b, grid.num_tokens, 96) for _ in range(3)]
     keep = torch.ones(b, grid.num_tokens, dtype=torch.bool)
@@ -75,7 +79,7 @@ def main() -> None:
             times[name] = best_of(step, args.repeats)
         finally:
             seg.upsample_frames = original
-    rows.append(("decoder step (width 32)", times["trilinear"], times["bilinear"]))
+    rows.append((f"decoder step (width {args.width})", times["trilinear"], times["bilinear"]))
 
     print(f"threads {torch.get_num_threads()}; logits {tuple(x.shape)} → ×2; values equal: {equal}")
     print(f"{'':<26}{'trilinear s':>12}{'bilinear s':>12}{'ratio':>8}")
