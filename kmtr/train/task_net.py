@@ -76,7 +76,9 @@ class TaskModel(nn.Module):
     ``forward(batch)`` → ``{"loss": …}`` for :class:`kmtr.train.loop.Trainer`;
     :meth:`predict` → the task's outputs in reporting form: regression (B, P) in original units;
     classification (B, D) probabilities; segmentation (B, S, T, H, W) uint8 labels;
-    reconstruction (B, S, T, H, W) complex image.
+    reconstruction (B, S, T, H, W) complex image. ``heads`` is the run's ``cfg.heads``
+    (:class:`kmtr.config.TaskConfig`; the task's loss settings, e.g. ``seg_dice_weight`` and
+    ``seg_dice_frames``); None = its defaults.
     """
 
     def __init__(self, net: nn.Module, task: Any, targets: dict[str, Any], heads: Any = None) -> None:
