@@ -102,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("heads.seg_dice_frames", "III seg", N, False, True,
        "ours: the Dice term over each labelled view's frames together; on = per 2-D frame, the evaluation's unit "
        "(tiny: chosen on the validation Dice, README, \"what to expect\")"),
+    _s("heads.seg_tta", "III seg", N, False, True,
+       "ours: predictions averaged over the 4 in-plane mirrorings of the input, exactly in k-space (nnU-Net's "
+       "test-time mirroring, which nnU-Net's baselines keep in both presets)"),
     _s("heads.rec_width", "III rec", N, 0, 128, "ours: the reconstruction decoder's width, 0 = arch.dec_width; its "
        "output layer maps it to a token's pt·ph·pw·2 k-space values (tiny: 2,560), so every predicted patch lies in a "
        "subspace of this dimension; tiny: 128, twice its stage-I decoders' 64 (README, \"what to expect\")",

@@ -1,13 +1,16 @@
 """The segmentation loss: Dice + cross-entropy over each labelled view, or its Dice term per 2-D frame
-(``heads.seg_dice_frames``, the unit the evaluation's Dice averages)."""
+(``heads.seg_dice_frames``, the unit the evaluation's Dice averages); and its predictions averaged
+over the in-plane mirrorings (``heads.seg_tta``)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from monai.losses import DiceCELoss, DiceLoss
 
 from kmtr.config import TaskConfig
-from kmtr.tasks.segmentation import NUM_CLASSES, Segmentation, dice_samples
+from kmtr.fft import fft2c, ifft2c
+from kmtr.tasks.segmentation import MIRRORINGS, NUM_CLASSES, Segmentation, dice_samples, mirrored_batch
 
 torch.set_num_threads(1)
 
@@ -67,3 +70,65 @@ def test_segmentation_loss_follows_heads_seg_dice_frames_and_keeps_the_cross_ent
                               for f in (False, True))
     assert torch.allclose(losses[False] - ce, dice_view) and torch.allclose(losses[True] - ce, dice_frames)
     assert not torch.allclose(dice_view, dice_frames)
+
+
+# ---------------------------------------------------------------- test-time mirroring (heads.seg_tta)
+
+
+def _undersampled_batch(seed: int = 0, coils: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A batch (B=2, S=2, T=3, 16 × 12) of masked k-space of random complex images, and the images."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.complex(torch.randn(2, 2, 3, 16, 12, generator=g), torch.randn(2, 2, 3, 16, 12, generator=g))
+    mask = torch.rand(2, 2, 3, 12, generator=g) > 0.5
+    batch = {"kspace": fft2c(image) * mask[..., None, :], "mask": mask}
+    if coils:
+        batch["maps"] = torch.randn(2, 4, 2, 16, 12, generator=g)
+    return batch, image
+
+
+@pytest.mark.parametrize("dims", MIRRORINGS[1:])
+def test_mirrored_batch_is_the_mirrored_images_sampled_by_the_mirrored_pattern(dims: tuple[int, ...]) -> None:
+    batch, image = _undersampled_batch(coils=True)
+    out = mirrored_batch(batch, dims)
+    mask = out["mask"]
+    assert torch.equal(mask, batch["mask"]) == (-1 not in dims)
+    assert mask.sum() == batch["mask"].sum()
+    expected = fft2c(image.flip(dims)) * mask[..., None, :]
+    assert torch.allclose(out["kspace"], expected, atol=1e-5)
+    assert torch.equal(out["maps"], batch["maps"].flip(dims))
+    assert torch.equal(batch["kspace"], _undersampled_batch(coils=True)[0]["kspace"])  # the input is left as it was
+
+
+class _Unsymmetric(torch.nn.Module):
+    """Logits (B, S, C, T, H, W) from the zero-filled image through a fixed random, non-symmetric convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.conv = torch.nn.Conv2d(2, NUM_CLASSES, 5, padding=2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
+
+    def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = ifft2c(batch["kspace"])  # (B, S, T, H, W)
+        planes = torch.stack([x.real, x.imag], dim=3).flatten(0, 2)  # (B·S·T, 2, H, W)
+        b, s, t = x.shape[:3]
+        return self.conv(planes).unflatten(0, (b, s, t)).permute(0, 1, 3, 2, 4, 5)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_segmentation_tta_predicts_the_mirrored_image_as_the_mirrored_prediction(tta: bool) -> None:
+    """With the four mirrorings averaged the prediction commutes with every mirroring (they form a
+    group); the network alone does not."""
+    batch, _ = _undersampled_batch(seed=1)
+    model, task = _Unsymmetric(), Segmentation()
+    task.register_targets(model, {}, TaskConfig(seg_tta=tta))
+    out = task.prediction_outputs(model, batch)
+    assert out.shape == (2, 2, NUM_CLASSES, 3, 16, 12)
+    if tta:
+        assert torch.allclose(out.sum(dim=2), torch.ones(()), atol=1e-5)  # averaged probabilities
+    else:
+        assert torch.equal(out, model.outputs(batch))  # the logits themselves
+    for dims in MIRRORINGS[1:]:
+        mirrored = task.prediction_outputs(model, mirrored_batch(batch, dims))
+        assert torch.allclose(mirrored, out.flip(dims), atol=1e-4) == tta, dims

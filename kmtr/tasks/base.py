@@ -73,6 +73,11 @@ class Task:
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def prediction_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The output :meth:`predict` turns into the reporting form (the network's output; a task
+        may average it over test-time transformations)."""
+        return model.outputs(batch)
+
     def predict(self, model: Any, out: torch.Tensor) -> torch.Tensor:
         """Raw output → reporting form (see :meth:`kmtr.train.task_net.TaskModel.predict`)."""
         return out

@@ -14,11 +14,13 @@ from kmtr.analysis.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.analysis.predictions import Predictions
 from kmtr.analysis.stats import wilcoxon_paired
 from kmtr.analysis.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
+from kmtr.augment import flip_kspace
 from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
 
-__all__ = ["NUM_CLASSES", "Segmentation", "compare_segmentation", "dice_samples", "seg_layers", "subject_dice"]
+__all__ = ["MIRRORINGS", "NUM_CLASSES", "Segmentation", "compare_segmentation", "dice_samples", "mirrored_batch", "seg_layers",
+           "subject_dice"]
 
 NUM_CLASSES = 6  # 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool, 4 LA, 5 RA
 
@@ -57,6 +59,17 @@ class Segmentation(Task):
 
         model.seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=heads.seg_dice_weight)
         model.seg_dice_frames = bool(heads.seg_dice_frames)
+        model.seg_tta = bool(heads.seg_tta)
+
+    def prediction_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The logits, or with ``heads.seg_tta`` the class probabilities averaged over the four
+        in-plane mirrorings of the input (:func:`mirrored_batch`), each mirrored back: nnU-Net's
+        test-time mirroring, done exactly in k-space. Either way :meth:`predict` takes the argmax."""
+        if not model.seg_tta:
+            return model.outputs(batch)
+        probs = [model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims) if dims
+                 else model.outputs(batch).softmax(dim=2) for dims in MIRRORINGS]
+        return torch.stack(probs).mean(dim=0)
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         present = batch["seg_present"].bool()
@@ -97,6 +110,30 @@ class Segmentation(Task):
                        "predictions, `kmtr/analysis/seg_phenotypes.py`)")
             result["sections"] = [(heading, regression_summary(section))]
         return result
+
+
+#: the in-plane mirrorings of test-time averaging: none, H, W, both (axes of (…, H, W))
+MIRRORINGS: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+
+
+def mirrored_batch(batch: dict[str, torch.Tensor], dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """The batch of the images mirrored along ``dims`` (-2 = H, -1 = W), exactly in k-space.
+
+    ``kspace`` (…, H, W): :func:`kmtr.augment.flip_kspace` along each axis; ``mask`` (…, W) (the
+    sampled phase-encode lines, along W): unchanged by an H mirroring, mirrored with k-space along W
+    (line k ↦ (W − k) mod W), so the mirrored k-space is what the mirrored pattern samples of the
+    mirrored object; coil ``maps`` (…, H, W), image-domain: flipped. Other entries are kept.
+    """
+    out = dict(batch)
+    kspace = batch["kspace"]
+    for d in dims:
+        kspace = flip_kspace(kspace, d)
+    out["kspace"] = kspace
+    if -1 in dims:
+        out["mask"] = torch.roll(batch["mask"].flip(-1), shifts=1, dims=-1)
+    if "maps" in batch:
+        out["maps"] = batch["maps"].flip(dims)
+    return out
 
 
 def dice_samples(logits: torch.Tensor, target: torch.Tensor, frames: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -98,4 +98,4 @@ class TaskModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.task_def.predict(self, self.outputs(batch))
+        return self.task_def.predict(self, self.task_def.prediction_outputs(self, batch))
