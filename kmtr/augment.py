@@ -31,7 +31,7 @@ from scipy.ndimage import fourier_gaussian
 
 from kmtr.fft import fft2c, ifft2c
 
-__all__ = ["AugmentParams", "flip_kspace", "rotate_image", "smooth_phase", "sample_params", "augment_sample"]
+__all__ = ["AugmentParams", "flip_kspace", "mirror_lines", "rotate_image", "smooth_phase", "sample_params", "augment_sample"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,21 @@ class AugmentParams:
     phase: np.ndarray | None = None
 
 
+def mirror_lines(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` re-indexed along ``dim`` as the k-space samples move when the image is flipped:
+    ``x[(N − k) mod N]`` for an even length ``N`` (a flip about N/2), ``x[N − 1 − k]`` for an odd one.
+    :func:`flip_kspace` is this times a phase ramp; applied to a sampling mask it gives the mirrored
+    pattern (which lines of the flipped image's k-space are measured)."""
+    flipped = torch.flip(x, dims=(dim,))
+    return flipped if x.shape[dim] % 2 == 1 else torch.roll(flipped, shifts=1, dims=dim)
+
+
 def flip_kspace(k: torch.Tensor, dim: int) -> torch.Tensor:
     """k-space ``(..., H, W)`` of the image flipped along ``dim`` (-2 = H, -1 = W); exact."""
     n = k.shape[dim]
+    rolled = mirror_lines(k, dim)  # X[(N - k) mod N] (even N)
     if n % 2 == 1:
-        return torch.flip(k, dims=(dim,))
-    rolled = torch.roll(torch.flip(k, dims=(dim,)), shifts=1, dims=dim)  # X[(N - k) mod N]
+        return rolled
     idx = torch.arange(n, device=k.device, dtype=torch.float64)
     ramp = torch.polar(torch.ones_like(idx), 2 * math.pi * (idx - n // 2) / n).to(k.dtype)
     shape = [1] * k.ndim

@@ -75,20 +75,23 @@ def test_segmentation_loss_follows_heads_seg_dice_frames_and_keeps_the_cross_ent
 # ---------------------------------------------------------------- test-time mirroring (heads.seg_tta)
 
 
-def _undersampled_batch(seed: int = 0, coils: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """A batch (B=2, S=2, T=3, 16 × 12) of masked k-space of random complex images, and the images."""
+def _undersampled_batch(seed: int = 0, coils: bool = False, width: int = 12
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A batch (B=2, S=2, T=3, 16 × width) of masked k-space of random complex images, and the images."""
     g = torch.Generator().manual_seed(seed)
-    image = torch.complex(torch.randn(2, 2, 3, 16, 12, generator=g), torch.randn(2, 2, 3, 16, 12, generator=g))
-    mask = torch.rand(2, 2, 3, 12, generator=g) > 0.5
+    image = torch.complex(torch.randn(2, 2, 3, 16, width, generator=g), torch.randn(2, 2, 3, 16, width, generator=g))
+    mask = torch.rand(2, 2, 3, width, generator=g) > 0.5
     batch = {"kspace": fft2c(image) * mask[..., None, :], "mask": mask}
     if coils:
-        batch["maps"] = torch.randn(2, 4, 2, 16, 12, generator=g)
+        batch["maps"] = torch.randn(2, 4, 2, 16, width, generator=g)
     return batch, image
 
 
+@pytest.mark.parametrize("width", [12, 11])  # an odd length mirrors k-space without the roll (kmtr.augment)
 @pytest.mark.parametrize("dims", MIRRORINGS[1:])
-def test_mirrored_batch_is_the_mirrored_images_sampled_by_the_mirrored_pattern(dims: tuple[int, ...]) -> None:
-    batch, image = _undersampled_batch(coils=True)
+def test_mirrored_batch_is_the_mirrored_images_sampled_by_the_mirrored_pattern(dims: tuple[int, ...],
+                                                                               width: int) -> None:
+    batch, image = _undersampled_batch(coils=True, width=width)
     out = mirrored_batch(batch, dims)
     mask = out["mask"]
     assert torch.equal(mask, batch["mask"]) == (-1 not in dims)
@@ -96,7 +99,7 @@ def test_mirrored_batch_is_the_mirrored_images_sampled_by_the_mirrored_pattern(d
     expected = fft2c(image.flip(dims)) * mask[..., None, :]
     assert torch.allclose(out["kspace"], expected, atol=1e-5)
     assert torch.equal(out["maps"], batch["maps"].flip(dims))
-    assert torch.equal(batch["kspace"], _undersampled_batch(coils=True)[0]["kspace"])  # the input is left as it was
+    assert torch.equal(batch["kspace"], _undersampled_batch(coils=True, width=width)[0]["kspace"])  # input kept
 
 
 class _Unsymmetric(torch.nn.Module):

@@ -14,7 +14,7 @@ from kmtr.analysis.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.analysis.predictions import Predictions
 from kmtr.analysis.stats import wilcoxon_paired
 from kmtr.analysis.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
-from kmtr.augment import flip_kspace
+from kmtr.augment import flip_kspace, mirror_lines
 from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
@@ -67,8 +67,7 @@ class Segmentation(Task):
         test-time mirroring, done exactly in k-space. Either way :meth:`predict` takes the argmax."""
         if not model.seg_tta:
             return model.outputs(batch)
-        probs = [model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims) if dims
-                 else model.outputs(batch).softmax(dim=2) for dims in MIRRORINGS]
+        probs = [model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims) for dims in MIRRORINGS]
         return torch.stack(probs).mean(dim=0)
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -120,8 +119,8 @@ def mirrored_batch(batch: dict[str, torch.Tensor], dims: tuple[int, ...]) -> dic
     """The batch of the images mirrored along ``dims`` (-2 = H, -1 = W), exactly in k-space.
 
     ``kspace`` (…, H, W): :func:`kmtr.augment.flip_kspace` along each axis; ``mask`` (…, W) (the
-    sampled phase-encode lines, along W): unchanged by an H mirroring, mirrored with k-space along W
-    (line k ↦ (W − k) mod W), so the mirrored k-space is what the mirrored pattern samples of the
+    sampled phase-encode lines, along W): unchanged by an H mirroring, mirrored with the k-space along
+    W (:func:`kmtr.augment.mirror_lines`, the same re-indexing), so the mirrored k-space is what the mirrored pattern samples of the
     mirrored object; coil ``maps`` (…, H, W), image-domain: flipped. Other entries are kept.
     """
     out = dict(batch)
@@ -130,7 +129,7 @@ def mirrored_batch(batch: dict[str, torch.Tensor], dims: tuple[int, ...]) -> dic
         kspace = flip_kspace(kspace, d)
     out["kspace"] = kspace
     if -1 in dims:
-        out["mask"] = torch.roll(batch["mask"].flip(-1), shifts=1, dims=-1)
+        out["mask"] = mirror_lines(batch["mask"], -1)
     if "maps" in batch:
         out["maps"] = batch["maps"].flip(dims)
     return out
