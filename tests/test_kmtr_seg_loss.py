@@ -8,9 +8,10 @@ import pytest
 import torch
 from monai.losses import DiceCELoss, DiceLoss
 
-from kmtr.config import TaskConfig
+from kmtr.config import TaskConfig, preset
 from kmtr.fft import fft2c, ifft2c
 from kmtr.tasks.segmentation import MIRRORINGS, NUM_CLASSES, Segmentation, dice_samples, mirrored_batch
+from kmtr.train.task_net import TaskModel
 
 torch.set_num_threads(1)
 
@@ -103,7 +104,8 @@ def test_mirrored_batch_is_the_mirrored_images_sampled_by_the_mirrored_pattern(d
 
 
 class _Unsymmetric(torch.nn.Module):
-    """Logits (B, S, C, T, H, W) from the zero-filled image through a fixed random, non-symmetric convolution."""
+    """A network: logits (B, S, C, T, H, W) from the zero-filled image through a fixed random,
+    non-symmetric convolution."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,8 +114,8 @@ class _Unsymmetric(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
 
-    def outputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = ifft2c(batch["kspace"])  # (B, S, T, H, W)
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = ifft2c(kspace)  # (B, S, T, H, W)
         planes = torch.stack([x.real, x.imag], dim=3).flatten(0, 2)  # (B·S·T, 2, H, W)
         b, s, t = x.shape[:3]
         return self.conv(planes).unflatten(0, (b, s, t)).permute(0, 1, 3, 2, 4, 5)
@@ -122,16 +124,25 @@ class _Unsymmetric(torch.nn.Module):
 @pytest.mark.parametrize("tta", [False, True])
 def test_segmentation_tta_predicts_the_mirrored_image_as_the_mirrored_prediction(tta: bool) -> None:
     """With the four mirrorings averaged the prediction commutes with every mirroring (they form a
-    group); the network alone does not."""
+    group); the network alone does not. ``TaskModel.predict`` (what evaluation calls) labels the
+    averaged probabilities."""
     batch, _ = _undersampled_batch(seed=1)
-    model, task = _Unsymmetric(), Segmentation()
-    task.register_targets(model, {}, TaskConfig(seg_tta=tta))
+    task = Segmentation()
+    model = TaskModel(_Unsymmetric(), task, {}, TaskConfig(seg_tta=tta))
     out = task.prediction_outputs(model, batch)
     assert out.shape == (2, 2, NUM_CLASSES, 3, 16, 12)
     if tta:
         assert torch.allclose(out.sum(dim=2), torch.ones(()), atol=1e-5)  # averaged probabilities
     else:
         assert torch.equal(out, model.outputs(batch))  # the logits themselves
+    assert torch.equal(model.predict(batch), out.argmax(dim=2).to(torch.uint8))
+    assert tta == (not torch.equal(model.predict(batch), model.outputs(batch).argmax(dim=2).to(torch.uint8)))
     for dims in MIRRORINGS[1:]:
         mirrored = task.prediction_outputs(model, mirrored_batch(batch, dims))
         assert torch.allclose(mirrored, out.flip(dims), atol=1e-4) == tta, dims
+
+
+def test_tiny_preset_mirrors_every_segmentation_model_at_test_time_the_paper_preset_only_nnunet() -> None:
+    tiny, paper = (preset(name, 3, "segmentation").heads for name in ("tiny", "paper"))
+    assert tiny.seg_tta and tiny.nnunet_tta  # k-MTR, the MAE, the U-Nets and nnU-Net alike
+    assert not paper.seg_tta and paper.nnunet_tta  # nnU-Net's default; the paper states none for k-MTR
