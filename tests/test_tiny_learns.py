@@ -8,14 +8,15 @@ fixed number of optimiser steps the loss on the training subjects, measured with
 and with fixed random draws, must have fallen by a stated fraction:
 
 * stage I (image MAE and k-space MAE, 60 steps): each MAE's loss ≥ 10 % below its value at
-  initialisation (measured: image 0.431 → 0.345, −20 %; k-space 0.548 → 0.417, −24 %);
+  initialisation (measured: image 0.431 → 0.345, −20 %; k-space 0.548 → 0.417, −24 %, at the
+  preset's k-space learning rate 1e-3);
 * stage III segmentation from undersampled k-space (k-MTR from that stage-I encoder, 120 steps):
-  Dice + cross-entropy ≥ 16 % below its value at the start of fine-tuning (measured 2.88 → 1.92,
-  −33 %, with the preset's learning rate 1e-2, its 64-wide decoder at half resolution,
+  Dice + cross-entropy ≥ 16 % below its value at the start of fine-tuning (measured 2.88 → 1.86,
+  −35 %, with the preset's learning rate 1e-2, its 64-wide decoder at half resolution,
   ``heads.seg_out_stride = 2``, and the Dice term per frame, ``heads.seg_dice_frames``; earlier, at
   width 32 with the Dice term per view, 2.89 → 2.04, −29 %; at the earlier 1e-3: 2.90 → 2.40, −17 %);
 * stage III reconstruction (its k-space decoder trained from scratch on that encoder, 120 steps):
-  image MSE ≥ 25 % below its start (measured 0.715 → 0.350, −51 %, at the preset's learning rate 1e-2 and
+  image MSE ≥ 25 % below its start (measured 0.709 → 0.351, −50 %, at the preset's learning rate 1e-2 and
   decoder width 128; before the 128-wide decoder 0.742 → 0.346, and 0.742 → 0.374 at the earlier 1e-3).
 
 On these crops a slice is 2 × 2 tokens, too few for the preset's distance attention bias (image
