@@ -214,7 +214,9 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     # lr 1e-2: validation loss after 2 epochs 0.92 against 2.26 at 1e-3 and 2.86 at 1e-4 (256-subject demo, the
     # benchmark's learning-rate search). Epochs: ~25 s each on 2 idle cores (112 subjects); short-axis Dice LV /
     # myocardium / RV on the 160-subject demo's test split after 8 epochs 0.69 / 0.41 / 0.50, after 20 0.80 / 0.58 /
-    # 0.65, after 24 0.81 / 0.60 / 0.68; 24 keep README command 1 under 30 minutes. out_stride 2 (no full-resolution
+    # 0.65, after 24 0.81 / 0.60 / 0.68. From the stage II that stage I at lr_kspace 1e-3 aligns (64 wide, per frame,
+    # mirrored): 24 epochs 0.827 / 0.618 / 0.714, 20 epochs 0.826 / 0.611 / 0.699; 20 keep README command 1 under
+    # 30 minutes with stage I's 15 epochs. out_stride 2 (no full-resolution
     # stage, logits upsampled): ~1.5-2x cheaper steps and a lower validation loss at each of 5 epochs from scratch.
     # Decoder width 64 and the Dice term per frame (heads.seg_dice_frames), chosen on the validation split's Dice
     # over seeds 0-2 (the validation loss does not rank these settings): short-axis LV / RV 0.768 / 0.635 against
@@ -222,7 +224,7 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     # ~1.2x the segmentation time of width 32 (README, "what to expect"). Test-time mirroring (heads.seg_tta, as
     # nnU-Net's, which the tiny preset's nnU-Net baselines also use): validation LV / RV over the seeds 0.800 / 0.672
     # against 0.768 / 0.635 without
-    ("tiny", 3, "segmentation"): {"optim.lr": 1e-2, "data.batch_size": 2, "optim.epochs": 24, "optim.warmup_epochs": 1,
+    ("tiny", 3, "segmentation"): {"optim.lr": 1e-2, "data.batch_size": 2, "optim.epochs": 20, "optim.warmup_epochs": 1,
                                   "heads.seg_width": 64, "heads.seg_features": 3, "heads.seg_temporal_kernel": 1,
                                   "heads.seg_out_stride": 2, "heads.seg_dice_frames": True, "heads.seg_tta": True},
     # lr 1e-2: from the tiny stage II on the 160-subject demo, validation loss after 8 epochs 0.150 against 0.183 at

@@ -150,7 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 #: tiny-preset epochs where one value per scope does not fit a row (``tiny`` is None above)
-TINY_EPOCHS: dict[str, int] = {"II": 10, "III reg": 12, "III cls": 12, "III seg": 24, "III rec": 8}
+TINY_EPOCHS: dict[str, int] = {"II": 10, "III reg": 12, "III cls": 12, "III seg": 20, "III rec": 8}
 
 
 def tiny_value(row: Setting, scope: str) -> Any:
