@@ -215,8 +215,8 @@ STAGE_DEFAULTS: dict[tuple[str, int, str], dict[str, Any]] = {
     # benchmark's learning-rate search). Epochs: ~25 s each on 2 idle cores (112 subjects); short-axis Dice LV /
     # myocardium / RV on the 160-subject demo's test split after 8 epochs 0.69 / 0.41 / 0.50, after 20 0.80 / 0.58 /
     # 0.65, after 24 0.81 / 0.60 / 0.68. From the stage II that stage I at lr_kspace 1e-3 aligns (64 wide, per frame,
-    # mirrored): 24 epochs 0.827 / 0.618 / 0.714, 20 epochs 0.826 / 0.611 / 0.699; 20 keep README command 1 under
-    # 30 minutes with stage I's 15 epochs. out_stride 2 (no full-resolution
+    # mirrored): 24 epochs 0.827 / 0.618 / 0.714, 20 epochs 0.826 / 0.611 / 0.699; 20 pay for stage I's 5 more
+    # epochs in README command 1's time (README, "what to expect"). out_stride 2 (no full-resolution
     # stage, logits upsampled): ~1.5-2x cheaper steps and a lower validation loss at each of 5 epochs from scratch.
     # Decoder width 64 and the Dice term per frame (heads.seg_dice_frames), chosen on the validation split's Dice
     # over seeds 0-2 (the validation loss does not rank these settings): short-axis LV / RV 0.768 / 0.635 against
