@@ -29,6 +29,8 @@ the handle is dropped when the Dataset is pickled), so it is fork- and spawn-saf
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +45,35 @@ from kmtr.fft import fft2c, ifft2c
 from kmtr.normalise import normalise, subject_scale
 from kmtr.store import StoreError, StoreInfo, open_store, read_coil_maps, read_store_info
 
-__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "zero_filled_image",
-           "data_consistent_image"]
+__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "shared_sample_cache",
+           "zero_filled_image", "data_consistent_image"]
 
 #: ``KSpaceDataset(coil_noise=…)``: the store's fixed evaluation draw, or a fresh draw per epoch
 COIL_NOISE_MODES = ("stored", "fresh")
+
+#: The caches that :func:`shared_sample_cache` opens, per (what a dataset reads): None outside it.
+_shared_caches: dict[tuple[Any, ...], dict[int, dict[str, torch.Tensor]]] | None = None
+
+
+@contextmanager
+def shared_sample_cache() -> Iterator[None]:
+    """Within this block, datasets made with ``cache=True`` that read the same things (store,
+    storage options, mask, frames, segmentations, coil noise) share one in-memory cache, so the
+    successive stages of one ``kmtr train`` (or the runs of one ``kmtr eval``) read each subject
+    from the store once instead of once per stage. The samples are the ones each dataset would
+    cache itself (before augmentation), so nothing computed changes. Blocks nest (an inner one uses
+    the outer cache); on leaving the outermost block the cache is dropped, so a store changed
+    afterwards is read afresh.
+    """
+    global _shared_caches
+    outermost = _shared_caches is None
+    if outermost:
+        _shared_caches = {}
+    try:
+        yield
+    finally:
+        if outermost:
+            _shared_caches = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +112,8 @@ class KSpaceDataset(Dataset):
         with_seg, with_labels: also yield segmentations / labels when the store has them.
         storage_options: fsspec options for URLs.
         cache: keep every sample read in memory (after frame selection, before augmentation):
-            later epochs skip the store. It lives in the process that reads, so use it with
+            later epochs skip the store (inside :func:`shared_sample_cache`, later datasets that
+            read the same do too). It lives in the process that reads, so use it with
             ``num_workers = 0`` (or persistent workers, one copy each); about
             S·T'·H·W·8 bytes per subject (5.9 MB at 9 × 5 × 128 × 128), plus for coils the maps
             (C·S·H·W·8: 9.4 MB at C = 8) and, with ``coil_noise="stored"``, the noise draw
@@ -133,8 +160,13 @@ class KSpaceDataset(Dataset):
         coils = self.info.coils
         self.noisy = coils is not None and bool(np.any(coils.noise_sigma[self.rows] > 0))
         self._cache: dict[int, dict[str, torch.Tensor]] = {}
+        if cache and _shared_caches is not None:
+            reads = (self.location, repr(sorted((storage_options or {}).items())), mask, tuple(self.frames.tolist()),
+                     self.with_seg, (coil_noise, self.noisy) if coils is not None else None)
+            self._cache = _shared_caches.setdefault(reads, {})
         self._group: zarr.Group | None = None
         self._labels: dict[str, np.ndarray] = {}
+        self._labels_loaded = False
         step = self.frames[1] - self.frames[0] if len(self.frames) > 1 else 1
         regular = len(self.frames) == 1 or bool(np.all(np.diff(self.frames) == step))
         self._tsel: slice | np.ndarray = (
@@ -162,12 +194,15 @@ class KSpaceDataset(Dataset):
         state["_group"] = None
         state["_labels"] = {}
         state["_cache"] = {}
+        state["_labels_loaded"] = False
         return state
 
     @property
     def group(self) -> zarr.Group:
+        """The open store (opened on first use in each process; the label arrays are read with it)."""
         if self._group is None:
             self._group = open_store(self.location, self.storage_options)
+            self._labels_loaded = True
             if self.with_labels:
                 if self.info.has_phenotypes:
                     self._labels["phenotypes"] = np.asarray(self._group["labels/phenotypes"][:], dtype=np.float32)
@@ -233,6 +268,8 @@ class KSpaceDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
         stored = self._load(row)
+        if not self._labels_loaded:  # every sample came from a shared cache so far: the labels are read with the store
+            self.group
         kspace, mask, seg = stored["kspace"], stored["mask"], stored.get("seg")
         if self.augment.enabled:
             rng = np.random.default_rng([self.augment.seed, self.epoch, row])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from kmtr.config import TrainConfig, apply_overrides, preset
+from kmtr.data import shared_sample_cache
 from kmtr.train.runner import ConfigError, run_dir
 
 __all__ = ["stage_config", "train_one", "train_pipeline", "is_finished"]
@@ -66,15 +67,16 @@ def train_pipeline(
     """
     mode = ("resume" if resume else "auto") if isinstance(resume, bool) else resume
     summaries = []
-    for stage in stages:
-        for task in (tasks if stage == 3 else ("",)):
-            cfg = stage_config(preset_name, stage, task, overrides)
-            done = mode != "restart" and is_finished(cfg, same_config=mode == "auto")
-            if done:
-                print(f"== {run_dir(cfg)}: already trained ({cfg.optim.epochs} epochs), skipped", flush=True)
-                continue
-            print(f"== stage {stage}{' / ' + task if task else ''}: {run_dir(cfg)}", flush=True)
-            summaries.append(train_one(cfg, resume=mode))
+    with shared_sample_cache():  # with data.cache on, the stages read each subject from the store once
+        for stage in stages:
+            for task in (tasks if stage == 3 else ("",)):
+                cfg = stage_config(preset_name, stage, task, overrides)
+                done = mode != "restart" and is_finished(cfg, same_config=mode == "auto")
+                if done:
+                    print(f"== {run_dir(cfg)}: already trained ({cfg.optim.epochs} epochs), skipped", flush=True)
+                    continue
+                print(f"== stage {stage}{' / ' + task if task else ''}: {run_dir(cfg)}", flush=True)
+                summaries.append(train_one(cfg, resume=mode))
     return summaries
 
 

@@ -90,12 +90,25 @@ def _train_args(store: str, out: Path) -> list[str]:
     return args
 
 
-def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path):
-    from cli.kmtr_app import app
+def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path, monkeypatch):
+    from collections import Counter
 
+    from cli.kmtr_app import app
+    from kmtr.data import KSpaceDataset
+
+    reads: Counter[tuple[str, int]] = Counter()
+    original = KSpaceDataset._read
+
+    def counting(self, name, row):
+        reads[name, row] += 1
+        return original(self, name, row)
+
+    monkeypatch.setattr(KSpaceDataset, "_read", counting)
     runner = CliRunner()
     res = runner.invoke(app, _train_args(simulated_store.store, tmp_path))
     assert res.exit_code == 0, res.output
+    # the tiny preset caches samples: its six stages read each array of each subject from the store once
+    assert reads and max(reads.values()) == 1, reads.most_common(3)
     exp = tmp_path / "contract"
     for run in ("stage1", "stage2", "stage3-regression", "stage3-classification", "stage3-segmentation",
                 "stage3-reconstruction"):

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kmtr.augment import AugmentParams, augment_sample, flip_kspace, rotate_image
-from kmtr.data import AugmentConfig, KSpaceDataset, frame_indices, prepare_batch
+from kmtr.data import AugmentConfig, KSpaceDataset, frame_indices, prepare_batch, shared_sample_cache
 from kmtr.fft import fft2c, ifft2c
 from kmtr.normalise import denormalise, normalise, signed_log, signed_log_inverse, subject_scale
 from kmtr.store import open_store
@@ -142,6 +142,50 @@ def test_memory_cache_gives_identical_samples_without_rereading(store):  # noqa:
     cached._group = None  # a re-read would have to reopen the store: make that fail
     cached.location = "/nonexistent.zarr"
     assert torch.equal(cached[0]["mask"], plain[0]["mask"])
+
+
+
+def test_shared_sample_cache_reads_each_subject_once_across_datasets_that_read_the_same(store, monkeypatch):  # noqa: F811
+    """Inside shared_sample_cache, a second cached dataset of the same reads (a later stage of one
+    kmtr train) takes the first one's samples without touching the store, and yields the same
+    samples (its own augmentation still applied); other frames, masks or segmentation settings get
+    caches of their own; outside the block, and after it, every dataset caches alone."""
+    reads: list[tuple[str, int]] = []
+    original = KSpaceDataset._read
+
+    def counting(self, name, row):
+        reads.append((name, row))
+        return original(self, name, row)
+
+    monkeypatch.setattr(KSpaceDataset, "_read", counting)
+    aug = AugmentConfig(enabled=True, flip_p=0.5, seed=3)
+    alone = KSpaceDataset(store, "train", "vista_r4", 5, aug, cache=True)
+    expected = [alone[i] for i in range(len(alone))]
+    reads.clear()
+    with shared_sample_cache():
+        first = KSpaceDataset(store, "train", "vista_r4", 5, aug, cache=True)
+        _ = [first[i] for i in range(len(first))]
+        n_first = len(reads)
+        assert n_first == 3 * len(first)  # kspace, mask, seg of each subject
+        with shared_sample_cache():  # nested: the same cache
+            later = KSpaceDataset(store, "train", "vista_r4", 5, aug, cache=True)
+            for i in range(len(later)):
+                for k, v in later[i].items():
+                    torch.testing.assert_close(v, expected[i][k], rtol=0, atol=0, equal_nan=True)
+        assert len(reads) == n_first
+        val = KSpaceDataset(store, "validation", "vista_r4", 5, cache=True)  # other rows of the same reads
+        val[0]
+        assert len(reads) == n_first + 3
+        for other in (KSpaceDataset(store, "train", "vista_r4", 3, cache=True),
+                      KSpaceDataset(store, "train", "vista_r4", 5, cache=True, with_seg=False),
+                      KSpaceDataset(store, "train", "vista_r4", 5, cache=False)):
+            before = len(reads)
+            other[0]
+            assert len(reads) > before
+    reads.clear()
+    again = KSpaceDataset(store, "train", "vista_r4", 5, aug, cache=True)
+    again[0]
+    assert len(reads) == 3
 
 
 def test_phase_augmentation_redraws_only_the_phase(store):  # noqa: F811

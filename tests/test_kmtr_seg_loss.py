@@ -146,3 +146,14 @@ def test_tiny_preset_mirrors_every_segmentation_model_at_test_time_the_paper_pre
     tiny, paper = (preset(name, 3, "segmentation").heads for name in ("tiny", "paper"))
     assert tiny.seg_tta and tiny.nnunet_tta  # k-MTR, the MAE, the U-Nets and nnU-Net alike
     assert not paper.seg_tta and paper.nnunet_tta  # nnU-Net's default; the paper states none for k-MTR
+
+
+def test_segmentation_predict_is_the_argmax_over_the_class_axis_first_maximum_on_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(2, 3, NUM_CLASSES, 4, 8, 8, generator=g)
+    out[0, 0, :, 0, 0, 0] = 1.0  # every class tied: the first (background) wins
+    out[1, 2, 3:, 1, 2, 3] = 5.0  # classes 3-5 tied above the rest: 3 wins
+    labels = Segmentation().predict(None, out)
+    assert labels.dtype == torch.uint8 and labels.shape == (2, 3, 4, 8, 8)
+    assert torch.equal(labels, out.argmax(dim=2).to(torch.uint8))
+    assert labels[0, 0, 0, 0, 0] == 0 and labels[1, 2, 1, 2, 3] == 3

@@ -96,9 +96,11 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
 @torch.no_grad()
 def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu", batch_size: int | None = None,
                   limit: int | None = None) -> Predictions:
-    """Predict every done subject of ``split`` (at most ``limit``) without augmentation."""
+    """Predict every done subject of ``split`` (at most ``limit``) without augmentation (through the
+    sample cache when the run trained with ``data.cache``: :func:`kmtr.data.shared_sample_cache`)."""
     cfg, task = run.cfg, get_task(run.cfg.task)
-    ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task.with_seg)
+    ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task.with_seg,
+                       cache=cfg.data.cache)
     if limit is not None:
         ds.rows = ds.rows[:limit]
     loader = DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, shuffle=False, num_workers=0)

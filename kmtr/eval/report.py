@@ -30,6 +30,7 @@ import torch
 from kmtr.analysis import figures
 from kmtr.analysis.predictions import PER_VIEW_KEYS
 from kmtr.analysis.summaries import segmentation_tables
+from kmtr.data import shared_sample_cache
 from kmtr.eval.predict import Predictions, TrainedRun, load_run, predict_split, run_folders
 from kmtr.tasks import get_task
 from kmtr.tasks.base import EvalContext
@@ -158,21 +159,30 @@ def evaluate_experiment(experiment: str | Path, split: str = "test", out: str | 
     report = Path(out) if out else exp_dir / "report"
     report.mkdir(parents=True, exist_ok=True)
     sections = [f"# k-MTR evaluation: {exp_dir.name} ({split} split)", ""]
-    for path in runs:
-        if (path / "last.pt").exists():
-            run = load_run(path, device, data)
-            res, cfg = evaluate_run(run, report, split, device, n_boot, seed, limit), run.cfg
-        else:  # nnU-Net: predictions only
-            res, cfg = evaluate_predictions_run(path, report, split, limit)
-        title = f"## {cfg.task.capitalize()}: {cfg.method} ({path.name}, {len(res['test'].rows)} subjects, " \
-                f"mask {cfg.data.mask})"
-        sections += [title, "", markdown_table(res["summary"]), ""]
-        for heading, table in res.get("sections", []):
-            sections += [f"{heading}:", "", markdown_table(table), ""]
-        for png in sorted(report.glob(f"{cfg.method}-{cfg.task}_*.png")):
-            sections.append(f"![{png.stem}]({png.name})")
-        sections.append("")
-        print(f"evaluated {path}", flush=True)
+    with shared_sample_cache():  # runs trained with data.cache read each subject from the store once
+        for path in runs:
+            sections += _run_section(path, report, split, device, n_boot, seed, limit, data)
     sections.append(_stage2_section(exp_dir, report, split, device, limit))
     (report / "report.md").write_text("\n".join(sections))
     return report
+
+
+def _run_section(path: Path, report: Path, split: str, device: str | torch.device, n_boot: int, seed: int,
+                 limit: int | None, data: str | None) -> list[str]:
+    """The report's section of one stage-III run (its tables and figures written into ``report``)."""
+    sections: list[str] = []
+    if (path / "last.pt").exists():
+        run = load_run(path, device, data)
+        res, cfg = evaluate_run(run, report, split, device, n_boot, seed, limit), run.cfg
+    else:  # nnU-Net: predictions only
+        res, cfg = evaluate_predictions_run(path, report, split, limit)
+    title = f"## {cfg.task.capitalize()}: {cfg.method} ({path.name}, {len(res['test'].rows)} subjects, " \
+            f"mask {cfg.data.mask})"
+    sections += [title, "", markdown_table(res["summary"]), ""]
+    for heading, table in res.get("sections", []):
+        sections += [f"{heading}:", "", markdown_table(table), ""]
+    for png in sorted(report.glob(f"{cfg.method}-{cfg.task}_*.png")):
+        sections.append(f"![{png.stem}]({png.name})")
+    sections.append("")
+    print(f"evaluated {path}", flush=True)
+    return sections
