@@ -34,7 +34,7 @@ class DataConfig:
     phase_amplitude: float = 0.0  # rad; > 0: redraw the smooth B0 phase of each slice (augmentation)
     batch_size: int = 2
     num_workers: int = 2
-    cache: bool = False  # keep samples in memory after the first epoch (use with num_workers = 0)
+    cache: bool = False  # keep samples in memory (one cache for the stages of a kmtr train; num_workers = 0)
 
 
 @dataclass
