@@ -45,8 +45,8 @@ from kmtr.fft import fft2c, ifft2c
 from kmtr.normalise import normalise, subject_scale
 from kmtr.store import StoreError, StoreInfo, open_store, read_coil_maps, read_store_info
 
-__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "shared_sample_cache",
-           "zero_filled_image", "data_consistent_image"]
+__all__ = ["AugmentConfig", "COIL_NOISE_MODES", "frame_indices", "KSpaceDataset", "prepare_batch", "sample_cache_is_shared",
+           "shared_sample_cache", "zero_filled_image", "data_consistent_image"]
 
 #: ``KSpaceDataset(coil_noise=…)``: the store's fixed evaluation draw, or a fresh draw per epoch
 COIL_NOISE_MODES = ("stored", "fresh")
@@ -74,6 +74,11 @@ def shared_sample_cache() -> Iterator[None]:
     finally:
         if outermost:
             _shared_caches = None
+
+
+def sample_cache_is_shared() -> bool:
+    """True inside :func:`shared_sample_cache` (a dataset's cache then outlives the dataset)."""
+    return _shared_caches is not None
 
 
 @dataclass(frozen=True)

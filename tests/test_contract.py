@@ -117,8 +117,12 @@ def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path,
         metrics = pd.read_csv(exp / run / "metrics.csv")
         assert np.isfinite(metrics.loc[metrics["name"] == "loss", "value"]).all(), run
 
+    reads.clear()
     res = runner.invoke(app, ["eval", str(exp), "--n-boot", "20"])
     assert res.exit_code == 0, res.output
+    # the four runs' predictions share one cache per reads (with / without segmentations), the stage-II
+    # section reads its own: a test subject's k-space at most 3 times (5 without the shared cache)
+    assert max(n for (name, _), n in reads.items() if name == "kspace") <= 3, reads.most_common(3)
     report = exp / "report"
     text = (report / "report.md").read_text()
     for heading in ("Regression", "Classification", "Segmentation", "Reconstruction", "Stage II"):
@@ -137,3 +141,22 @@ def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path,
     rec = pd.read_csv(report / "kmtr-reconstruction_reconstruction.csv")  # the decoder, + acquired samples, zero-filled
     assert np.isfinite(rec[["psnr", "data_consistent_psnr", "zero_filled_psnr"]].to_numpy()).all()
     assert "reconstruction + acquired samples (data consistency)" in text
+
+    # one prediction pass outside a shared cache keeps nothing (nothing to reuse); inside it, the run's cache
+    import kmtr.eval.predict as predict
+    from kmtr.data import shared_sample_cache
+
+    made: list[KSpaceDataset] = []
+
+    class Recorded(KSpaceDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(predict, "KSpaceDataset", Recorded)
+    run = predict.load_run(exp / "stage3-regression")
+    made.clear()  # load_run's own dataset (shapes only)
+    predict.predict_split(run, "test")
+    with shared_sample_cache():
+        predict.predict_split(run, "test")
+    assert [ds.cache for ds in made] == [False, True] and not made[0]._cache and made[1]._cache

@@ -144,7 +144,6 @@ def test_memory_cache_gives_identical_samples_without_rereading(store):  # noqa:
     assert torch.equal(cached[0]["mask"], plain[0]["mask"])
 
 
-
 def test_shared_sample_cache_reads_each_subject_once_across_datasets_that_read_the_same(store, monkeypatch):  # noqa: F811
     """Inside shared_sample_cache, a second cached dataset of the same reads (a later stage of one
     kmtr train) takes the first one's samples without touching the store, and yields the same

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from kmtr.analysis.predictions import Predictions
 from kmtr.config import TrainConfig, config_from_dict
-from kmtr.data import KSpaceDataset, prepare_batch
+from kmtr.data import KSpaceDataset, prepare_batch, sample_cache_is_shared
 from kmtr.methods import build_task_model, method_spec
 from kmtr.tasks import get_task
 from kmtr.train.checkpoint import load_checkpoint
@@ -96,11 +96,12 @@ def load_run(path: str | Path, device: torch.device | str = "cpu", data: str | N
 @torch.no_grad()
 def predict_split(run: TrainedRun, split: str, device: torch.device | str = "cpu", batch_size: int | None = None,
                   limit: int | None = None) -> Predictions:
-    """Predict every done subject of ``split`` (at most ``limit``) without augmentation (through the
-    sample cache when the run trained with ``data.cache``: :func:`kmtr.data.shared_sample_cache`)."""
+    """Predict every done subject of ``split`` (at most ``limit``) without augmentation (inside
+    :func:`kmtr.data.shared_sample_cache`, through the shared cache when the run trained with
+    ``data.cache``; outside it one pass has nothing to reuse, so nothing is cached)."""
     cfg, task = run.cfg, get_task(run.cfg.task)
     ds = KSpaceDataset(cfg.data.data, split, cfg.data.mask, cfg.data.frames, with_seg=task.with_seg,
-                       cache=cfg.data.cache)
+                       cache=cfg.data.cache and sample_cache_is_shared())
     if limit is not None:
         ds.rows = ds.rows[:limit]
     loader = DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, shuffle=False, num_workers=0)
