@@ -133,8 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("optim.min_lr_ratio", ALL, N, 0.0, 0.0, "ours: cosine decays to 0"),
     _s("optim.epochs", "I", N, 100, 15, "ours (tiny: 15 at lr_kspace 1e-3 for stage I's -30 %; README, \"what to expect\")"),
     _s("optim.epochs", ("II", "III reg", "III cls", "III seg", "III rec"), N, 50, None,
-       "ours (tiny stage II: 12, chosen on held-out retrieval over three seeds; regression and classification: 6, "
-       "their validation loss rising after epoch 2 or 4; README, \"what to expect\")"),
+       "ours (tiny stage II: 12, chosen on held-out retrieval over three seeds; regression and classification: 4, "
+       "their validation loss lowest after epoch 2-4; README, \"what to expect\")"),
     _s("optim.betas", ALL, N, (0.9, 0.95), (0.9, 0.95), "ours (MAE's AdamW betas)"),
     _s("optim.clip_grad", ALL, N, 1.0, 1.0, "ours: gradient-norm clipping per model"),
     _s("optim.chunk_size", "II", N, 16, 0, "ours: the batch of 256 in gradient-cached chunks of 16 subjects "
@@ -152,7 +152,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 #: tiny-preset epochs where one value per scope does not fit a row (``tiny`` is None above)
-TINY_EPOCHS: dict[str, int] = {"II": 12, "III reg": 6, "III cls": 6, "III seg": 20, "III rec": 8}
+TINY_EPOCHS: dict[str, int] = {"II": 12, "III reg": 4, "III cls": 4, "III seg": 20, "III rec": 8}
 
 
 def tiny_value(row: Setting, scope: str) -> Any:
