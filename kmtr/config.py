@@ -178,7 +178,8 @@ def _tiny() -> TrainConfig:
         arch=ArchConfig(patch=(5, 16, 16), width=96, depth=3, heads=4, dec_width=64, dec_depth=1, dec_heads=4,
                         distance_bias=True, distance_bias_models="image"),
         # stage I: 15 epochs at lr_kspace 1e-3, chosen for stage II, which aligns its k-space encoder. On the 160-subject
-        # demo, the preset's stage II after stage I at lr_kspace 1e-2 / 3e-3 / 1e-3 (10 epochs) / 1e-3 (15 epochs):
+        # demo, the preset's stage II (10 epochs then) after stage I at lr_kspace 1e-2 / 3e-3 / 1e-3 (10 epochs) /
+        # 1e-3 (15 epochs):
         # validation loss 2.11 / 1.91 / 1.59 / 1.43 (chance ln 7 = 1.95), held-out k-space → image top-1 1 / 3 / 4 / 6
         # of 48 (at 1e-2 0-3 of 48 over six runs); stage I's own validation loss -36 / -36 / -27 / -33 % (the k-space
         # MAE learns its own task faster at 1e-2: MSE after epoch 1 → 10 0.290 → 0.148, at 1e-3 0.339 → 0.243)
