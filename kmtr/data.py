@@ -205,19 +205,22 @@ class KSpaceDataset(Dataset):
     @property
     def group(self) -> zarr.Group:
         """The open store (opened on first use in each process; the label arrays are read with it)."""
-        if self._group is None:
-            self._group = open_store(self.location, self.storage_options)
-            self._labels_loaded = True
-            if self.with_labels:
-                if self.info.has_phenotypes:
-                    self._labels["phenotypes"] = np.asarray(self._group["labels/phenotypes"][:], dtype=np.float32)
-                if self.info.has_diseases:
-                    self._labels["diseases"] = np.asarray(self._group["labels/diseases"][:], dtype=np.int8)
-            if self.info.storage == "float16":
-                self._labels["kspace_scale"] = np.asarray(self._group["subjects/kspace_scale"][:], dtype=np.float32)
-            if self.with_seg:
-                self._labels["seg_present"] = np.asarray(self._group["subjects/seg_present"][:], dtype=bool)
-        return self._group
+        return self._group if self._group is not None else self._open()
+
+    def _open(self) -> zarr.Group:
+        """Open the store and read the label arrays this dataset yields."""
+        group = self._group = open_store(self.location, self.storage_options)
+        self._labels_loaded = True
+        if self.with_labels:
+            if self.info.has_phenotypes:
+                self._labels["phenotypes"] = np.asarray(group["labels/phenotypes"][:], dtype=np.float32)
+            if self.info.has_diseases:
+                self._labels["diseases"] = np.asarray(group["labels/diseases"][:], dtype=np.int8)
+        if self.info.storage == "float16":
+            self._labels["kspace_scale"] = np.asarray(group["subjects/kspace_scale"][:], dtype=np.float32)
+        if self.with_seg:
+            self._labels["seg_present"] = np.asarray(group["subjects/seg_present"][:], dtype=bool)
+        return group
 
     def split_labels(self, key: str) -> np.ndarray:
         """``'phenotypes'`` (n, P) float32 or ``'diseases'`` (n, D) int8 of this split's subjects (store order).
@@ -225,7 +228,8 @@ class KSpaceDataset(Dataset):
         Raises:
             StoreError: the store has no such labels (or the Dataset was made without labels).
         """
-        self.group  # loads the label arrays
+        if not self._labels_loaded:
+            self._open()  # reads the label arrays
         if key not in self._labels:
             raise StoreError(f"{self.location} has no labels/{key}")
         return self._labels[key][self.rows]
@@ -274,7 +278,7 @@ class KSpaceDataset(Dataset):
         row = int(self.rows[i])
         stored = self._load(row)
         if not self._labels_loaded:  # every sample came from a shared cache so far: the labels are read with the store
-            self.group
+            self._open()
         kspace, mask, seg = stored["kspace"], stored["mask"], stored.get("seg")
         if self.augment.enabled:
             rng = np.random.default_rng([self.augment.seed, self.epoch, row])

@@ -143,7 +143,7 @@ def test_every_stage_and_task_trains_and_eval_reports(simulated_store, tmp_path,
     assert "reconstruction + acquired samples (data consistency)" in text
 
     # one prediction pass outside a shared cache keeps nothing (nothing to reuse); inside it, the run's cache
-    import kmtr.eval.predict as predict
+    from kmtr.eval import predict
     from kmtr.data import shared_sample_cache
 
     made: list[KSpaceDataset] = []
