@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import threading
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -37,6 +36,7 @@ from kspace_sim.demo.phantom import N_FRAMES, cycle_state
 from kspace_sim.demo.render import TISSUE, align_sax_grid, render_view, sample_intensities, view_geometries
 from kspace_sim.demo.truth import PHENOTYPE_COLUMNS, analytic_phenotypes, frame_interval_s, line_step_mm
 from kspace_sim.seeding import derive_rng
+from kspace_sim.sources.nifti import write_volume
 from kspace_sim.sources.subject import IMAGE_FILES, SEG_FILES, SubjectVolumes
 
 __all__ = [
@@ -157,24 +157,15 @@ def demo_subject(
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...]) -> None:
-    """Write one ``.nii.gz`` atomically (temporary name in the same folder, then rename).
-
-    The gzip stream uses zlib level 1 with the run-length strategy (``Z_RLE``): a standard deflate
-    stream any reader accepts, ≈ 40 % faster than plain level 1 on noisy images at ≈ 5 % larger
-    size, and smaller on label maps. The stream is deterministic (gzip mtime 0).
-    """
+    """Write one ``.nii.gz`` (qform and sform from ``affine``) atomically and deterministically
+    (:func:`kspace_sim.sources.nifti.write_volume`)."""
     img = nib.Nifti1Image(data, affine)
     img.header.set_data_dtype(data.dtype)
     img.header.set_zooms(zooms)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9, zlib.Z_RLE)
-    tmp = path.with_name(f".{path.name[: -len('.nii.gz')]}.{os.getpid()}.tmp.nii.gz")
-    with open(tmp, "wb") as f:
-        f.write(compressor.compress(img.to_bytes()))
-        f.write(compressor.flush())
-    os.replace(tmp, path)
+    write_volume(img, path)
 
 
 def _write_text(path: Path, text: str) -> None:
