@@ -16,6 +16,6 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2
     assert "pytest" in commands[1] and "kspace-sim build" in commands[0]
     for c in commands:
-        assert c.index("torch==2.13.0") < c.index("pip install -e")
+        assert c.index("torch==2.13.0") < c.index('-e ".[')  # the CPU wheel first, then the project
     ci = (ROOT / ".ci/run").read_text().splitlines()
     assert commands[1] in ci
