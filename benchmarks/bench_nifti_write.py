@@ -1,7 +1,7 @@
 """Benchmark writing a subject's seven ``.nii.gz`` files (the demo cohort's and ``kspace-sim convert``'s
 writer) against the writers it replaced, in the same run.
 
-For ``--subjects`` demo subjects (generated once, not timed), each writer writes all seven volumes
+For ``--subjects`` demo subjects (written once by the demo cohort's own writer and read back, not timed), each writer writes all seven volumes
 (``sa``, three long-axis views, three segmentations) ``--repeats`` times; the best time per subject,
 its ratio to the current writer and the compressed size are printed. Writers:
 
@@ -26,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 from _timing import best_of
 
-from kspace_sim.demo import demo_eids, demo_subject
-from kspace_sim.sources.nifti import write_volume
+from kspace_sim.demo.cohort import demo_eids, write_demo_subject
+from kspace_sim.sources.nifti import read_volume, write_volume
+from kspace_sim.sources.subject import IMAGE_FILES, SEG_FILES
 
 
 def _zlib_rle(img: nib.Nifti1Image, path: Path) -> None:
@@ -49,16 +49,14 @@ WRITERS: dict[str, Callable[[nib.Nifti1Image, Path], None]] = {
 }
 
 
-def _subject_images(eid: str) -> list[tuple[str, nib.Nifti1Image]]:
-    vol, _ = demo_subject(eid, 0)
+def _subject_images(setup: Path, eid: str) -> list[tuple[str, nib.Nifti1Image]]:
+    """One demo subject's seven volumes as the demo cohort writes them, read back into in-memory images
+    (their voxels as arrays, their headers as written), as the writers get them in the demo and ``convert``."""
+    write_demo_subject(setup, eid)
     out = []
-    for name, arr in (*vol.images.items(), *vol.segs.items()):
-        data = arr.astype(np.uint8) if name.startswith("seg_") else arr.astype(np.int16)
-        if data.ndim == 3:
-            data = data[:, :, None, :]
-        img = nib.Nifti1Image(data, vol.affines[name])
-        img.header.set_data_dtype(data.dtype)
-        out.append((name, img))
+    for name in (*IMAGE_FILES, *SEG_FILES):
+        img, arr = read_volume(setup / eid / f"{name}.nii.gz")
+        out.append((name, nib.Nifti1Image(arr, img.affine, img.header)))
     return out
 
 
@@ -67,11 +65,11 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    subjects = [_subject_images(e) for e in demo_eids(args.subjects, 0)]
-    raw = sum(len(img.to_bytes()) for s in subjects for _, img in s) / len(subjects)
-    print(f"{len(subjects)} demo subjects, {raw / 1e6:.1f} MB of NIfTI per subject before compression")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        subjects = [_subject_images(Path(tmp) / "setup", e) for e in demo_eids(args.subjects, 0)]
+        raw = sum(len(img.to_bytes()) for s in subjects for _, img in s) / len(subjects)
+        print(f"{len(subjects)} demo subjects, {raw / 1e6:.1f} MB of NIfTI per subject before compression")
         for label, writer in WRITERS.items():
             folder = Path(tmp) / str(len(rows))
             folder.mkdir()

@@ -183,7 +183,7 @@ def write_volume(img: nib.Nifti1Image, path: Path) -> None:
     A ``.gz`` file is one gzip stream at level 1 (ISA-L's deflate when ``isal`` is installed, else
     zlib's), written in one call with gzip mtime 0, so the same image always gives the same bytes.
     ISA-L's level 1 compresses a demo subject about as well as zlib's (2.3:1), and the whole write
-    takes about half the time of zlib's level 1 with ``Z_RLE`` (``benchmarks/bench_nifti_write.py``);
+    takes less than half the time of zlib's level 1 with ``Z_RLE`` (``benchmarks/bench_nifti_write.py``);
     any gzip reader accepts the stream.
     """
     gz = path.name.endswith(".gz")
