@@ -1,9 +1,10 @@
 """Benchmark writing a subject's seven ``.nii.gz`` files (the demo cohort's and ``kspace-sim convert``'s
 writer) against the writers it replaced, in the same run.
 
-For ``--subjects`` demo subjects (written once by the demo cohort's own writer and read back, not timed), each writer writes all seven volumes
-(``sa``, three long-axis views, three segmentations) ``--repeats`` times; the best time per subject,
-its ratio to the current writer and the compressed size are printed. Writers:
+For ``--subjects`` demo subjects (written once by the demo cohort's own writer and read back, not
+timed), each writer writes all seven volumes (``sa``, three long-axis views, three segmentations)
+``--repeats`` times; the best time per subject, its ratio to the current writer and the compressed
+size are printed. Writers:
 
 * ``write_volume`` (current): one gzip stream at level 1 from ISA-L (``isal``), mtime 0;
 * ``zlib level 1, Z_RLE``: the demo cohort's writer before (zlib's run-length strategy);
