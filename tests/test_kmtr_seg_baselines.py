@@ -117,6 +117,25 @@ def test_decoder_fill_embedding_replaces_unseen_tokens() -> None:
         assert torch.allclose(dec(feats, all_seen), a)  # no unseen token → fill unused
 
 
+def test_decoder_instance_norms_get_contiguous_input_whatever_the_token_layout() -> None:
+    """The token volumes are a permute of (B, L, D): as a view they carry channels-last strides through
+    oneDNN's convolutions into GroupNorm, several times slower there on CPU (benchmarks/bench_seg_layout.py).
+    The decoder makes them contiguous; the values are those of the strided volumes."""
+    grid = TokenGrid(2, 5, 32, 32, (5, 8, 8))
+    dec = SegmentationDecoder(grid, width=16, n_features=3, dec_width=16)
+    feats, keep = _feats(grid, 16, 3), _keep(grid)
+    layouts: list[bool] = []
+    for m in dec.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.register_forward_pre_hook(lambda _m, args: layouts.append(args[0].is_contiguous()))
+    out = dec(feats, keep)
+    assert len(layouts) == 2 * (1 + len(dec.blocks)) and all(layouts)
+    strided = dec._volume
+    dec._volume = lambda *a: strided(*a).contiguous(memory_format=torch.channels_last_3d)  # the layout of the view
+    layouts.clear()
+    assert torch.allclose(dec(feats, keep), out, atol=1e-5) and not any(layouts)
+
+
 def test_decoder_rejects_bad_patch() -> None:
     with pytest.raises(ValueError, match="powers of two"):
         SegmentationDecoder(TokenGrid(1, 5, 24, 24, (5, 12, 12)), 16, 2)

@@ -142,6 +142,15 @@ def test_segmentation_tta_predicts_the_mirrored_image_as_the_mirrored_prediction
         assert torch.allclose(mirrored, out.flip(dims), atol=1e-4) == tta, dims
 
 
+def test_segmentation_tta_is_the_mean_of_the_four_mirrored_probability_maps() -> None:
+    """The in-place sum (no stack of four maps) gives the mean of the mirrored-back softmaxes, bit for bit."""
+    batch, _ = _undersampled_batch(seed=2)
+    task = Segmentation()
+    model = TaskModel(_Unsymmetric(), task, {}, TaskConfig(seg_tta=True))
+    probs = [model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims) for dims in MIRRORINGS]
+    assert torch.equal(task.prediction_outputs(model, batch), torch.stack(probs).mean(dim=0))
+
+
 def test_tiny_preset_mirrors_every_segmentation_model_at_test_time_the_paper_preset_only_nnunet() -> None:
     tiny, paper = (preset(name, 3, "segmentation").heads for name in ("tiny", "paper"))
     assert tiny.seg_tta and tiny.nnunet_tta  # k-MTR, the MAE, the U-Nets and nnU-Net alike

@@ -143,11 +143,13 @@ class SegmentationDecoder(nn.Module):
         self.head = nn.Conv3d(channels[-1], num_classes, kernel_size=1)
 
     def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding."""
+        """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding, contiguous:
+        as a permuted view its channels-last strides would carry through oneDNN's convolutions into the
+        instance norms, several times slower on CPU in that layout (``benchmarks/bench_seg_layout.py``)."""
         b, _, d = feat.shape
         s, nt, nh, nw = self.grid.counts
         x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype))
-        return x.reshape(b * s, nt, nh, nw, d).permute(0, 4, 1, 2, 3)
+        return x.reshape(b * s, nt, nh, nw, d).permute(0, 4, 1, 2, 3).contiguous()
 
     def forward(self, feats: list[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
         """Decode.

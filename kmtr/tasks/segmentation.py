@@ -67,8 +67,11 @@ class Segmentation(Task):
         test-time mirroring, done exactly in k-space. Either way :meth:`predict` takes the argmax."""
         if not model.seg_tta:
             return model.outputs(batch)
-        probs = [model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims) for dims in MIRRORINGS]
-        return torch.stack(probs).mean(dim=0)
+        total = None  # summed in place: no stack of the four (B, S, C, T, H, W) probability maps
+        for dims in MIRRORINGS:
+            probs = model.outputs(mirrored_batch(batch, dims)).softmax(dim=2).flip(dims)
+            total = probs if total is None else total.add_(probs)
+        return total.div_(len(MIRRORINGS))
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         present = batch["seg_present"].bool()
