@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks._timing import best_of
+from benchmarks._timing import best_of, print_ratio_table
 from kmtr.config import preset
 from kmtr.models import segmentation as seg
 from kmtr.models.tokenizer import TokenGrid
@@ -91,9 +91,7 @@ def main() -> None:
     rows.append((f"decoder step (width {heads.seg_width})", *times))
 
     print(f"threads {torch.get_num_threads()}; largest logit difference, strided vs contiguous volumes: {diff:.2e}")
-    print(f"{'':<30}{'before s':>10}{'now s':>10}{'ratio':>8}")
-    for name, a, n in rows:
-        print(f"{name:<30}{a:>10.4f}{n:>10.4f}{a / n:>8.2f}")
+    print_ratio_table(rows, "before s", "now s")
 
 
 if __name__ == "__main__":

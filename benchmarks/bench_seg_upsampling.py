@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import torch.nn.functional as F
 
-from benchmarks._timing import best_of
+from benchmarks._timing import best_of, print_ratio_table
 from kmtr.config import preset
 from kmtr.models import segmentation as seg
 from kmtr.models.tokenizer import TokenGrid
@@ -82,9 +82,7 @@ def main() -> None:
     rows.append((f"decoder step (width {args.width})", times["trilinear"], times["bilinear"]))
 
     print(f"threads {torch.get_num_threads()}; logits {tuple(x.shape)} → ×2; values equal: {equal}")
-    print(f"{'':<26}{'trilinear s':>12}{'bilinear s':>12}{'ratio':>8}")
-    for name, a, bl in rows:
-        print(f"{name:<26}{a:>12.4f}{bl:>12.4f}{a / bl:>8.2f}")
+    print_ratio_table(rows, "trilinear s", "bilinear s", name_width=26)
 
 
 if __name__ == "__main__":
