@@ -38,11 +38,12 @@ from kmtr.models.tokenizer import TokenGrid
 class StridedVolumes(seg.SegmentationDecoder):
     """The decoder as it was: token volumes passed on as permuted views (channels-last strides)."""
 
-    def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int) -> torch.Tensor:
+    def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int, rows: torch.Tensor | None = None
+                ) -> torch.Tensor:
         b, _, d = feat.shape
         s, nt, nh, nw = self.grid.counts
-        x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype))
-        return x.reshape(b * s, nt, nh, nw, d).permute(0, 4, 1, 2, 3)
+        x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype)).reshape(b * s, nt, nh, nw, d)
+        return (x if rows is None else x.index_select(0, rows)).permute(0, 4, 1, 2, 3)
 
 
 def main() -> None:

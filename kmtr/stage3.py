@@ -14,7 +14,8 @@ Tasks (``cfg.task``, one class each in :mod:`kmtr.tasks`):
   split (``heads.balance = weighted``); the decision threshold is chosen on validation at
   evaluation time.
 * ``segmentation`` — (B, S, 6, T, H, W) logits, Dice + cross-entropy (MONAI ``DiceCELoss``) over
-  every view and frame that has a ground truth (``subjects/seg_present``; the 3ch view has none);
+  every view and frame that has a ground truth (``subjects/seg_present``; the 3ch view has none; the
+  k-space encoder's decoder decodes only those views in training, each view being decoded on its own);
   the Dice term per view over its frames, or per 2-D frame with ``heads.seg_dice_frames``; with
   ``heads.seg_tta`` predictions average the class probabilities over the 4 in-plane mirrorings.
 * ``reconstruction`` — the complex image (B, S, T, H, W): a transformer decoder like the stage-I

@@ -151,6 +151,46 @@ def test_segmentation_tta_is_the_mean_of_the_four_mirrored_probability_maps() ->
     assert torch.equal(task.prediction_outputs(model, batch), torch.stack(probs).mean(dim=0))
 
 
+@pytest.mark.parametrize("method", ["kmtr", "unet_u"])
+def test_training_decodes_only_the_labelled_views_with_the_loss_and_gradients_of_the_full_output(method: str
+                                                                                                 ) -> None:
+    """k-MTR's decoder decodes each view on its own: in training (and validation) it decodes only the views
+    with a ground truth, the full output's ``[seg_present]``, and the loss and its gradients are those of the
+    full output. A U-Net baseline gives its full output, as before."""
+    from kmtr_fixtures import TINY_OVERRIDES
+
+    from kmtr.methods import build_task_model
+    from kmtr.pipeline import stage_config
+
+    cfg = stage_config("tiny", 3, "segmentation", {**TINY_OVERRIDES, "init": "scratch", "method": method})
+    model = build_task_model(cfg, (3, 5, 16, 16), (0, 0, 1), {"out_dim": NUM_CLASSES, "names": []})
+    g = torch.Generator().manual_seed(4)
+    image = torch.complex(torch.randn(2, 3, 5, 16, 16, generator=g), torch.randn(2, 3, 5, 16, 16, generator=g))
+    batch = {"kspace": fft2c(image), "mask": torch.rand(2, 3, 5, 16, generator=g) < 0.5,
+             "seg": torch.randint(0, NUM_CLASSES, (2, 3, 5, 16, 16), generator=g),
+             "seg_present": torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.uint8)}
+    task = model.task_def
+    present = batch["seg_present"].bool()
+    full = model.outputs(batch)
+    out = task.training_outputs(model, batch)
+    if method == "kmtr":
+        assert out.shape == (4, NUM_CLASSES, 5, 16, 16)
+        torch.testing.assert_close(out, full[present], rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.equal(out, full)
+    loss = model(batch)["loss"]
+    grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    reference = task.loss(model, model.outputs(batch), batch)  # the full output, indexed in the loss
+    ref_grads = torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    none = dict(batch, seg_present=torch.zeros(2, 3, dtype=torch.uint8))  # no labelled view in the batch
+    assert model(none)["loss"].item() == 0.0
+
+
 def test_tiny_preset_mirrors_every_segmentation_model_at_test_time_the_paper_preset_only_nnunet() -> None:
     tiny, paper = (preset(name, 3, "segmentation").heads for name in ("tiny", "paper"))
     assert tiny.seg_tta and tiny.nnunet_tta  # k-MTR, the MAE, the U-Nets and nnU-Net alike

@@ -142,16 +142,21 @@ class SegmentationDecoder(nn.Module):
         )
         self.head = nn.Conv3d(channels[-1], num_classes, kernel_size=1)
 
-    def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int) -> torch.Tensor:
-        """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding, contiguous:
-        as a permuted view its channels-last strides would carry through oneDNN's convolutions into the
-        instance norms, several times slower on CPU in that layout (``benchmarks/bench_seg_layout.py``)."""
+    def _volume(self, feat: torch.Tensor, keep: torch.Tensor, level: int, rows: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding (only the
+        slices ``rows`` of B·S when given), contiguous: as a permuted view its channels-last strides would
+        carry through oneDNN's convolutions into the instance norms, several times slower on CPU in that
+        layout (``benchmarks/bench_seg_layout.py``)."""
         b, _, d = feat.shape
         s, nt, nh, nw = self.grid.counts
-        x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype))
-        return x.reshape(b * s, nt, nh, nw, d).permute(0, 4, 1, 2, 3).contiguous()
+        x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype)).reshape(b * s, nt, nh, nw, d)
+        if rows is not None:
+            x = x.index_select(0, rows)
+        return x.permute(0, 4, 1, 2, 3).contiguous()
 
-    def forward(self, feats: list[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], keep: torch.Tensor, views: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Decode.
 
         Args:
@@ -159,21 +164,26 @@ class SegmentationDecoder(nn.Module):
                 shallow → deep (the last is the encoder's final output); values at unseen tokens
                 are ignored.
             keep: (B, L) bool, True = token seen by the encoder.
+            views: optional (B, S) bool: decode only these slices. Each slice is decoded on its own, so
+                the result is the full output indexed by ``views`` (up to float rounding), for the
+                decoder's work on the selected slices only (training decodes the labelled views).
 
         Returns:
-            logits (B, S, num_classes, T, H, W).
+            logits (B, S, num_classes, T, H, W); with ``views``, (n, num_classes, T, H, W) for the n
+            selected slices in (b, s) order.
         """
         if len(feats) != self.n_features:
             raise ValueError(f"expected {self.n_features} feature maps, got {len(feats)}")
         b = keep.shape[0]
-        vols = {lvl: self._volume(feats[lvl], keep, lvl) for lvl in self.used_levels}
+        rows = None if views is None else views.reshape(-1).nonzero().squeeze(1)
+        vols = {lvl: self._volume(feats[lvl], keep, lvl, rows) for lvl in self.used_levels}
         x = self.bottleneck(vols[self.n_features - 1])
         for up, skip, block, lvl in zip(self.ups, self.skips, self.blocks, self.skip_levels):
             x = block(torch.cat([up(x), skip(vols[lvl])], dim=1))
         out = self.head(x)  # (B·S, C, T, H / out_stride, W / out_stride)
         if self.out_stride > 1:
             out = upsample_frames(out, self.out_stride)
-        return out.reshape(b, self.grid.s, *out.shape[1:])
+        return out if views is not None else out.reshape(b, self.grid.s, *out.shape[1:])
 
 
 def upsample_frames(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -70,6 +70,11 @@ class Task:
     def register_targets(self, model: nn.Module, targets: dict[str, Any], heads: Any) -> None:
         """Buffers (target statistics) and loss modules the task's :class:`TaskModel` carries."""
 
+    def training_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What :meth:`loss` reads, in training and validation (the network's output; a task may ask
+        the network for only the part its loss uses)."""
+        return model.outputs(batch)
+
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 

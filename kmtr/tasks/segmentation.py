@@ -18,6 +18,7 @@ from kmtr.augment import flip_kspace, mirror_lines
 from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
+from kmtr.train.task_net import KSpaceTaskNet
 
 __all__ = ["MIRRORINGS", "NUM_CLASSES", "Segmentation", "compare_segmentation", "dice_samples", "mirrored_batch", "seg_layers",
            "subject_dice"]
@@ -49,10 +50,11 @@ class Segmentation(Task):
         return SegmentationDecoder(encoder.grid, encoder.cfg.width, len(net.layers), heads.seg_width, out_dim,
                                    heads.seg_temporal_kernel, heads.seg_out_stride)
 
-    def run_head(self, net: Any, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def run_head(self, net: Any, kspace: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None
+                 ) -> torch.Tensor:
         tokens, keep = net.encoder.encoder_inputs(kspace, mask)
         _, full, feats = net.encoder.encode_features(tokens, keep, net.layers[:-1])
-        return net.head([*feats, full], keep)
+        return net.head([*feats, full], keep, views)
 
     def register_targets(self, model: torch.nn.Module, targets: dict[str, Any], heads: Any) -> None:
         from monai.losses import DiceCELoss
@@ -73,9 +75,20 @@ class Segmentation(Task):
             total = probs if total is None else total.add_(probs)
         return total.div_(len(MIRRORINGS))
 
+    def training_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The k-space encoder's decoder (:class:`KSpaceTaskNet`: k-MTR, the MAE) decodes each view on its
+        own, so in training and validation it decodes only the views the loss reads, those with a ground
+        truth (``seg_present``; not the 3ch view): (n, C, T, H, W), the full output's ``[seg_present]``
+        for 8/9 of the decoder's work. Other networks (the U-Nets) give their full output."""
+        if isinstance(model.net, KSpaceTaskNet):
+            return model.net(batch["kspace"], batch["mask"], views=batch["seg_present"].bool())
+        return model.outputs(batch)
+
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Dice + cross-entropy over the labelled views; ``out`` is the full (B, S, C, T, H, W) output or
+        already its labelled views (n, C, T, H, W) (:meth:`training_outputs`)."""
         present = batch["seg_present"].bool()
-        logits = out[present].float()  # (n, C, T, H, W)
+        logits = (out if out.dim() == 5 else out[present]).float()  # (n, C, T, H, W)
         target = batch["seg"][present][:, None].long()
         if logits.shape[0] == 0:
             return out.sum() * 0.0

@@ -50,8 +50,12 @@ class KSpaceTaskNet(nn.Module):
         in_dim = width + (self.spectrum.n_features if self.spectrum is not None else 0)
         self.head = task.build_head(self, encoder, in_dim, out_dim, heads)
 
-    def forward(self, kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.task_def.run_head(self, kspace, mask)
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """The task's raw output; ``views`` (B, S) bool, segmentation only: decode only these views
+        ((n, C, T, H, W) logits; :meth:`kmtr.tasks.segmentation.Segmentation.training_outputs`)."""
+        if views is None:
+            return self.task_def.run_head(self, kspace, mask)
+        return self.task_def.run_head(self, kspace, mask, views)
 
     def pooled(self, latent: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
         """(B, 1 + Lk, D) encoder output → (B, D): the class token, the LayerNorm'd mean of the
@@ -94,7 +98,7 @@ class TaskModel(nn.Module):
         return self.net(batch["kspace"], batch["mask"])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": self.task_def.loss(self, self.outputs(batch), batch)}
+        return {"loss": self.task_def.loss(self, self.task_def.training_outputs(self, batch), batch)}
 
     @torch.no_grad()
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
