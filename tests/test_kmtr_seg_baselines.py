@@ -119,7 +119,7 @@ def test_decoder_fill_embedding_replaces_unseen_tokens() -> None:
 
 def test_decoder_instance_norms_get_contiguous_input_whatever_the_token_layout() -> None:
     """The token volumes are a permute of (B, L, D): as a view they carry channels-last strides through
-    oneDNN's convolutions into GroupNorm, several times slower there on CPU (benchmarks/bench_seg_layout.py).
+    oneDNN's convolutions into GroupNorm, several times slower there on CPU (benchmarks/bench_seg_decoder.py).
     The decoder makes them contiguous; the values are those of the strided volumes."""
     grid = TokenGrid(2, 5, 32, 32, (5, 8, 8))
     dec = SegmentationDecoder(grid, width=16, n_features=3, dec_width=16)

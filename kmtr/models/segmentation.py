@@ -147,7 +147,7 @@ class SegmentationDecoder(nn.Module):
         """(B, L, D) → (B·S, D, nt, nh, nw) with unseen tokens set to the level's fill embedding (only the
         slices ``rows`` of B·S when given), contiguous: as a permuted view its channels-last strides would
         carry through oneDNN's convolutions into the instance norms, several times slower on CPU in that
-        layout (``benchmarks/bench_seg_layout.py``)."""
+        layout (``benchmarks/bench_seg_decoder.py``)."""
         b, _, d = feat.shape
         s, nt, nh, nw = self.grid.counts
         x = torch.where(keep[..., None], feat, self.fill[level].to(feat.dtype)).reshape(b * s, nt, nh, nw, d)
