@@ -18,7 +18,6 @@ from kmtr.augment import flip_kspace, mirror_lines
 from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
 from kmtr.tasks.base import EvalContext, Task, TruthSink
-from kmtr.train.task_net import KSpaceTaskNet
 
 __all__ = ["MIRRORINGS", "NUM_CLASSES", "Segmentation", "compare_segmentation", "dice_samples", "mirrored_batch", "seg_layers",
            "subject_dice"]
@@ -76,11 +75,12 @@ class Segmentation(Task):
         return total.div_(len(MIRRORINGS))
 
     def training_outputs(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The k-space encoder's decoder (:class:`KSpaceTaskNet`: k-MTR, the MAE) decodes each view on its
-        own, so in training and validation it decodes only the views the loss reads, those with a ground
-        truth (``seg_present``; not the 3ch view): (n, C, T, H, W), the full output's ``[seg_present]``
-        for 8/9 of the decoder's work. Other networks (the U-Nets) give their full output."""
-        if isinstance(model.net, KSpaceTaskNet):
+        """The k-space encoder's decoder (networks with ``selects_views``:
+        :class:`kmtr.train.task_net.KSpaceTaskNet`, k-MTR and the MAE) decodes each view on its own, so in
+        training and validation it decodes only the views the loss reads, those with a ground truth
+        (``seg_present``; not the 3ch view): (n, C, T, H, W), the full output's ``[seg_present]`` for 8/9 of
+        the decoder's work. Other networks (the U-Nets) give their full output."""
+        if getattr(model.net, "selects_views", False):
             return model.net(batch["kspace"], batch["mask"], views=batch["seg_present"].bool())
         return model.outputs(batch)
 

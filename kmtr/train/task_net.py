@@ -36,6 +36,9 @@ class KSpaceTaskNet(nn.Module):
     (B, S, C, T, H, W) logits for segmentation, a complex (B, S, T, H, W) image for reconstruction.
     """
 
+    #: ``forward`` takes ``views``: the segmentation decoder decodes only those views
+    selects_views = True
+
     def __init__(self, encoder: KSpaceMAE, task: Any, out_dim: int, heads: Any, rings: int = 0) -> None:
         super().__init__()
         self.encoder, self.task, self.task_def = encoder.drop_decoder(), task.name, task
