@@ -78,17 +78,19 @@ class Segmentation(Task):
         """The k-space encoder's decoder (networks with ``selects_views``:
         :class:`kmtr.train.task_net.KSpaceTaskNet`, k-MTR and the MAE) decodes each view on its own, so in
         training and validation it decodes only the views the loss reads, those with a ground truth
-        (``seg_present``; not the 3ch view): (n, C, T, H, W), the full output's ``[seg_present]`` for 8/9 of
-        the decoder's work. Other networks (the U-Nets) give their full output."""
+        (``seg_present``; not the 3ch view), for 8/9 of the decoder's work. Other networks (the U-Nets) give
+        their full output, indexed here. Either way: the labelled views' logits (n, C, T, H, W), the full
+        output's ``[seg_present]``."""
+        present = batch["seg_present"].bool()
         if getattr(model.net, "selects_views", False):
-            return model.net(batch["kspace"], batch["mask"], views=batch["seg_present"].bool())
-        return model.outputs(batch)
+            return model.net(batch["kspace"], batch["mask"], views=present)
+        return model.outputs(batch)[present]
 
     def loss(self, model: Any, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Dice + cross-entropy over the labelled views; ``out`` is the full (B, S, C, T, H, W) output or
-        already its labelled views (n, C, T, H, W) (:meth:`training_outputs`)."""
+        """Dice + cross-entropy over the labelled views: ``out`` is their logits (n, C, T, H, W), in
+        ``seg_present`` order (:meth:`training_outputs`)."""
         present = batch["seg_present"].bool()
-        logits = (out if out.dim() == 5 else out[present]).float()  # (n, C, T, H, W)
+        logits = out.float()
         target = batch["seg"][present][:, None].long()
         if logits.shape[0] == 0:
             return out.sum() * 0.0
