@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FEATURES", "sax_area_curves", "phenotype_features", "fit_calibration", "apply_calibration"]
+__all__ = ["FEATURES", "sax_area_curves", "phenotype_features", "curve_features", "fit_calibration", "apply_calibration"]
 
 #: phenotype column → the area features its linear calibration uses (see :func:`phenotype_features`).
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -65,13 +65,18 @@ def phenotype_features(seg: np.ndarray, spacing: np.ndarray, sax: Sequence[int],
     """Per-subject area features (N,) each: ``lv_max``, ``lv_min``, ``lv_mean`` (cm²), ``lv_ef`` (%,
     from the area curve), ``epi_mean`` (LV + myocardium, cm²), and the ``rv_*`` ones when ``rv`` is
     given. Shapes and units as in :func:`sax_area_curves`."""
-    a_lv = sax_area_curves(seg, spacing, sax, lv)
-    a_epi = sax_area_curves(seg, spacing, sax, (lv, myo))
-    out = {"lv_max": a_lv.max(axis=1), "lv_min": a_lv.min(axis=1), "lv_mean": a_lv.mean(axis=1), "lv_ef": _ef(a_lv),
-           "epi_mean": a_epi.mean(axis=1)}
+    a_rv = sax_area_curves(seg, spacing, sax, rv) if rv is not None else None
+    return curve_features(sax_area_curves(seg, spacing, sax, lv), sax_area_curves(seg, spacing, sax, (lv, myo)), a_rv)
+
+
+def curve_features(lv: np.ndarray, epi: np.ndarray, rv: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The features of :func:`phenotype_features` from area curves (N, T) in cm² (or any one area unit):
+    ``lv`` the LV blood pool, ``epi`` the LV blood pool + myocardium, ``rv`` the RV blood pool (None: no
+    ``rv_*`` features)."""
+    out = {"lv_max": lv.max(axis=1), "lv_min": lv.min(axis=1), "lv_mean": lv.mean(axis=1), "lv_ef": _ef(lv),
+           "epi_mean": epi.mean(axis=1)}
     if rv is not None:
-        a_rv = sax_area_curves(seg, spacing, sax, rv)
-        out.update({"rv_max": a_rv.max(axis=1), "rv_min": a_rv.min(axis=1), "rv_ef": _ef(a_rv)})
+        out.update({"rv_max": rv.max(axis=1), "rv_min": rv.min(axis=1), "rv_ef": _ef(rv)})
     return out
 
 
