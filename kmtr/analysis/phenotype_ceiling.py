@@ -9,7 +9,8 @@ each calibrated on the training split and scored on the test split against the t
 
 - ``areas``: pixel counts × the store's pixel spacing (cm²). What the frames hold.
 - ``pixels``: pixel counts alone (spacing taken as 1 mm). The trainer's inputs carry no spacing,
-  so this is the best a model of the k-space (or image) alone can do in these frames.
+  so this is what the short-axis areas give a model of the k-space (or image) alone. (Not a strict
+  bound: the long-axis views carry more, e.g. the ventricle's length.)
 - ``pixels ±σ``: the same counts, each subject's area curve of each class scaled by ``1 + σ·z``,
   ``z ~ N(0, 1)`` per subject and class: a reader whose areas are off by ``σ`` (relative SD) per
   subject. Over ``draws`` noise draws it gives the median MAE and p-value and the fraction of
