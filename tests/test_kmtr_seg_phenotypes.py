@@ -8,6 +8,7 @@ import pytest
 from kmtr.analysis.seg_phenotypes import (
     FEATURES,
     apply_calibration,
+    area_agreement,
     fit_calibration,
     phenotype_features,
     sax_area_curves,
@@ -77,3 +78,23 @@ def test_calibration_recovers_linear_phenotypes_and_skips_what_it_cannot_fit():
 def test_every_calibrated_column_uses_known_features(column):
     seg, spacing, _, _ = _hearts(3)
     assert set(FEATURES[column]) <= set(phenotype_features(seg, spacing, range(6), lv=1, myo=2, rv=3))
+
+
+def test_area_agreement_is_the_relative_error_of_each_subjects_largest_short_axis_area():
+    seg, _, ed, _ = _hearts(12)
+    pred = seg.copy()
+    grow = np.arange(12) % 2  # subject i's predicted LV square is grow[i] pixels wider at ED (frame 0)
+    for i, g in enumerate(grow):
+        pred[i, :6, 0, 5:5 + ed[i] + g, 5:5 + ed[i] + g] = 1
+    pred[:, 6:] = 1  # long-axis views are not read
+    rows = {r["class"]: r for r in area_agreement(pred, seg, range(6), {"LV": 1, "epi": (1, 2), "none": 7})}
+    rel = 100 * ((ed + grow) ** 2 / ed**2 - 1)
+    assert rows["LV"]["n"] == 12
+    assert rows["LV"]["bias"] == pytest.approx(rel.mean()) and rows["LV"]["sd"] == pytest.approx(rel.std(ddof=1))
+    assert rows["LV"]["r"] == pytest.approx(np.corrcoef((ed + grow) ** 2, ed**2)[0, 1])
+    # LV + myocardium: the enlarged LV overwrote only ring pixels (the ring is one pixel wide: no change)
+    assert rows["epi"]["bias"] == pytest.approx(0.0) and rows["epi"]["sd"] == pytest.approx(0.0)
+    assert rows["epi"]["r"] == pytest.approx(1.0)
+    assert rows["none"]["n"] == 0 and np.isnan(rows["none"]["sd"])  # a class absent from the truth
+    perfect = area_agreement(seg, seg, range(6), {"LV": 1})[0]
+    assert perfect["bias"] == 0 and perfect["sd"] == 0 and perfect["r"] == pytest.approx(1.0)

@@ -367,9 +367,13 @@ def test_eval_measures_phenotypes_on_the_predicted_segmentation(experiment, stor
     assert table["features"].tolist() == ["lv_max", "epi_mean + lv_mean"]
     assert (table["n"] == 2).all() and np.isfinite(table["mean_guess_mae"]).all()
     assert res["sections"][0][0].startswith("Phenotypes from the predicted segmentation")
+    heading, areas = res["sections"][1]
+    assert heading.startswith("Short-axis areas, predicted against the ground truth")
+    assert areas["class"].tolist() == ["LV blood pool", "LV blood pool + myocardium", "RV blood pool"]
     assert (tmp_path / "report" / "kmtr-segmentation_phenotypes_scatter.png").stat().st_size > 1000
     assert (tmp_path / "report" / "kmtr-segmentation_phenotypes.csv").exists()
     # a store without training subjects (an external test set): no calibration, the rest is evaluated
     external = write_store(tmp_path / "external.zarr", n=3, t=5, h=32, w=32, status=[1] * 3, split=[1, 1, 2])
     res = evaluate_run(load_run(seg["run_dir"], data=external), tmp_path / "external", "validation", n_boot=20)
-    assert "phenotypes" not in res["tables"] and "sections" not in res and len(res["tables"]["segmentation"])
+    assert "phenotypes" not in res["tables"] and len(res["tables"]["segmentation"])
+    assert [h.split(",")[0] for h, _ in res["sections"]] == ["Short-axis areas"]  # the areas need no calibration

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["FEATURES", "sax_area_curves", "phenotype_features", "curve_features", "fit_calibration", "apply_calibration"]
+__all__ = ["FEATURES", "sax_area_curves", "phenotype_features", "curve_features", "fit_calibration", "apply_calibration",
+           "area_agreement"]
 
 #: phenotype column → the area features its linear calibration uses (see :func:`phenotype_features`).
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -117,3 +118,37 @@ def apply_calibration(fits: dict[str, dict[str, object]], features: dict[str, np
     """(N,) predicted phenotype per fitted column, in the phenotype's units."""
     return {col: _design(features, f["features"]) @ np.asarray(f["coef"]) + float(f["intercept"])  # type: ignore[arg-type]
             for col, f in fits.items()}
+
+
+def area_agreement(pred: np.ndarray, true: np.ndarray, sax: Sequence[int],
+                   classes: dict[str, int | Sequence[int]]) -> list[dict[str, float | str | int]]:
+    """How well a predicted segmentation reads each subject's largest short-axis area, in pixels.
+
+    The calibration (:func:`fit_calibration`) absorbs a constant bias, so what limits the phenotypes
+    is the per-subject error around it: ``sd`` below. :mod:`kmtr.analysis.phenotype_ceiling` gives the
+    precision a reader needs to beat the mean guess.
+
+    Args:
+        pred, true: (N, S, T, H, W) integer labels, predicted and ground truth.
+        sax: indices of the short-axis views along S.
+        classes: row name → label value(s), e.g. ``{"LV blood pool": 1, "LV + myocardium": (1, 2)}``.
+
+    Returns:
+        One dict per class: ``class``, ``n`` (subjects with the class in the ground truth), ``bias`` and
+        ``sd`` (mean and SD, ddof 1, of ``pred_max / true_max − 1`` in %, where ``*_max`` is the
+        subject's largest area over the frames, summed over the short-axis views) and ``r`` (Pearson
+        correlation of the two largest areas over the subjects).
+    """
+    rows: list[dict[str, float | str | int]] = []
+    ones = np.ones((len(true), true.shape[1], 2))
+    for name, label in classes.items():
+        p = sax_area_curves(pred, ones, sax, label).max(axis=1)
+        t = sax_area_curves(true, ones, sax, label).max(axis=1)
+        ok = t > 0
+        rel = 100.0 * (p[ok] / t[ok] - 1.0)
+        sd = float(np.std(rel, ddof=1)) if ok.sum() > 1 else float("nan")
+        r = float(np.corrcoef(p[ok], t[ok])[0, 1]) if ok.sum() > 1 and np.ptp(p[ok]) > 0 and np.ptp(t[ok]) > 0 \
+            else float("nan")
+        rows.append({"class": name, "n": int(ok.sum()), "bias": float(rel.mean()) if ok.any() else float("nan"),
+                     "sd": sd, "r": r})
+    return rows

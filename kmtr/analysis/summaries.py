@@ -14,7 +14,7 @@ import pandas as pd
 from kmtr.analysis import figures, metrics
 from kmtr.analysis.predictions import Predictions
 
-__all__ = ["pm", "regression_summary", "segmentation_phenotypes", "segmentation_tables"]
+__all__ = ["pm", "regression_summary", "segmentation_phenotypes", "segmentation_tables", "short_axis_areas"]
 
 
 def pm(mean: float, sd: float, digits: int | None = None) -> str:
@@ -95,6 +95,30 @@ def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict:
                                     n_boot=n_boot, seed=seed)
     figures.scatter_pred_true(pred, y_test, names, units, scatter)
     return df.assign(features=[" + ".join(fits[c]["features"]) for c in names])  # type: ignore[arg-type]
+
+
+#: the ventricular classes whose short-axis areas the phenotypes read (label values: docs/store-format.md)
+VENTRICLE_AREAS: dict[str, int | tuple[int, ...]] = {"LV blood pool": 1, "LV blood pool + myocardium": (1, 2),
+                                                     "RV blood pool": 3}
+
+
+def short_axis_areas(test: Predictions) -> pd.DataFrame | None:
+    """The report's table of :func:`kmtr.analysis.seg_phenotypes.area_agreement`: per class, each
+    subject's largest short-axis area (pixels) predicted against the ground truth. None without
+    short-axis views (or for predictions saved before ``view_ids`` was kept)."""
+    from kmtr.analysis.seg_phenotypes import area_agreement
+
+    view_ids = test.truth.get("view_ids")
+    sax = [] if view_ids is None else [int(i) for i in np.flatnonzero(np.asarray(view_ids) == 0)]
+    if not sax:
+        return None
+    rows = area_agreement(test.pred, test.truth["seg"], sax, VENTRICLE_AREAS)
+    return pd.DataFrame({
+        "class": [r["class"] for r in rows], "subjects": [r["n"] for r in rows],
+        "bias (%)": [f"{r['bias']:+.1f}" for r in rows],
+        "per-subject error SD (%)": [f"{r['sd']:.1f}" for r in rows],
+        "r": [f"{r['r']:.2f}" for r in rows],
+    })
 
 
 def overlays(test: Predictions, view_names: tuple[str, ...], path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from kmtr.analysis.comparison import TaskComparison, mean_frames, paired_rows
 from kmtr.analysis.predictions import Predictions
 from kmtr.analysis.stats import wilcoxon_paired
-from kmtr.analysis.summaries import regression_summary, segmentation_phenotypes, segmentation_tables
+from kmtr.analysis.summaries import regression_summary, segmentation_phenotypes, segmentation_tables, short_axis_areas
 from kmtr.augment import flip_kspace, mirror_lines
 from kmtr.errors import ConfigError
 from kmtr.models.segmentation import SegmentationDecoder
@@ -129,6 +129,13 @@ class Segmentation(Task):
             heading = ("Phenotypes from the predicted segmentation (linear calibration on the training split's "
                        "predictions, `kmtr/analysis/seg_phenotypes.py`)")
             result["sections"] = [(heading, regression_summary(section))]
+        areas = short_axis_areas(ctx.test)
+        if areas is not None:
+            heading = ("Short-axis areas, predicted against the ground truth (each subject's largest area over the "
+                       "kept frames, summed over the short-axis views, in pixels; the calibration absorbs the bias, "
+                       "the per-subject error limits the phenotypes: `python -m kmtr.analysis.phenotype_ceiling STORE` "
+                       "gives the precision they need)")
+            result.setdefault("sections", []).append((heading, areas))
         return result
 
 
