@@ -38,9 +38,6 @@ from kmtr.store import StoreError, StoreInfo, open_store, read_store_info
 
 __all__ = ["SplitAreas", "calibrated_scores", "perturb_curves", "phenotype_ceiling", "read_split_areas"]
 
-#: label values of the classes the calibration reads (the store's ``label_map``: docs/store-format.md)
-LV, MYO, RV = 1, 2, 3
-
 
 @dataclass
 class SplitAreas:
@@ -78,9 +75,9 @@ def read_split_areas(location: str, split: str, frames: Sequence[int]) -> SplitA
     seg_array = group["seg"]
     for i, row in enumerate(rows):
         seg = np.asarray(seg_array.oindex[int(row), sax])[:, frames]  # (6, T', H, W)
-        pixels["lv"][i] = (seg == LV).sum(axis=(2, 3))
-        pixels["epi"][i] = np.isin(seg, (LV, MYO)).sum(axis=(2, 3))
-        pixels["rv"][i] = (seg == RV).sum(axis=(2, 3))
+        pixels["lv"][i] = (seg == sp.LV).sum(axis=(2, 3))
+        pixels["epi"][i] = np.isin(seg, (sp.LV, sp.MYO)).sum(axis=(2, 3))
+        pixels["rv"][i] = (seg == sp.RV).sum(axis=(2, 3))
     phenotypes = np.asarray(group["labels/phenotypes"][:], np.float64)[rows]
     return SplitAreas(pixels, px_cm2, phenotypes)
 

@@ -22,6 +22,9 @@ import numpy as np
 __all__ = ["FEATURES", "sax_area_curves", "phenotype_features", "curve_features", "fit_calibration", "apply_calibration",
            "area_agreement"]
 
+#: label values of the ventricular classes the areas read (the store's ``label_map``: docs/store-format.md)
+LV, MYO, RV = 1, 2, 3
+
 #: phenotype column → the area features its linear calibration uses (see :func:`phenotype_features`).
 FEATURES: dict[str, tuple[str, ...]] = {
     "LVEDV (mL)": ("lv_max",),

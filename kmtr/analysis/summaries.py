@@ -79,7 +79,7 @@ def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict:
     sax = [i for i, v in enumerate(info.view_ids) if v == 0]
 
     def features(pred: Predictions) -> dict[str, np.ndarray]:
-        return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=1, myo=2, rv=3)
+        return sp.phenotype_features(pred.pred, pred.truth["pixel_spacing"], sax, lv=sp.LV, myo=sp.MYO, rv=sp.RV)
 
     y_train = train.truth["phenotypes"].astype(np.float64)
     fits = sp.fit_calibration(features(train), y_train, columns)
@@ -97,22 +97,18 @@ def segmentation_phenotypes(cfg: Any, test: Predictions, scatter: Path, predict:
     return df.assign(features=[" + ".join(fits[c]["features"]) for c in names])  # type: ignore[arg-type]
 
 
-#: the ventricular classes whose short-axis areas the phenotypes read (label values: docs/store-format.md)
-VENTRICLE_AREAS: dict[str, int | tuple[int, ...]] = {"LV blood pool": 1, "LV blood pool + myocardium": (1, 2),
-                                                     "RV blood pool": 3}
-
-
 def short_axis_areas(test: Predictions) -> pd.DataFrame | None:
     """The report's table of :func:`kmtr.analysis.seg_phenotypes.area_agreement`: per class, each
     subject's largest short-axis area (pixels) predicted against the ground truth. None without
     short-axis views (or for predictions saved before ``view_ids`` was kept)."""
-    from kmtr.analysis.seg_phenotypes import area_agreement
+    from kmtr.analysis import seg_phenotypes as sp
 
     view_ids = test.truth.get("view_ids")
     sax = [] if view_ids is None else [int(i) for i in np.flatnonzero(np.asarray(view_ids) == 0)]
     if not sax:
         return None
-    rows = area_agreement(test.pred, test.truth["seg"], sax, VENTRICLE_AREAS)
+    classes = {"LV blood pool": sp.LV, "LV blood pool + myocardium": (sp.LV, sp.MYO), "RV blood pool": sp.RV}
+    rows = sp.area_agreement(test.pred, test.truth["seg"], sax, classes)
     return pd.DataFrame({
         "class": [r["class"] for r in rows], "subjects": [r["n"] for r in rows],
         "bias (%)": [f"{r['bias']:+.1f}" for r in rows],
